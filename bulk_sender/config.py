@@ -1,0 +1,284 @@
+"""Frozen run settings, read from ``config.toml`` (with ``tomllib``), the environment and flags.
+
+Every value is validated here, before anything is sent: a wrong or missing value raises
+:class:`~bulk_sender.errors.ConfigError` naming the key and what is allowed. Unknown keys are
+errors too, because a typo (``rate_per_sec``) would otherwise silently run at the default.
+
+The API key is read from the environment variable named by ``[kaleyra] api_key_env`` and is
+held in a :class:`Secret`, whose ``repr``/``str`` never show it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bulk_sender.errors import ConfigError
+
+__all__ = [
+    "POD_DOMAINS",
+    "WA_SOURCES",
+    "CampaignSettings",
+    "KaleyraSettings",
+    "Secret",
+    "SendingSettings",
+    "Settings",
+    "load_settings",
+    "read_api_key",
+]
+
+#: The seed's API domains by pod.
+POD_DOMAINS: Mapping[str, str] = {
+    "in": "api.in.kaleyra.io",
+    "sg": "api.ap.kaleyra.io",
+    "eu": "api.eu.kaleyra.io",
+}
+
+#: ``extra_info.wa_source`` values the API accepts; anything else is sent as "api".
+WA_SOURCES: frozenset[str] = frozenset(
+    {
+        "api", "clevertap", "zoho", "webengage", "shopify", "leadsquared", "responsys",
+        "braze", "hubspot", "salesforce", "zapier", "eloqua", "moengage",
+    }
+)  # fmt: skip
+
+Delivery = Literal["at-most-once", "at-least-once"]
+_SID_RE = re.compile(r"^[A-Za-z0-9]{6,64}$")
+_SENDER_RE = re.compile(r"^\+?[1-9][0-9]{6,14}$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str``, f-strings or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself; call only where it goes on the wire."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KaleyraSettings:
+    """Where to send: the account, the business number and the API's address."""
+
+    pod: str = "in"
+    base_url: str = ""
+    sid: str
+    sender: str
+    api_key_env: str = "KALEYRA_API_KEY"
+
+    def __post_init__(self) -> None:
+        if self.pod not in POD_DOMAINS:
+            raise ConfigError(
+                "[kaleyra] pod", f"{self.pod!r} is not a pod; use one of {', '.join(POD_DOMAINS)}"
+            )
+        if self.base_url and not re.match(r"^https?://[^\s/]+", self.base_url):
+            raise ConfigError(
+                "[kaleyra] base_url",
+                f"{self.base_url!r} is not an http(s) URL; leave it empty to use the pod",
+            )
+        if not _SID_RE.match(self.sid):
+            raise ConfigError(
+                "[kaleyra] sid", "must be your Kaleyra account SID (letters and digits)"
+            )
+        if not _SENDER_RE.match(self.sender.replace(" ", "")):
+            raise ConfigError(
+                "[kaleyra] sender",
+                f"{self.sender!r} must be your WhatsApp business number in E.164 (+919876543210)",
+            )
+        if not _ENV_RE.match(self.api_key_env):
+            raise ConfigError(
+                "[kaleyra] api_key_env", "must be the name of an environment variable"
+            )
+
+    @property
+    def api_base(self) -> str:
+        """``https://<domain>/v2/<sid>`` or the ``base_url`` override with ``/v2/<sid>``."""
+        root = self.base_url.rstrip("/") if self.base_url else f"https://{POD_DOMAINS[self.pod]}"
+        return f"{root}/v2/{self.sid}"
+
+    @property
+    def messages_url(self) -> str:
+        """The endpoint for this sender; the seed's sample writes the number without ``+``."""
+        digits = self.sender.replace(" ", "").lstrip("+")
+        return f"{self.api_base}/whatsapp/{digits}/messages"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignSettings:
+    """What every message says unless a CSV column overrides it, and how to read the file."""
+
+    body_text: str = ""
+    thumbnail_product_retailer_id: str = ""
+    wa_source: str = "api"
+    default_region: str = ""
+    allow_duplicates: bool = False
+    encoding: str = ""
+
+    def __post_init__(self) -> None:
+        if self.default_region and not re.match(r"^[A-Z]{2}$", self.default_region):
+            raise ConfigError(
+                "[campaign] default_region",
+                f'{self.default_region!r} must be a two-letter region code such as "IN"',
+            )
+        if self.encoding:
+            import codecs
+
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise ConfigError(
+                    "[campaign] encoding",
+                    f'{self.encoding!r} is not a known text encoding (try "cp1252" or "utf-8")',
+                ) from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendingSettings:
+    """How fast and how persistently to send."""
+
+    rate_per_second: float = 50.0
+    concurrency: int = 32
+    max_attempts: int = 5
+    timeout_seconds: float = 30.0
+    delivery: Delivery = "at-most-once"
+    error_threshold: int = 50
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rate_per_second <= 100_000:
+            raise ConfigError(
+                "[sending] rate_per_second", "must be a number above 0 (messages per second)"
+            )
+        if not 1 <= self.concurrency <= 1024:
+            raise ConfigError("[sending] concurrency", "must be a whole number from 1 to 1024")
+        if not 1 <= self.max_attempts <= 100:
+            raise ConfigError("[sending] max_attempts", "must be a whole number from 1 to 100")
+        if not 0 < self.timeout_seconds <= 600:
+            raise ConfigError("[sending] timeout_seconds", "must be a number of seconds, 0 to 600")
+        if self.delivery not in ("at-most-once", "at-least-once"):
+            raise ConfigError(
+                "[sending] delivery", 'must be "at-most-once" (the default) or "at-least-once"'
+            )
+        if self.error_threshold < 0:
+            raise ConfigError("[sending] error_threshold", "must be 0 (off) or a positive number")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything a run needs, validated and immutable."""
+
+    kaleyra: KaleyraSettings
+    campaign: CampaignSettings = field(default_factory=CampaignSettings)
+    sending: SendingSettings = field(default_factory=SendingSettings)
+
+
+_SECTIONS: Mapping[str, type[Any]] = {
+    "kaleyra": KaleyraSettings,
+    "campaign": CampaignSettings,
+    "sending": SendingSettings,
+}
+
+
+def load_settings(
+    path: Path, *, overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> Settings:
+    """Read and validate ``config.toml``; ``overrides`` (from flags) win over the file.
+
+    ``overrides`` is ``{"sending": {"rate_per_second": 10}, ...}``; ``None`` values are ignored.
+    """
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            "--config", f"{path} does not exist; pass --config PATH or create ./config.toml"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+    for section in raw:
+        if section not in _SECTIONS:
+            raise ConfigError(
+                f"[{section}]", f"is not a section; the sections are {', '.join(_SECTIONS)}"
+            )
+    built: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        values = dict(raw.get(section, {}))
+        for key, value in (overrides or {}).get(section, {}).items():
+            if value is not None:
+                values[key] = value
+        built[section] = _build_section(section, cls, values)
+    return Settings(**built)
+
+
+def _build_section(section: str, cls: type[Any], values: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(
+                f"[{section}] {key}", f"is not a setting; the settings are {', '.join(fields)}"
+            )
+        values[key] = _coerce(f"[{section}] {key}", fields[key].type, value)
+    missing = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and name not in values
+    ]
+    if missing:
+        raise ConfigError(f"[{section}] {missing[0]}", "is required and missing")
+    return cls(**values)
+
+
+def _coerce(key: str, annotation: object, value: object) -> object:
+    kind = str(annotation)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false, not {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be a whole number, not {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"must be a number, not {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(key, f"must be a string, not {value!r}")
+    return value
+
+
+def read_api_key(settings: KaleyraSettings, environ: Mapping[str, str] | None = None) -> Secret:
+    """The API key from the environment variable the config names; never from a file."""
+    env = os.environ if environ is None else environ
+    value = env.get(settings.api_key_env, "").strip()
+    if not value:
+        raise ConfigError(
+            "[kaleyra] api_key_env",
+            f"the environment variable {settings.api_key_env} is not set; export your Kaleyra "
+            "API key in it (or use --sandbox to try the tool without one)",
+        )
+    return Secret(value)

@@ -1,0 +1,184 @@
+"""Pure classification: what one HTTP attempt's answer (or failure) means.
+
+No I/O here. :func:`classify_answer` takes the status, headers and body of an answer;
+:func:`classify_failure` takes a :class:`~bulk_sender.errors.TransportError` from the client.
+Both return an :class:`Outcome` whose :class:`Kind` is what the retry policy decides on:
+
+=============  ================================================================  ============
+Kind           what happened                                                     retry?
+=============  ================================================================  ============
+SENT           2xx with ``data.message_id``                                      -
+NOT_SENT_YET   the request never left: refused, DNS, connect timeout             yes
+THROTTLED      429 (any body) or 503                                             yes, slower
+SERVER_ERROR   500, 502, 504, WA500, an HTML error page from a proxy             yes
+AMBIGUOUS      sent, then read timeout / reset / 2xx without JSON or message_id  only at-least-once
+ROW_FAILED     400 WA400 or another row-level 4xx                                never
+ACCOUNT        RBC001, WA401, WA-401, WAV2101, E110 (or a bare 401)              run stops
+=============  ================================================================  ============
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from bulk_sender.errors import TransportError
+
+__all__ = [
+    "ACCOUNT_CODES",
+    "RETRY_AFTER_CAP",
+    "Kind",
+    "Outcome",
+    "classify_answer",
+    "classify_failure",
+    "parse_retry_after",
+]
+
+#: Codes that mean no further request of this run can succeed.
+ACCOUNT_CODES: frozenset[str] = frozenset({"RBC001", "WA401", "WA-401", "WAV2101", "E110"})
+#: Codes that mean Kaleyra failed on its side and the same request may succeed later.
+_SERVER_CODES: frozenset[str] = frozenset({"WA500"})
+_SERVER_STATUSES: frozenset[int] = frozenset({500, 502, 504})
+_THROTTLE_STATUSES: frozenset[int] = frozenset({429, 503})
+#: The longest Retry-After we honour, in seconds: a proxy asking for an hour is not obeyed blindly.
+RETRY_AFTER_CAP = 120.0
+
+
+class Kind(enum.Enum):
+    """What an attempt's result means for the row and the run."""
+
+    SENT = "sent"
+    NOT_SENT_YET = "not_sent_yet"
+    THROTTLED = "throttled"
+    SERVER_ERROR = "server_error"
+    AMBIGUOUS = "ambiguous"
+    ROW_FAILED = "row_failed"
+    ACCOUNT = "account"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt's classified result; ``code``/``error`` are what the results file shows."""
+
+    kind: Kind
+    http_status: int | None = None
+    code: str = ""
+    error: str = ""
+    message_id: str | None = None
+    retry_after: float | None = None
+
+
+def classify_answer(
+    status: int, body: bytes, *, retry_after: str | None = None, now: datetime | None = None
+) -> Outcome:
+    """Classify an HTTP answer by Kaleyra's ``code`` first, then by the HTTP status."""
+    doc = _json_object(body)
+    code = _text(doc.get("code")) if doc is not None else ""
+    error = _kaleyra_message(doc) if doc is not None else _describe_non_json(status, body)
+    wait = parse_retry_after(retry_after, now=now)
+
+    def outcome(kind: Kind, message_id: str | None = None) -> Outcome:
+        return Outcome(kind, status, code or f"HTTP {status}", error, message_id, wait)
+
+    if code in ACCOUNT_CODES or (status == 401 and not code):
+        return outcome(Kind.ACCOUNT)
+    if 200 <= status < 300:
+        message_id = _message_id(doc)
+        if message_id:
+            return Outcome(Kind.SENT, status, code or f"HTTP {status}", "", message_id)
+        why = "answer was not JSON" if doc is None else "answer had no data.message_id"
+        return Outcome(
+            Kind.AMBIGUOUS,
+            status,
+            code or f"HTTP {status}",
+            f"Kaleyra accepted the request but the {why}; it may have been delivered",
+        )
+    if status in _THROTTLE_STATUSES:
+        return outcome(Kind.THROTTLED)
+    if code in _SERVER_CODES or status in _SERVER_STATUSES or status >= 500:
+        return outcome(Kind.SERVER_ERROR)
+    if doc is None and 400 <= status < 500 and _looks_like_html(body):
+        # A proxy's HTML page for a 4xx says nothing about the row: the server's problem.
+        return outcome(Kind.SERVER_ERROR)
+    return outcome(Kind.ROW_FAILED)
+
+
+def classify_failure(failure: TransportError) -> Outcome:
+    """Classify an attempt that got no HTTP answer, by whether the request could have left."""
+    if failure.phase == "connect":
+        return Outcome(Kind.NOT_SENT_YET, None, "CONNECT_ERROR", failure.description)
+    return Outcome(
+        Kind.AMBIGUOUS,
+        None,
+        "NO_ANSWER",
+        f"{failure.description}; the request was sent and may have been delivered",
+    )
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped.
+
+    Returns ``None`` for a missing or unparseable header, so the caller falls back to backoff.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _text(value: object) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _message_id(doc: dict[str, Any] | None) -> str:
+    data = doc.get("data") if doc is not None else None
+    return _text(data.get("message_id")) if isinstance(data, dict) else ""
+
+
+def _kaleyra_message(doc: dict[str, Any]) -> str:
+    """Kaleyra's own words: ``message``, plus the ``error`` details when they add something."""
+    message = _text(doc.get("message"))
+    details = doc.get("error")
+    extra = []
+    if isinstance(details, dict):
+        extra = [_text(v) for v in details.values() if _text(v) and _text(v) != message]
+    return "; ".join([message, *extra] if message else extra)
+
+
+def _looks_like_html(body: bytes) -> bool:
+    head = body[:512].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html")) or b"<body" in head
+
+
+def _describe_non_json(status: int, body: bytes) -> str:
+    if _looks_like_html(body):
+        return f"HTTP {status} with an HTML page (a proxy or gateway error, not Kaleyra's JSON)"
+    text = body[:200].decode("utf-8", "replace").strip()
+    return f"HTTP {status}: {text}" if text else f"HTTP {status} with an empty body"
