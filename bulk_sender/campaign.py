@@ -1,0 +1,303 @@
+"""From a campaign table to planned messages: columns, body text, recipients, dedupe.
+
+:class:`Campaign` checks what can be checked before anything is sent (the recipient column,
+the body text's ``{column}`` placeholders) and raises :class:`~bulk_sender.errors.UsageError`
+for a file or setting that cannot work. :meth:`Campaign.plan` then streams the table and
+yields one :class:`Planned` per message, in input order: either a body to send, or a record
+that is already final (``invalid`` with a reason, ``duplicate``). Rows that an earlier run
+finished are skipped without being parsed, which is what makes a resume of a mostly-done
+campaign fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+from bulk_sender.config import CampaignSettings
+from bulk_sender.errors import InputFileError, UsageError
+from bulk_sender.journal import Record, ResumeState
+from bulk_sender.payload import BODY_TEXT_MAX, Fields, build_body, clip_ref
+from bulk_sender.phone import normalise, split_recipients
+from bulk_sender.table import Table
+
+__all__ = ["OPTIONAL_COLUMNS", "TO_ALIASES", "Campaign", "LoadStats", "Planned", "canonical"]
+
+#: Header names accepted for the recipient column (case- and space-insensitive).
+TO_ALIASES: tuple[str, ...] = ("to", "phone", "phone_number", "mobile", "msisdn")
+#: Optional columns that override the config per row.
+OPTIONAL_COLUMNS: tuple[str, ...] = (
+    "thumbnail_product_retailer_id", "body_text", "ref", "ref1", "ref2", "wa_source",
+)  # fmt: skip
+_EXAMPLES_PER_REASON = 3
+
+
+def canonical(name: str) -> str:
+    """A header name, case- and space-insensitive: ``" Phone Number"`` -> ``phone_number``."""
+    return re.sub(r"[\s\-]+", "_", name.strip().lower()).strip("_")
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One message: a ``body`` to send, or ``None`` when ``record`` is already final."""
+
+    record: Record
+    body: bytes | None
+
+
+@dataclass(slots=True)
+class LoadStats:
+    """What the loader saw, for the summary and the dry-run report."""
+
+    rows: int = 0
+    messages: int = 0
+    skipped_done: int = 0
+    refs_truncated: int = 0
+    warnings: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[int]] = field(default_factory=dict)
+    duplicates: int = 0
+    example_body: bytes | None = None
+
+    def add_invalid(self, reason: str, row: int) -> None:
+        """Count an invalid message under its reason (the reason's first clause)."""
+        key = reason.split(":")[0]
+        self.invalid[key] += 1
+        rows = self.examples.setdefault(key, [])
+        if len(rows) < _EXAMPLES_PER_REASON:
+            rows.append(row)
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """A body text with ``{column}`` placeholders bound to column indexes."""
+
+    text: str
+    fields: tuple[tuple[str, int], ...]
+
+    def render(self, cells: Sequence[str]) -> tuple[str, str | None]:
+        """The filled-in text, or an error naming the first empty placeholder."""
+        if not self.fields:
+            return self.text, None
+        values = {}
+        for name, index in self.fields:
+            value = cells[index]
+            if not value.strip():
+                return "", f"the column {name!r} is empty but the body text uses {{{name}}}"
+            values[name] = value
+        return self.text.format_map(values), None
+
+
+class Campaign:
+    """A campaign table bound to its settings; see the module docstring."""
+
+    def __init__(self, table: Table, settings: CampaignSettings) -> None:
+        self.table = table
+        self.settings = settings
+        self.stats = LoadStats()
+        self._columns = {canonical(name): i for i, name in reversed(list(enumerate(table.header)))}
+        self.to_column = self._find_to_column()
+        self._optional = {name: self._columns.get(name) for name in OPTIONAL_COLUMNS}
+        self._default_body = (
+            self._template(settings.body_text, "[campaign] body_text")
+            if settings.body_text
+            else None
+        )
+        self._templates: dict[str, _Template | str] = {}
+
+    # -- checks before sending ---------------------------------------------------------------
+
+    def _find_to_column(self) -> int:
+        header = self.table.header
+        matches = [i for i, name in enumerate(header) if canonical(name) in TO_ALIASES]
+        if not matches:
+            found = ", ".join(repr(name) for name in header) or "none"
+            raise InputFileError(
+                self.table.path,
+                f"no recipient column: the columns found are {found}; name one of them "
+                f"{', '.join(TO_ALIASES)} (case and spaces do not matter)",
+                line=1,
+            )
+        if len(matches) > 1:
+            names = " and ".join(repr(header[i]) for i in matches)
+            raise InputFileError(
+                self.table.path,
+                f"two columns both mean the recipient: {names}; keep only one",
+                line=1,
+            )
+        return matches[0]
+
+    def _template(self, text: str, where: str) -> _Template:
+        """Bind ``text``'s placeholders to columns, or raise :class:`UsageError`."""
+        try:
+            parsed = list(string.Formatter().parse(text))
+        except ValueError as exc:
+            raise UsageError(
+                f"{where}: the body text has a broken placeholder ({exc}); write {{column}} to "
+                "fill in a column, or {{ and }} for literal braces"
+            ) from None
+        bound: list[tuple[str, int]] = []
+        for _, name, spec, conversion in parsed:
+            if name is None:
+                continue
+            index = self._columns.get(canonical(name))
+            if index is None or spec or conversion or not name.strip():
+                columns = ", ".join(self.table.header)
+                raise UsageError(
+                    f"{where}: the placeholder {{{name}}} names no column of {self.table.path} "
+                    f"(its columns are: {columns}); fix the placeholder or add the column"
+                )
+            bound.append((name, index))
+        return _Template(text, tuple(bound))
+
+    def identity(self) -> dict[str, str]:
+        """What makes two runs the same campaign: the file's bytes and the message settings."""
+        s = self.settings
+        message_settings = orjson.dumps(
+            [
+                s.body_text, s.thumbnail_product_retailer_id, s.wa_source,
+                s.default_region, s.allow_duplicates, self.table.format.encoding,
+            ]
+        )  # fmt: skip
+        return {
+            "file_sha256": self.table.sha256,
+            "settings": hashlib.sha256(message_settings).hexdigest(),
+        }
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def plan(
+        self, resume: ResumeState | None = None, *, chunk_size: int = 2000
+    ) -> Iterator[Planned]:
+        """Every message of the campaign in input order, skipping what ``resume`` says is done."""
+        state = resume or ResumeState()
+        seen: dict[str, tuple[int, int]] = {}
+        if not self.settings.allow_duplicates:
+            for to, row, part in state.seen:
+                seen.setdefault(to, (row, part))
+        for chunk in self.table.chunks(chunk_size):
+            for offset, cells in enumerate(chunk.rows):
+                row = chunk.first_row + offset
+                self.stats.rows += 1
+                if state.row_done(row):
+                    self.stats.skipped_done += 1
+                    continue
+                yield from self._plan_row(row, cells, state, seen)
+
+    def _plan_row(
+        self,
+        row: int,
+        cells: Sequence[str],
+        state: ResumeState,
+        seen: dict[str, tuple[int, int]],
+    ) -> Iterator[Planned]:
+        refs, clipped = self._refs(cells)
+        raw_cell = cells[self.to_column]
+        recipients = split_recipients(raw_cell) or [raw_cell.strip()]
+        parts = len(recipients)
+        body_text, problem = self._body_text(cells)
+        for part, raw in enumerate(recipients):
+            if (row, part) in state.parts_done:
+                continue
+            self.stats.messages += 1
+            self.stats.refs_truncated += clipped
+            base = Record(
+                row=row, part=part, parts=parts, to=raw, status="",
+                ref=refs[0], ref1=refs[1], ref2=refs[2],
+                attempts=state.attempts.get((row, part), 0),
+            )  # fmt: skip
+            verdict = normalise(raw, self.settings.default_region or None)
+            reason = problem
+            if verdict.e164 is None:
+                reason = f"phone number {raw!r}: {verdict.problem}" if raw else "no phone number"
+            if reason is not None:
+                self.stats.add_invalid(reason, row)
+                yield Planned(_final(base, "invalid", reason), None)
+                continue
+            assert verdict.e164 is not None
+            key = (row, part)
+            first = seen.setdefault(verdict.e164, key)
+            if first != key and not self.settings.allow_duplicates:
+                self.stats.duplicates += 1
+                error = f"same number as row {first[0]}"
+                yield Planned(_final(base, "duplicate", error, to=verdict.e164), None)
+                continue
+            if verdict.warning:
+                self.stats.warnings += 1
+            body = build_body(
+                Fields(
+                    to=verdict.e164,
+                    body_text=body_text,
+                    thumbnail_product_retailer_id=self._cell(cells, "thumbnail_product_retailer_id")
+                    or self.settings.thumbnail_product_retailer_id,
+                    ref=refs[0],
+                    ref1=refs[1],
+                    ref2=refs[2],
+                    wa_source=self._cell(cells, "wa_source") or self.settings.wa_source,
+                )
+            )
+            if self.stats.example_body is None:
+                self.stats.example_body = body
+            record = Record(
+                row=row, part=part, parts=parts, to=verdict.e164, status="not_sent",
+                ref=refs[0], ref1=refs[1], ref2=refs[2], warning=verdict.warning or "",
+                attempts=base.attempts,
+            )  # fmt: skip
+            yield Planned(record, body)
+
+    def _cell(self, cells: Sequence[str], name: str) -> str:
+        index = self._optional[name]
+        return cells[index].strip() if index is not None else ""
+
+    def _refs(self, cells: Sequence[str]) -> tuple[tuple[str, str, str], int]:
+        values = []
+        clipped = 0
+        for name in ("ref", "ref1", "ref2"):
+            value, cut = clip_ref(self._cell(cells, name))
+            values.append(value)
+            clipped += cut
+        return (values[0], values[1], values[2]), clipped
+
+    def _body_text(self, cells: Sequence[str]) -> tuple[str, str | None]:
+        """The row's filled-in body text, or a reason the row cannot be sent."""
+        own = self._cell(cells, "body_text")
+        template: _Template | str | None
+        if own:
+            template = self._templates.get(own)
+            if template is None:
+                try:
+                    template = self._template(own, "the body_text column")
+                except UsageError as exc:
+                    template = str(exc)
+                if len(self._templates) < 1024:
+                    self._templates[own] = template
+        else:
+            template = self._default_body
+        if template is None:
+            return "", "no body text: fill the body_text column or set [campaign] body_text"
+        if isinstance(template, str):
+            return "", template
+        text, problem = template.render(cells)
+        if problem is not None:
+            return "", problem
+        if not text.strip():
+            return "", "the body text is empty"
+        if len(text) > BODY_TEXT_MAX:
+            return "", (
+                f"the body text is {len(text)} characters after filling in; "
+                f"WhatsApp allows at most {BODY_TEXT_MAX}"
+            )
+        return text, None
+
+
+def _final(base: Record, status: str, error: str, *, to: str | None = None) -> Record:
+    return Record(
+        row=base.row, part=base.part, parts=base.parts, to=base.to if to is None else to,
+        status=status, error=error, ref=base.ref, ref1=base.ref1, ref2=base.ref2,
+    )  # fmt: skip

@@ -1,0 +1,285 @@
+"""The sending engine: a loader, a bounded queue and a pool of workers under one rate limit.
+
+Data flows one way::
+
+    Campaign.plan() -> loader task -> asyncio.Queue(2 x concurrency) -> N workers, each:
+                        |  final records                                 limiter.acquire()
+                        |  (invalid, duplicate)                          journal: in_flight, awaited
+                        v                                                POST, classify, decide
+                     journal  <----------------------------------------  journal: outcome, awaited
+
+Concurrency is bounded by the number of workers (``concurrency``), never by aiohttp's pool
+alone. Every attempt, retries included, passes the rate limiter. A worker commits the
+``in_flight`` record before its request leaves and the outcome before it takes another row,
+so a crash leaves at most ``concurrency`` rows whose fate is unknown.
+
+Stopping: an account-level answer, ``error_threshold`` failed rows in a row, a journal that
+cannot be written, or :meth:`Engine.request_stop` (SIGINT/SIGTERM) set the stop reason. From
+then on no new request leaves; requests in flight finish and are recorded; every message not
+sent yet, queued or still in the file, is recorded ``not_sent`` so the run's record is whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from bulk_sender.campaign import Planned
+from bulk_sender.client import Answer
+from bulk_sender.config import SendingSettings
+from bulk_sender.errors import TransportError
+from bulk_sender.journal import Journal, JournalError, Record
+from bulk_sender.limiter import PacedLimiter
+from bulk_sender.outcome import Kind, Outcome, classify_answer, classify_failure
+from bulk_sender.policy import Final, Retry, RetryPolicy
+from bulk_sender.ratecontrol import RateChange, RateController
+from bulk_sender.stats import RunStats
+
+__all__ = ["Engine", "Poster", "StopReason"]
+
+log = logging.getLogger("bulk_sender")
+_YIELD_EVERY = 128
+
+
+class Poster(Protocol):
+    """What the engine needs from the HTTP client."""
+
+    async def post(self, body: bytes) -> Answer: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StopReason:
+    """Why a run stopped early; ``code``/``message`` come from Kaleyra where there is one."""
+
+    kind: Literal["account", "threshold", "signal", "journal"]
+    code: str = ""
+    message: str = ""
+
+
+class Engine:
+    """Sends a campaign's planned messages; one instance per run, created inside the loop."""
+
+    def __init__(
+        self,
+        *,
+        settings: SendingSettings,
+        client: Poster,
+        journal: Journal,
+        stats: RunStats,
+        random_source: Callable[[], float] = random.random,
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._journal = journal
+        self.stats = stats
+        self._random = random_source
+        self._policy = RetryPolicy(max_attempts=settings.max_attempts, delivery=settings.delivery)
+        self._loop = asyncio.get_running_loop()
+        self._limiter = PacedLimiter(settings.rate_per_second)
+        self._control = RateController(target=settings.rate_per_second)
+        self._stopped = asyncio.Event()
+        self.stop_reason: StopReason | None = None
+        self._failed_in_a_row = 0
+        self._last_failure: Outcome | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Engine(rate={self._limiter.rate!r}, concurrency={self._settings.concurrency!r}, "
+            f"finished={self.stats.finished!r}, stop_reason={self.stop_reason!r})"
+        )
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def request_stop(self, reason: StopReason) -> None:
+        """Stop taking new rows; the first reason given is the one reported."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            log.warning(
+                "bulk_sender.stopping",
+                extra={"event": "bulk_sender.stopping", "reason": reason.kind, "code": reason.code},
+            )
+        self._stopped.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop has been requested."""
+        return self.stop_reason is not None
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self, plan: Iterable[Planned]) -> StopReason | None:
+        """Send everything ``plan`` yields; return why the run stopped early, if it did."""
+        queue: asyncio.Queue[Planned | None] = asyncio.Queue(2 * self._settings.concurrency)
+        workers = [
+            asyncio.create_task(self._work(queue), name=f"worker-{i}")
+            for i in range(self._settings.concurrency)
+        ]
+        try:
+            await self._load(plan, queue)
+        finally:
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        with contextlib.suppress(JournalError):
+            await self._journal.flush()
+        return self.stop_reason
+
+    async def _load(self, plan: Iterable[Planned], queue: asyncio.Queue[Planned | None]) -> None:
+        for n, item in enumerate(plan, 1):
+            if item.body is None or self.stopping:
+                self._record_later(item.record)
+            else:
+                await queue.put(item)
+            if n % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+
+    def _record_later(self, record: Record) -> None:
+        """Record a message that will not be sent in this run (final, or ``not_sent``)."""
+        record = replace(record, finished_at=_now())
+        try:
+            self._journal.write_later(record)
+        except JournalError as exc:
+            self.request_stop(StopReason("journal", "JOURNAL", str(exc)))
+            return
+        self.stats.record(record.status, record.code)
+        if log.isEnabledFor(logging.DEBUG):
+            _log_row(record)
+
+    async def _work(self, queue: asyncio.Queue[Planned | None]) -> None:
+        while (item := await queue.get()) is not None:
+            try:
+                await self._deliver(item)
+            except JournalError as exc:
+                self.request_stop(StopReason("journal", "JOURNAL", str(exc)))
+
+    async def _deliver(self, item: Planned) -> None:
+        assert item.body is not None
+        record = item.record
+        attempts = record.attempts
+        errors = throttles = 0
+        last: Outcome | None = None
+        while True:
+            if not self.stopping:
+                await self._limiter.acquire()
+            if self.stopping:
+                self._record_later(_with_outcome(record, "not_sent", last, attempts))
+                return
+            attempts += 1
+            await self._journal.write(replace(record, status="in_flight", attempts=attempts))
+            last = await self._attempt(item.body)
+            if last.kind is Kind.THROTTLED:
+                throttles += 1
+                self._throttled(last)
+            else:
+                errors += 1
+                self._clean()
+            decision = self._policy.decide(
+                last, errors=errors, throttles=throttles, random=self._random()
+            )
+            if isinstance(decision, Retry):
+                self.stats.retries += 1
+                await self._pause(decision.delay)
+                continue
+            status = decision.status if isinstance(decision, Final) else "not_sent"
+            if not isinstance(decision, Final):
+                self.request_stop(StopReason("account", last.code, last.error))
+            final = replace(_with_outcome(record, status, last, attempts), finished_at=_now())
+            await self._journal.write(final)
+            self.stats.record(status, final.code)
+            if log.isEnabledFor(logging.DEBUG):
+                _log_row(final)
+            self._watch_threshold(status, last)
+            return
+
+    async def _attempt(self, body: bytes) -> Outcome:
+        started = self._loop.time()
+        try:
+            answer = await self._client.post(body)
+            outcome = classify_answer(answer.status, answer.body, retry_after=answer.retry_after)
+        except TransportError as exc:
+            outcome = classify_failure(exc)
+        self.stats.requests += 1
+        self.stats.latency.add(self._loop.time() - started)
+        return outcome
+
+    async def _pause(self, delay: float) -> None:
+        """Sleep before a retry, waking at once if the run stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), delay)
+
+    # -- run-level reactions -------------------------------------------------------------------
+
+    def _throttled(self, outcome: Outcome) -> None:
+        now = self._loop.time()
+        change = self._control.on_throttle(now, outcome.retry_after)
+        self._limiter.hold(self._control.hold_until)
+        self._apply(change)
+
+    def _clean(self) -> None:
+        if self._control.current < self._control.target:
+            self._apply(self._control.on_clean(self._loop.time()))
+
+    def _apply(self, change: RateChange | None) -> None:
+        if change is None:
+            return
+        self._limiter.set_rate(change.new)
+        self.stats.rate = change.new
+        self.stats.rate_changes += 1
+        log.warning(
+            "bulk_sender.rate_changed",
+            extra={
+                "event": "bulk_sender.rate_changed",
+                "old_rate": round(change.old, 3),
+                "new_rate": round(change.new, 3),
+                "reason": change.reason,
+            },
+        )
+
+    def _watch_threshold(self, status: str, outcome: Outcome) -> None:
+        if status == "sent":
+            self._failed_in_a_row = 0
+        elif status == "failed":
+            self._failed_in_a_row += 1
+            limit = self._settings.error_threshold
+            if limit and self._failed_in_a_row >= limit:
+                self.request_stop(StopReason("threshold", outcome.code, outcome.error))
+
+
+def _log_row(record: Record) -> None:
+    log.debug(
+        "bulk_sender.row",
+        extra={
+            "event": "bulk_sender.row",
+            "row": record.row,
+            "part": record.part,
+            "to": record.to,
+            "status": record.status,
+            "code": record.code,
+            "attempts": record.attempts,
+            "message_id": record.message_id,
+        },
+    )
+
+
+def _with_outcome(record: Record, status: str, outcome: Outcome | None, attempts: int) -> Record:
+    if outcome is None:
+        return replace(record, status=status, attempts=attempts)
+    return replace(
+        record,
+        status=status,
+        attempts=attempts,
+        message_id=outcome.message_id or "",
+        http_status=outcome.http_status,
+        code=outcome.code,
+        error=outcome.error,
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,404 @@
+"""The durable record of every message of a campaign: what was started, what came of it.
+
+Storage is SQLite (stdlib, a real embedded store) in WAL mode with ``synchronous=FULL``: a
+transaction that has committed survives a process kill *and* a power loss, because every
+commit fsyncs the write-ahead log. All writes go through one writer thread that batches
+whatever is queued into one transaction (group commit), so the fsync is paid once per batch,
+not once per message.
+
+The protocol that makes resume exact (see :mod:`bulk_sender.engine`):
+
+1. before a request goes to the network its ``in_flight`` record is committed
+   (:meth:`Journal.write` of an ``in_flight`` record, awaited);
+2. its outcome is committed before the worker takes another row;
+3. on the next run, a row still ``in_flight`` becomes ``unknown`` (it may have reached
+   Kaleyra) and is not sent again unless ``--resend-unknown``.
+
+So at most ``concurrency`` rows can be ``unknown`` after a crash, and a row with a final
+status is never sent again. One row of the table per *message*: ``(row, part)`` where
+``part`` numbers the recipients of a cell that holds several.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import astuple, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from bulk_sender.errors import BulkSenderError, CampaignMismatchError
+
+__all__ = [
+    "FINAL_STATUSES",
+    "Journal",
+    "JournalError",
+    "Record",
+    "ResumeState",
+    "journal_path",
+]
+
+#: Statuses after which a message is never sent again (``unknown`` only by ``--resend-unknown``).
+FINAL_STATUSES: Final = frozenset({"sent", "failed", "invalid", "duplicate", "unknown"})
+_SCHEMA_VERSION = "1"
+
+
+class JournalError(BulkSenderError):
+    """The journal cannot be written (disk full, permissions): the run must stop."""
+
+
+def journal_path(results: Path) -> Path:
+    """Where the journal of the results file ``results`` lives: beside it."""
+    return results.with_name(results.name + ".journal")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Record:
+    """One message's row in the journal, and in the results file."""
+
+    row: int
+    part: int = 0
+    parts: int = 1
+    to: str
+    status: str
+    message_id: str = ""
+    http_status: int | None = None
+    code: str = ""
+    error: str = ""
+    attempts: int = 0
+    ref: str = ""
+    ref1: str = ""
+    ref2: str = ""
+    warning: str = ""
+    finished_at: str = ""
+
+
+_COLUMNS = tuple(f.name for f in fields(Record))
+_PLACEHOLDERS = ", ".join("?" * len(_COLUMNS))
+_UPSERT = (
+    f"INSERT OR REPLACE INTO messages ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in _COLUMNS)})"
+    f" VALUES ({_PLACEHOLDERS})"
+)
+
+
+@dataclass(slots=True)
+class ResumeState:
+    """What an earlier run left, in a form the loader can consult cheaply per row."""
+
+    rows_done: bytearray = field(default_factory=bytearray)  # 1 at [row] when every part is final
+    parts_done: set[tuple[int, int]] = field(default_factory=set)  # final parts of unfinished rows
+    attempts: dict[tuple[int, int], int] = field(
+        default_factory=dict
+    )  # earlier requests of rows to send
+    seen: list[tuple[str, int, int]] = field(default_factory=list)  # (to, row, part) for dedupe
+    done: Counter[str] = field(default_factory=Counter)  # final messages by status
+    crashed: int = 0  # rows found in flight: a run died while sending them
+
+    def row_done(self, row: int) -> bool:
+        """Whether every message of data row ``row`` has a final status."""
+        return row < len(self.rows_done) and self.rows_done[row] == 1
+
+
+_Waiter = asyncio.Future[None]
+_Item = tuple[str, tuple[object, ...], _Waiter | None]
+_STOP: Final = ("stop", (), None)
+
+
+class Journal:
+    """A campaign's journal file, opened for one run. Not thread-safe except as documented."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = db
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failure: JournalError | None = None
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, identity: dict[str, str], restart: bool = False) -> Journal:
+        """Open (or create) the journal at ``path`` for the campaign described by ``identity``.
+
+        ``identity`` holds what makes two runs the same campaign (the file's digest, the
+        settings that change a message). An existing journal for another identity is refused
+        with :class:`CampaignMismatchError`, unless ``restart``; then, and whenever
+        ``restart`` is given, the old journal is moved aside (never deleted).
+        """
+        if path.exists():
+            if restart:
+                cls.move_aside(path)
+            else:
+                stored = cls._read_identity(path)
+                changed = [k for k, v in identity.items() if stored.get(k) != v]
+                if changed:
+                    raise CampaignMismatchError(_mismatch_message(path, changed, stored))
+        fresh = not path.exists()
+        db = _connect(path)
+        if fresh:
+            with db:
+                db.executescript(_SCHEMA)
+                db.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)",
+                    [*identity.items(), ("schema", _SCHEMA_VERSION), ("created_at", _now())],
+                )
+        return cls(path, db)
+
+    @classmethod
+    def known_rows(cls, path: Path, identity: dict[str, str]) -> int | None:
+        """The data-row count an earlier run of this very campaign stored, if any.
+
+        Raises :class:`CampaignMismatchError` if the journal belongs to another campaign, so
+        the refusal comes before any long scan of the file.
+        """
+        if not path.exists():
+            return None
+        stored = cls._read_identity(path)
+        changed = [k for k, v in identity.items() if stored.get(k) != v]
+        if changed:
+            raise CampaignMismatchError(_mismatch_message(path, changed, stored))
+        rows = stored.get("rows", "")
+        return int(rows) if rows.isdigit() else None
+
+    @staticmethod
+    def move_aside(path: Path) -> Path:
+        """Rename the journal (checkpointed whole) to ``<name>.<UTC time>.bak``; return that."""
+        with contextlib.closing(_connect(path)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        target = path.with_name(f"{path.name}.{stamp}.bak")
+        path.replace(target)
+        for suffix in ("-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        if path.exists() or not target.exists():
+            raise JournalError(f"could not move the old journal {path} aside to {target}")
+        return target
+
+    @staticmethod
+    def _read_identity(path: Path) -> dict[str, str]:
+        try:
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                return dict(db.execute("SELECT key, value FROM meta"))
+        except sqlite3.Error as exc:
+            raise CampaignMismatchError(
+                f"{path} is not a bulk-sender journal ({exc}); move it away or use another --out"
+            ) from None
+
+    def meta(self, key: str) -> str | None:
+        """A value stored with the journal (``rows``, ``created_at``, the identity)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a value with the journal (before the writer starts)."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- resuming --------------------------------------------------------------------------
+
+    def resume_state(self, *, resend_unknown: bool = False) -> ResumeState:
+        """Turn rows left in flight into ``unknown`` and summarise what is done.
+
+        With ``resend_unknown``, ``unknown`` messages count as not done, so they are sent again.
+        """
+        with self._db:
+            crashed = self._db.execute(
+                "UPDATE messages SET status = 'unknown', code = 'INTERRUPTED', error = ?,"
+                " finished_at = ? WHERE status = 'in_flight'",
+                (
+                    "the run stopped while this request was in flight; it may have been delivered",
+                    _now(),
+                ),
+            ).rowcount
+        state = ResumeState(crashed=crashed)
+        final = FINAL_STATUSES - {"unknown"} if resend_unknown else FINAL_STATUSES
+        finals_by_row: Counter[int] = Counter()
+        parts_by_row: dict[int, int] = {}
+        query = 'SELECT row, part, parts, "to", status, attempts FROM messages'
+        for row, part, parts, to, status, attempts in self._db.execute(query):
+            if status not in ("invalid", "duplicate"):
+                state.seen.append((to, row, part))
+            if status in final:
+                state.done[status] += 1
+                finals_by_row[row] += 1
+                parts_by_row[row] = parts
+                state.parts_done.add((row, part))
+            elif attempts:
+                state.attempts[(row, part)] = attempts
+        if finals_by_row:
+            state.rows_done = bytearray(max(finals_by_row) + 1)
+        for row, count in finals_by_row.items():
+            if count >= parts_by_row[row]:
+                state.rows_done[row] = 1
+        # Keep parts_done only for rows that are not wholly done: the loader skips the rest.
+        state.parts_done = {key for key in state.parts_done if not state.rows_done[key[0]]}
+        return state
+
+    # -- writing (async, through the writer thread) ----------------------------------------
+
+    def start_writer(self) -> None:
+        """Start the writer thread; call inside the running loop, before any write."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._write_loop, name="journal", daemon=True)
+        self._thread.start()
+
+    async def write(self, record: Record) -> None:
+        """Commit ``record`` (replacing the message's row) and wait until it is on disk.
+
+        A record with status ``in_flight`` says the request is about to leave.
+        """
+        self._raise_if_failed()
+        assert self._loop is not None, "start_writer() first"
+        waiter: _Waiter = self._loop.create_future()
+        self._queue.put(("record", astuple(record), waiter))
+        await waiter
+
+    def write_later(self, record: Record) -> None:
+        """Queue ``record`` for the next commit without waiting (``flush`` waits for it)."""
+        self._raise_if_failed()
+        self._queue.put(("record", astuple(record), None))
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+        self._raise_if_failed()
+        assert self._loop is not None, "start_writer() first"
+        waiter: _Waiter = self._loop.create_future()
+        self._queue.put(("flush", (), waiter))
+        await waiter
+
+    def stop_writer(self) -> None:
+        """Commit what is queued and end the writer thread (blocks)."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _write_loop(self) -> None:
+        assert self._loop is not None
+        db = _connect(self.path)
+        try:
+            while True:
+                batch = [self._queue.get()]
+                while len(batch) < 8192:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                error = self._commit(db, batch)
+                waiters = [waiter for _, _, waiter in batch if waiter is not None]
+                if waiters:
+                    self._loop.call_soon_threadsafe(_settle, waiters, error)
+                if any(item is _STOP for item in batch) or error is not None:
+                    return
+        finally:
+            db.close()
+
+    def _commit(self, db: sqlite3.Connection, batch: list[_Item]) -> JournalError | None:
+        # Every write is an upsert of the message's whole row, applied in queue order: a
+        # worker awaits each of its writes, so a message's records arrive in the order made.
+        rows = [params for kind, params, _ in batch if kind == "record"]
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if rows:
+                db.executemany(_UPSERT, rows)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self._failure = JournalError(
+                f"cannot write the journal {self.path}: {exc}. Nothing more is sent; fix the "
+                "cause (disk space, permissions), then run the same command again to resume"
+            )
+            return self._failure
+        return None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def records(self) -> Iterator[Record]:
+        """Every message's record, in input order (by row, then part)."""
+        query = f"SELECT {', '.join(_quoted(c) for c in _COLUMNS)} FROM messages ORDER BY row, part"
+        reader = _connect(self.path)
+        try:
+            for values in reader.execute(query):
+                yield Record(**dict(zip(_COLUMNS, values, strict=True)))
+        finally:
+            reader.close()
+
+    def close(self) -> None:
+        """Stop the writer and close the file."""
+        self.stop_writer()
+        self._db.close()
+
+
+def _settle(waiters: list[_Waiter], error: JournalError | None) -> None:
+    for waiter in waiters:
+        if waiter.done():
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+def _quoted(column: str) -> str:
+    return f'"{column}"'
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _mismatch_message(path: Path, changed: list[str], stored: dict[str, str]) -> str:
+    what = {
+        "file_sha256": "the campaign file's contents changed",
+        "settings": "settings that change the message (body text, retailer id, wa_source, "
+        "default_region, allow_duplicates, encoding) changed",
+    }
+    reasons = "; ".join(what.get(key, f"{key} changed") for key in changed)
+    source = stored.get("input", "another campaign file")
+    return (
+        f"{path} belongs to a campaign started from {source} and {reasons} since. Resuming "
+        "would mix two campaigns. Run the same command with --restart to start afresh (the old "
+        "journal is kept as a .bak file), or choose another --out."
+    )
+
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE messages (
+    row INTEGER NOT NULL,
+    part INTEGER NOT NULL,
+    parts INTEGER NOT NULL,
+    "to" TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message_id TEXT NOT NULL DEFAULT '',
+    http_status INTEGER,
+    code TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    ref TEXT NOT NULL DEFAULT '',
+    ref1 TEXT NOT NULL DEFAULT '',
+    ref2 TEXT NOT NULL DEFAULT '',
+    warning TEXT NOT NULL DEFAULT '',
+    finished_at TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (row, part)
+) WITHOUT ROWID;
+"""

@@ -1,0 +1,196 @@
+"""What a run leaves behind: the results file, the failed-row export, the summary.
+
+Both files are rebuilt from scratch at the end of every run by merging the campaign table
+(in input order) with the journal's records (sorted by row, then part), and are written to a
+temporary file that replaces the old one atomically, so neither is ever half-written.
+
+* ``results.csv``: one row per message (one per input row, more for a cell with several
+  numbers), UTF-8, columns :data:`RESULT_COLUMNS`.
+* the failed export: the input rows with a ``failed``, ``not_sent`` or ``invalid`` message (and
+  ``unknown`` on request), with the input's own header, cells and format, plus a last column
+  ``error``. When only some numbers of a multi-number cell need sending again, that cell keeps
+  only those numbers, so a re-run cannot reach the others twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from bulk_sender.journal import Record
+from bulk_sender.phone import split_recipients
+from bulk_sender.table import Table, write_table
+
+__all__ = ["RESULT_COLUMNS", "RETRY_STATUSES", "Totals", "write_outputs", "write_results_only"]
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "row", "to", "status", "message_id", "http_status", "code", "error", "attempts",
+    "ref", "ref1", "ref2", "finished_at", "warning",
+)  # fmt: skip
+#: Statuses whose rows go to the failed export (``unknown`` only when asked).
+RETRY_STATUSES: frozenset[str] = frozenset({"failed", "not_sent", "invalid"})
+
+
+@dataclass(slots=True)
+class Totals:
+    """Counts over the whole campaign (every run), as written to the results file."""
+
+    rows: int = 0
+    messages: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    codes: Counter[str] = field(default_factory=Counter)
+    warnings: int = 0
+    failed_rows: int = 0
+
+
+def write_outputs(
+    *,
+    table: Table,
+    to_column: int,
+    records: Iterable[Record],
+    results: Path,
+    failed: Path | None,
+    include_unknown: bool = False,
+) -> Totals:
+    """Write the results file and (unless ``failed`` is None) the failed export."""
+    totals = Totals()
+    retry = RETRY_STATUSES | {"unknown"} if include_unknown else RETRY_STATUSES
+    header = list(table.header)
+    error_at = len(header) - 1 if header and header[-1].strip().lower() == "error" else None
+    export_header = header if error_at is not None else [*header, "error"]
+    again_rows = _SpooledRows()
+
+    with _atomic_csv(results) as writer:
+        writer.writerow(RESULT_COLUMNS)
+        for _, cells, messages in _merge(table, to_column, records):
+            totals.rows += 1
+            for record in messages:
+                totals.messages += 1
+                totals.statuses[record.status] += 1
+                if record.code and record.status != "sent":
+                    totals.codes[record.code] += 1
+                totals.warnings += bool(record.warning)
+                writer.writerow(_result_row(record))
+            again = [r for r in messages if r.status in retry]
+            if again and failed is not None:
+                again_rows.append(_export_row(cells, to_column, error_at, messages, again))
+    totals.failed_rows = again_rows.count
+    if failed is not None:
+        with again_rows:
+            write_table(failed, table.format, export_header, again_rows)
+    return totals
+
+
+def write_results_only(records: Iterable[Record], results: Path) -> None:
+    """Write ``records`` (already in order) as a results file, e.g. a dry run's verdicts."""
+    with _atomic_csv(results) as writer:
+        writer.writerow(RESULT_COLUMNS)
+        writer.writerows(_result_row(record) for record in records)
+
+
+class _SpooledRows:
+    """Rows for the failed export, kept in memory up to 1 MiB and on disk beyond."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+", newline="")  # noqa: SIM115 - closed by __exit__
+        self._writer = csv.writer(self._file)
+        self.count = 0
+
+    def append(self, cells: Sequence[str]) -> None:
+        self._writer.writerow(cells)
+        self.count += 1
+
+    def __iter__(self) -> Iterator[list[str]]:
+        self._file.seek(0)
+        return iter(csv.reader(self._file))
+
+    def __enter__(self) -> _SpooledRows:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._file.close()
+
+
+def _merge(
+    table: Table, to_column: int, records: Iterable[Record]
+) -> Iterator[tuple[int, Sequence[str], list[Record]]]:
+    """Yield ``(row, cells, records of that row)`` for every data row, in input order."""
+    pending = iter(records)
+    nxt = next(pending, None)
+    for chunk in table.chunks():
+        for offset, cells in enumerate(chunk.rows):
+            row = chunk.first_row + offset
+            mine: list[Record] = []
+            while nxt is not None and nxt.row <= row:
+                if nxt.row == row:
+                    mine.append(nxt)
+                nxt = next(pending, None)
+            yield row, cells, mine or [_never_reached(row, cells[to_column])]
+
+
+def _never_reached(row: int, to: str) -> Record:
+    """A row the journal has no record of (a run that was stopped at once): not sent."""
+    return Record(
+        row=row, to=to.strip(), status="not_sent", code="NOT_REACHED",
+        error="this row was not reached before the run stopped",
+    )  # fmt: skip
+
+
+def _export_row(
+    cells: Sequence[str],
+    to_column: int,
+    error_at: int | None,
+    messages: list[Record],
+    again: list[Record],
+) -> list[str]:
+    out = list(cells)
+    if len(again) < len(messages):
+        raw = split_recipients(cells[to_column])
+        out[to_column] = ", ".join(raw[r.part] for r in again if r.part < len(raw))
+    errors = list(dict.fromkeys(_export_error(r) for r in again))
+    text = "; ".join(errors)
+    if error_at is None:
+        out.append(text)
+    else:
+        out[error_at] = text
+    return out
+
+
+def _export_error(record: Record) -> str:
+    code = f"{record.code}: " if record.code and record.code not in record.error else ""
+    return f"{record.status}: {code}{record.error}".rstrip(": ")
+
+
+def _result_row(r: Record) -> list[object]:
+    return [
+        r.row, r.to, r.status, r.message_id, "" if r.http_status is None else r.http_status,
+        r.code, r.error, r.attempts, r.ref, r.ref1, r.ref2, r.finished_at, r.warning,
+    ]  # fmt: skip
+
+
+class _Writer(Protocol):
+    def writerow(self, row: Iterable[object], /) -> object: ...
+    def writerows(self, rows: Iterable[Iterable[object]], /) -> None: ...
+
+
+@contextlib.contextmanager
+def _atomic_csv(path: Path) -> Iterator[_Writer]:
+    """A csv writer on a temporary file that replaces ``path`` only when the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            yield csv.writer(handle, lineterminator="\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

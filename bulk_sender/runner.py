@@ -1,0 +1,307 @@
+"""One ``send`` from start to finish: check, lock, journal, send, report. No argument parsing.
+
+Order matters for the promise "a broken file or setting stops before anything is sent":
+
+1. open the table (byte scan: encoding, NULs, wrong file type) and bind it to the settings
+   (recipient column, body placeholders); read the API key;
+2. take the run lock; check the journal belongs to this campaign; scan the whole file's
+   structure unless an earlier run of the same bytes already did;
+3. only then open the journal and send; finally rebuild the results and the failed export.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bulk_sender.campaign import Campaign, LoadStats
+from bulk_sender.client import KaleyraClient
+from bulk_sender.config import Secret, Settings, read_api_key
+from bulk_sender.engine import Engine, StopReason
+from bulk_sender.journal import Journal, Record, ResumeState, journal_path
+from bulk_sender.lock import hold_lock
+from bulk_sender.report import Totals, write_outputs, write_results_only
+from bulk_sender.stats import RunStats
+from bulk_sender.table import Table, open_table
+
+__all__ = [
+    "RunOptions",
+    "RunResult",
+    "default_failed_path",
+    "default_results_path",
+    "dry_run",
+    "send",
+]
+
+log = logging.getLogger("bulk_sender")
+
+#: Called with the live figures while sending (the progress display), returns a context.
+DisplayFactory = Callable[[RunStats, LoadStats, int], contextlib.AbstractContextManager[None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    """What the command line asked for, beyond the settings."""
+
+    campaign: Path
+    results: Path
+    failed: Path
+    sandbox: bool = False
+    restart: bool = False
+    resend_unknown: bool = False
+    failed_include_unknown: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunResult:
+    """Everything the summary and the exit code are made of."""
+
+    options: RunOptions
+    totals: Totals
+    load: LoadStats
+    stats: RunStats | None
+    stop: StopReason | None
+    resumed_done: int
+    crashed_unknown: int
+    duration: float
+    dry_run: bool = False
+
+
+def default_results_path(campaign: Path) -> Path:
+    """``campaign.csv`` -> ``campaign.results.csv`` beside it."""
+    return campaign.with_name(f"{campaign.stem}.results.csv")
+
+
+def default_failed_path(results: Path) -> Path:
+    """``results.csv`` -> ``results.failed.csv`` beside it (in the input's own format)."""
+    return results.with_name(f"{results.stem}.failed{results.suffix or '.csv'}")
+
+
+def _open(settings: Settings, path: Path) -> tuple[Table, Campaign]:
+    table = open_table(path, encoding=settings.campaign.encoding or None)
+    return table, Campaign(table, settings.campaign)
+
+
+def dry_run(settings: Settings, campaign_path: Path, verdicts: Path | None) -> RunResult:
+    """Check the whole file without sending or touching the journal."""
+    started = time.monotonic()
+    table, campaign = _open(settings, campaign_path)
+    table.scan(no_line_breaks=frozenset({campaign.to_column}))
+    totals = Totals()
+
+    def counted() -> Iterator[Record]:
+        for item in campaign.plan():
+            record = item.record if item.body is None else replace(item.record, status="valid")
+            totals.messages += 1
+            totals.statuses[record.status] += 1
+            yield record
+
+    records = counted()
+    if verdicts is not None:
+        write_results_only(records, verdicts)
+    else:
+        for _ in records:
+            pass
+    totals.rows = campaign.stats.rows
+    totals.warnings = campaign.stats.warnings
+    options = RunOptions(campaign=campaign_path, results=verdicts or Path(), failed=Path())
+    return RunResult(
+        options=options, totals=totals, load=campaign.stats, stats=None, stop=None,
+        resumed_done=0, crashed_unknown=0, duration=time.monotonic() - started, dry_run=True,
+    )  # fmt: skip
+
+
+def send(
+    settings: Settings,
+    options: RunOptions,
+    *,
+    environ: Mapping[str, str] | None = None,
+    display: DisplayFactory | None = None,
+) -> RunResult:
+    """Send a campaign (or resume it) and write its results; see the module docstring."""
+    started = time.monotonic()
+    table, campaign = _open(settings, options.campaign)
+    api_key = (
+        Secret(secrets.token_urlsafe(24))
+        if options.sandbox
+        else read_api_key(settings.kaleyra, environ)
+    )
+    with hold_lock(options.results) as previous:
+        if previous is not None:
+            log.warning(
+                "bulk_sender.lock_taken_over",
+                extra={"event": "bulk_sender.lock_taken_over", "previous_pid": previous},
+            )
+        path = journal_path(options.results)
+        identity = campaign.identity()
+        rows = Journal.known_rows(path, identity) if not options.restart else None
+        if rows is None:
+            rows = table.scan(no_line_breaks=frozenset({campaign.to_column}))
+        journal = Journal.open(path, identity=identity, restart=options.restart)
+        try:
+            journal.set_meta("rows", str(rows))
+            journal.set_meta("input", str(options.campaign))
+            state = journal.resume_state(resend_unknown=options.resend_unknown)
+            _announce(state, rows)
+            log.info(
+                "bulk_sender.started",
+                extra={
+                    "event": "bulk_sender.started",
+                    "campaign": str(options.campaign),
+                    "rows": rows,
+                    "rate": settings.sending.rate_per_second,
+                    "concurrency": settings.sending.concurrency,
+                    "sandbox": options.sandbox,
+                },
+            )
+            stats = RunStats(
+                target_rate=settings.sending.rate_per_second,
+                rate=settings.sending.rate_per_second,
+            )
+            stop = _run_loop(
+                _send_async(
+                    settings, options, campaign, journal, state, api_key, stats, rows, display
+                )
+            )
+            totals = write_outputs(
+                table=table,
+                to_column=campaign.to_column,
+                records=journal.records(),
+                results=options.results,
+                failed=options.failed,
+                include_unknown=options.failed_include_unknown,
+            )
+        finally:
+            journal.close()
+    log.info(
+        "bulk_sender.finished",
+        extra={
+            "event": "bulk_sender.finished",
+            "outcome": "stopped" if stop is not None else "finished",
+            **{f"total_{k}": v for k, v in totals.statuses.items()},
+        },
+    )
+    return RunResult(
+        options=options, totals=totals, load=campaign.stats, stats=stats, stop=stop,
+        resumed_done=sum(state.done.values()), crashed_unknown=state.crashed,
+        duration=time.monotonic() - started,
+    )  # fmt: skip
+
+
+def _announce(state: ResumeState, rows: int) -> None:
+    done = sum(state.done.values())
+    if done or state.crashed:
+        log.info(
+            "bulk_sender.resumed",
+            extra={
+                "event": "bulk_sender.resumed",
+                "already_done": done,
+                "remaining_estimate": max(rows - done, 0),
+                "crashed_unknown": state.crashed,
+            },
+        )
+    if state.crashed:
+        log.warning(
+            "bulk_sender.unknown_after_crash",
+            extra={
+                "event": "bulk_sender.unknown_after_crash",
+                "rows": state.crashed,
+                "hint": "an earlier run died with these requests in flight; they are marked "
+                "unknown and not sent again (use --resend-unknown to send them again)",
+            },
+        )
+
+
+def _run_loop(coro: Coroutine[Any, Any, StopReason | None]) -> StopReason | None:
+    """Run the sending loop on uvloop where it is installed (it is on CPython/Linux)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on CPython/Linux
+        return asyncio.run(coro)
+    result: StopReason | None = uvloop.run(coro)
+    return result
+
+
+async def _send_async(
+    settings: Settings,
+    options: RunOptions,
+    campaign: Campaign,
+    journal: Journal,
+    state: ResumeState,
+    api_key: Secret,
+    stats: RunStats,
+    rows: int,
+    display: DisplayFactory | None,
+) -> StopReason | None:
+    kaleyra = settings.kaleyra
+    sandbox = None
+    if options.sandbox:
+        from bulk_sender.sandbox import Account, Sandbox
+
+        sandbox = Sandbox(
+            Account(sid=kaleyra.sid, api_key=api_key.reveal(), senders=frozenset({kaleyra.sender}))
+        )
+        kaleyra = replace(kaleyra, base_url=await sandbox.start())
+    journal.start_writer()
+    try:
+        async with KaleyraClient(
+            url=kaleyra.messages_url,
+            api_key=api_key,
+            concurrency=settings.sending.concurrency,
+            timeout_seconds=settings.sending.timeout_seconds,
+        ) as client:
+            engine = Engine(settings=settings.sending, client=client, journal=journal, stats=stats)
+            with _signals(engine), (display or _no_display)(stats, campaign.stats, rows):
+                return await engine.run(campaign.plan(state))
+    finally:
+        journal.stop_writer()
+        if sandbox is not None:
+            await sandbox.stop()
+
+
+@contextlib.contextmanager
+def _no_display(stats: RunStats, load: LoadStats, rows: int) -> Iterator[None]:
+    yield
+
+
+@contextlib.contextmanager
+def _signals(engine: Engine) -> Iterator[None]:
+    """First SIGINT/SIGTERM: stop gracefully. Second: stop at once (the journal stays valid)."""
+    loop = asyncio.get_running_loop()
+    received: list[str] = []
+
+    def handler(signum: int) -> None:
+        name = signal.Signals(signum).name
+        received.append(name)
+        if len(received) > 1:
+            log.error(
+                "bulk_sender.killed",
+                extra={
+                    "event": "bulk_sender.killed",
+                    "signal": name,
+                    "hint": "stopped at once; run the same command again to resume",
+                },
+            )
+            logging.shutdown()
+            os._exit(128 + signum)
+        engine.request_stop(StopReason("signal", name, f"received {name}"))
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, handler, signum)
+            installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)

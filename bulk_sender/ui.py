@@ -1,0 +1,298 @@
+"""What the operator sees: logging set-up, the live progress, the summary (text and JSON).
+
+At a terminal a ``rich`` progress display shows rows done, counts by status, the sending rate
+against the configured one and an ETA. Elsewhere (cron, Airflow, ``--quiet``, ``--log-format
+json``) a ``bulk_sender.progress`` log line every few seconds carries the same figures. Log
+events have stable dotted names (``bulk_sender.rate_changed``) and structured fields; in JSON
+mode every line is one JSON object. Nothing here ever sees the API key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from bulk_sender.campaign import LoadStats
+from bulk_sender.runner import RunResult
+from bulk_sender.stats import RunStats
+
+__all__ = [
+    "STATUSES",
+    "Progress",
+    "setup_logging",
+    "summary_dict",
+    "summary_text",
+    "write_summary_json",
+]
+
+STATUSES: tuple[str, ...] = ("sent", "failed", "invalid", "duplicate", "unknown", "not_sent")
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {
+    "message", "asctime", "event",
+}  # fmt: skip
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _RESERVED}
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        fields = " ".join(f"{k}={_plain(v)}" for k, v in _fields(record).items())
+        return f"{stamp} {record.levelname:<7} {record.getMessage()} {fields}".rstrip()
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+            **_fields(record),
+        }
+        return orjson.dumps(doc, default=str).decode()
+
+
+def _plain(value: object) -> str:
+    text = str(value)
+    return f'"{text}"' if " " in text or not text else text
+
+
+def setup_logging(*, verbosity: int, json_format: bool, stream: TextIO | None = None) -> None:
+    """Send bulk_sender's log events to stderr: run events by default, -v adds per-row detail."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_JsonFormatter() if json_format else _TextFormatter())
+    logger = logging.getLogger("bulk_sender")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG if verbosity >= 1 else logging.INFO)
+
+
+class Progress:
+    """The live display: a rich progress bar at a terminal, periodic log lines elsewhere."""
+
+    def __init__(self, *, interactive: bool, every: float = 5.0) -> None:
+        self.interactive = interactive
+        self.every = every
+
+    @contextlib.contextmanager
+    def __call__(self, stats: RunStats, load: LoadStats, rows: int) -> Iterator[None]:
+        if self.interactive:
+            with self._rich(stats, load, rows):
+                yield
+        else:
+            with self._log_lines(stats, load, rows):
+                yield
+
+    @contextlib.contextmanager
+    def _rich(self, stats: RunStats, load: LoadStats, rows: int) -> Iterator[None]:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as RichProgress
+
+        console = Console(stderr=True)
+        bar = RichProgress(
+            TextColumn("[bold]sending"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=console,
+            refresh_per_second=4,
+        )
+        task = bar.add_task("sending", total=rows, counts="", rate="")
+        with bar, self._ticker(lambda: bar.update(task, **_rich_fields(stats, load, rows)), 0.25):
+            yield
+        bar.update(task, **_rich_fields(stats, load, rows))
+
+    @contextlib.contextmanager
+    def _log_lines(self, stats: RunStats, load: LoadStats, rows: int) -> Iterator[None]:
+        log = logging.getLogger("bulk_sender")
+        meter = _RateMeter()
+
+        def emit() -> None:
+            done = load.skipped_done + stats.finished
+            log.info(
+                "bulk_sender.progress",
+                extra={
+                    "event": "bulk_sender.progress",
+                    "done": done,
+                    "total": max(rows, done),
+                    **{s: stats.statuses[s] for s in STATUSES},
+                    "rate": round(meter.rate(stats.requests), 1),
+                    "target_rate": round(stats.rate, 1),
+                },
+            )
+
+        with self._ticker(emit, self.every):
+            yield
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _ticker(action: Any, every: float) -> Iterator[None]:
+        """Call ``action`` every ``every`` seconds from a thread (never the sending loop)."""
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(every):
+                action()
+
+        thread = threading.Thread(target=tick, name="progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+class _RateMeter:
+    """Requests per second over the last interval, from a monotonically growing count."""
+
+    def __init__(self) -> None:
+        self._time = time.monotonic()
+        self._count = 0
+
+    def rate(self, count: int) -> float:
+        now = time.monotonic()
+        elapsed, self._time = now - self._time, now
+        delta, self._count = count - self._count, count
+        return delta / elapsed if elapsed > 0 else 0.0
+
+
+_meter_for_rich = _RateMeter()
+
+
+def _rich_fields(stats: RunStats, load: LoadStats, rows: int) -> dict[str, Any]:
+    done = load.skipped_done + stats.finished
+    s = stats.statuses
+    counts = (
+        f"[green]sent {s['sent']}[/] [red]failed {s['failed']}[/] "
+        f"[yellow]unknown {s['unknown']}[/] invalid {s['invalid']}"
+    )
+    rate = f"{_meter_for_rich.rate(stats.requests):.0f}/s of {stats.rate:g}/s"
+    return {"completed": done, "total": max(rows, done), "counts": counts, "rate": rate}
+
+
+# -- the summary ------------------------------------------------------------------------------
+
+
+def summary_dict(result: RunResult, *, exit_code: int, command: list[str]) -> dict[str, Any]:
+    """The run's summary as plain data: the ``--summary-json`` document (see README)."""
+    totals, stats, options = result.totals, result.stats, result.options
+    latency = stats.latency if stats is not None else None
+    pct = {
+        f"p{p}": (
+            None if latency is None or (v := latency.percentile(p)) is None else round(v * 1000, 1)
+        )
+        for p in (50, 95, 99)
+    }
+    requests = stats.requests if stats is not None else 0
+    stop = result.stop
+    resume = _resume_command(command) if stop is not None else None
+    retry = None
+    if totals.failed_rows and not result.dry_run:
+        retry = (
+            f"bulk-sender send {options.failed} --out "
+            f"{options.results.with_name(options.results.stem + '.retry.csv')}"
+        )
+    return {
+        "version": 1,
+        "mode": "dry-run" if result.dry_run else "send",
+        "campaign": str(options.campaign),
+        "outcome": "stopped" if stop is not None else "finished",
+        "stop": None
+        if stop is None
+        else {"reason": stop.kind, "code": stop.code, "message": stop.message},
+        "exit_code": exit_code,
+        "rows": totals.rows,
+        "messages": totals.messages,
+        "statuses": {s: totals.statuses.get(s, 0) for s in (*STATUSES, *_extra(totals.statuses))},
+        "codes": dict(totals.codes.most_common()),
+        "warnings": totals.warnings,
+        "refs_truncated": result.load.refs_truncated,
+        "this_run": {
+            "requests": requests,
+            "retries": stats.retries if stats is not None else 0,
+            "statuses": dict(stats.statuses) if stats is not None else {},
+            "already_done_before": result.resumed_done,
+            "unknown_after_crash": result.crashed_unknown,
+        },
+        "duration_seconds": round(result.duration, 3),
+        "mean_rate": round(requests / result.duration, 2) if result.duration > 0 else 0.0,
+        "latency_ms": pct,
+        "rate": {
+            "configured": stats.target_rate if stats is not None else None,
+            "final": stats.rate if stats is not None else None,
+            "changes": stats.rate_changes if stats is not None else 0,
+        },
+        "results": str(options.results) if str(options.results) != "." else None,
+        "failed": None if result.dry_run else str(options.failed),
+        "failed_rows": totals.failed_rows,
+        "resume_command": resume,
+        "retry_command": retry,
+    }
+
+
+def _extra(statuses: Any) -> list[str]:
+    return [s for s in statuses if s not in STATUSES]
+
+
+def _resume_command(command: list[str]) -> str:
+    return " ".join(arg for arg in command if arg != "--restart")
+
+
+def summary_text(doc: dict[str, Any], stop_line: str | None) -> str:
+    """The human summary printed at the end of every run."""
+    st = doc["statuses"]
+    lines = [
+        f"{'Dry run of' if doc['mode'] == 'dry-run' else 'Campaign'} {doc['campaign']}: "
+        f"{doc['outcome']} in {doc['duration_seconds']:.1f} s",
+        f"  rows {doc['rows']:,}   messages {doc['messages']:,}",
+        "  " + "   ".join(f"{name} {count:,}" for name, count in st.items()),
+    ]
+    if doc["codes"]:
+        lines.append("  by code: " + ", ".join(f"{c} x{n:,}" for c, n in doc["codes"].items()))
+    lines.append(f"  warnings {doc['warnings']:,}   refs truncated {doc['refs_truncated']:,}")
+    if doc["mode"] == "send":
+        lat = doc["latency_ms"]
+        run = doc["this_run"]
+        lines.append(
+            f"  this run: {run['requests']:,} requests ({run['retries']:,} retries), mean "
+            f"{doc['mean_rate']:g}/s of {doc['rate']['configured']:g}/s configured, latency "
+            f"p50 {_ms(lat['p50'])} p95 {_ms(lat['p95'])} p99 {_ms(lat['p99'])}"
+        )
+        if run["already_done_before"]:
+            lines.append(f"  already done before this run: {run['already_done_before']:,}")
+        lines.append(f"  results: {doc['results']}")
+        lines.append(f"  failed rows: {doc['failed']} ({doc['failed_rows']:,} rows)")
+    elif doc["results"]:
+        lines.append(f"  verdicts: {doc['results']}")
+    if stop_line:
+        lines.append(stop_line)
+    if doc["resume_command"]:
+        lines.append(f"  to resume: {doc['resume_command']}")
+    if doc["retry_command"]:
+        lines.append(f"  to retry the failed rows: {doc['retry_command']}")
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:g} ms"
+
+
+def write_summary_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write the summary document as JSON (atomically)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    tmp.replace(path)

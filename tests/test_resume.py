@@ -1,0 +1,221 @@
+"""Crash safety: kills, resumes, refusals, locks, and the failed-row export, over real HTTP."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bulk_sender.sandbox import Behaviour, Sandbox
+from tests.conftest import CliRunner, read_results, spawn, write_config, write_csv
+
+
+def _numbers(n: int) -> list[str]:
+    return [f"+9198765{i:05d}" for i in range(n)]
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached within the time limit")
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_sends_twice(tmp_path: Path, sandbox: Sandbox) -> None:
+    """Killed with SIGKILL several times and resumed: at most one request per recipient, ever."""
+    seed = int.from_bytes(os.urandom(4), "big")
+    rng = random.Random(seed)
+    numbers = _numbers(400)
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in numbers])
+    config = write_config(
+        tmp_path / "config.toml", sandbox.url, sending={"rate_per_second": 150, "concurrency": 8}
+    )
+    sandbox.faults.latency = 0.02
+    out = tmp_path / "results.csv"
+    args = ("send", campaign, "--config", config, "--out", out, "-q")
+    kills = 0
+    for _ in range(4):
+        before = len(sandbox.received)
+        proc = spawn(*args)
+        _wait_for(lambda p=proc, n=before: len(sandbox.received) >= n + 10 or p.poll() is not None)
+        time.sleep(rng.uniform(0.0, 0.4))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate()
+    final = spawn(*args)
+    _, stderr = final.communicate(timeout=120)
+    assert final.returncode in (0, 1), f"seed {seed}: {stderr}"
+    counts = sandbox.counts()
+    assert max(counts.values()) == 1, f"seed {seed}: a recipient got two requests"
+    rows = read_results(out)
+    assert [int(r["row"]) for r in rows] == list(range(1, 401)), f"seed {seed}"
+    statuses = [r["status"] for r in rows]
+    assert set(statuses) <= {"sent", "unknown"}, f"seed {seed}"
+    assert statuses.count("unknown") <= 8 * kills, f"seed {seed}"
+    sent = {r["to"]: r["message_id"] for r in rows if r["status"] == "sent"}
+    accepted = {r.to: r.message_id for r in sandbox.accepted()}
+    assert all(accepted[to] == mid for to, mid in sent.items()), f"seed {seed}"
+    # Every recipient without a request is one that never got one: it must not be 'unknown'.
+    for r in rows:
+        if r["status"] == "unknown":
+            assert r["code"] == "INTERRUPTED"
+
+
+def test_resume_after_account_stop_sends_exactly_the_rest(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """After a low-balance stop and a top-up, the same command sends exactly the remaining rows."""
+    numbers = _numbers(120)
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in numbers])
+    config = write_config(tmp_path / "config.toml", sandbox.url, sending={"concurrency": 4})
+    out = tmp_path / "r.csv"
+    sandbox.faults.balance = 40
+    first = cli("send", campaign, "--config", config, "--out", out)
+    assert first.code == 3
+    sandbox.faults.balance = None
+    second = cli("send", campaign, "--config", config, "--out", out)
+    assert second.code == 0, second.out
+    assert "already_done=40" in second.err
+    accepted = [r.to for r in sandbox.accepted()]
+    assert sorted(accepted) == sorted(numbers)
+    rows = read_results(out)
+    assert [r["status"] for r in rows] == ["sent"] * 120
+
+
+def test_rerun_of_a_finished_campaign_sends_nothing(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """Running a finished campaign again sends nothing and rewrites the same results."""
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in _numbers(5)])
+    config = write_config(tmp_path / "config.toml", sandbox.url)
+    out = tmp_path / "r.csv"
+    assert cli("send", campaign, "--config", config, "--out", out).code == 0
+    first = out.read_text()
+    assert cli("send", campaign, "--config", config, "--out", out).code == 0
+    assert len(sandbox.received) == 5
+    assert out.read_text() == first
+
+
+def test_changed_campaign_is_refused_until_restart(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """A changed file is refused (exit 2); --restart moves the old journal aside, starts afresh."""
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in _numbers(3)])
+    config = write_config(tmp_path / "config.toml", sandbox.url)
+    out = tmp_path / "r.csv"
+    assert cli("send", campaign, "--config", config, "--out", out).code == 0
+    write_csv(campaign, ["to"], [[n] for n in _numbers(4)])
+    refused = cli("send", campaign, "--config", config, "--out", out)
+    assert refused.code == 2
+    assert "the campaign file's contents changed" in refused.err
+    assert "--restart" in refused.err
+    assert len(sandbox.received) == 3
+    restarted = cli("send", campaign, "--config", config, "--out", out, "--restart")
+    assert restarted.code == 0
+    assert len(list(tmp_path.glob("r.csv.journal.*.bak"))) == 1
+    assert len(sandbox.received) == 3 + 4
+
+
+def test_changed_body_text_is_refused(tmp_path: Path, sandbox: Sandbox, cli: CliRunner) -> None:
+    """Changing a setting that changes the message (body text) is refused like a changed file."""
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in _numbers(2)])
+    out = tmp_path / "r.csv"
+    config = write_config(tmp_path / "config.toml", sandbox.url)
+    assert cli("send", campaign, "--config", config, "--out", out).code == 0
+    config = write_config(tmp_path / "config.toml", sandbox.url, campaign={"body_text": "New!"})
+    refused = cli("send", campaign, "--config", config, "--out", out)
+    assert refused.code == 2
+    assert "settings that change the message" in refused.err
+
+
+def test_second_concurrent_run_is_refused(tmp_path: Path, sandbox: Sandbox, cli: CliRunner) -> None:
+    """While one run sends to results.csv a second one exits 2 naming the running process."""
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in _numbers(200)])
+    config = write_config(tmp_path / "config.toml", sandbox.url, sending={"rate_per_second": 5})
+    out = tmp_path / "r.csv"
+    first = spawn("send", campaign, "--config", config, "--out", out, "-q")
+    try:
+        _wait_for(lambda: len(sandbox.received) >= 1)
+        second = cli("send", campaign, "--config", config, "--out", out)
+        assert second.code == 2
+        assert f"process {first.pid} is already sending" in second.err
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate()
+
+
+def test_lock_of_a_killed_run_is_taken_over(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """A lock file left by a dead process does not block the next run, which says it took over."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "r.csv"
+    (tmp_path / "r.csv.lock").write_text(f"{dead.pid}\n")
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in _numbers(2)])
+    config = write_config(tmp_path / "config.toml", sandbox.url)
+    run = cli("send", campaign, "--config", config, "--out", out)
+    assert run.code == 0
+    assert f"previous_pid={dead.pid}" in run.err
+
+
+def test_unknown_rows_are_resent_only_on_request(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """An unknown row is not sent again by a plain re-run, only with --resend-unknown."""
+    a, b = _numbers(2)
+    sandbox.faults.scripts[a] = [Behaviour.DROP]
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[a], [b]])
+    config = write_config(tmp_path / "config.toml", sandbox.url)
+    out = tmp_path / "r.csv"
+    assert cli("send", campaign, "--config", config, "--out", out).code == 1
+    assert cli("send", campaign, "--config", config, "--out", out).code == 1
+    assert sandbox.count(a) == 1
+    run = cli("send", campaign, "--config", config, "--out", out, "--resend-unknown")
+    assert run.code == 0
+    assert sandbox.count(a) == 2
+    assert [r["status"] for r in read_results(out)] == ["sent", "sent"]
+
+
+def test_failed_export_round_trips(tmp_path: Path, sandbox: Sandbox, cli: CliRunner) -> None:
+    """The failed export keeps the input's header and cells plus `error`, and is itself sendable."""
+    numbers = _numbers(4)
+    sandbox.faults.scripts[numbers[1]] = [Behaviour.WA400]
+    header = ["Mobile", "first_name", "ref", "notes"]
+    rows = [
+        [numbers[0], "Asha", "r1", 'vip; "gold"'],
+        [numbers[1], "Ravi", "r2", "line one\nline two"],
+        ["12", "Meena", "r3", ""],
+        [numbers[3], "Arjun", "r4", "x"],
+    ]
+    campaign = write_csv(tmp_path / "c.csv", header, rows)
+    config = write_config(tmp_path / "config.toml", sandbox.url)
+    out = tmp_path / "results.csv"
+    assert cli("send", campaign, "--config", config, "--out", out).code == 1
+    failed = tmp_path / "results.failed.csv"
+    with failed.open(newline="", encoding="utf-8") as handle:
+        exported = list(csv.reader(handle))
+    assert exported[0] == [*header, "error"]
+    assert [line[:-1] for line in exported[1:]] == [rows[1], rows[2]]
+    assert exported[1][-1].startswith("failed: WA400")
+    assert exported[2][-1].startswith("invalid: ")
+    retry = cli("send", failed, "--config", config, "--out", tmp_path / "retry1.csv")
+    assert retry.code == 1
+    again = read_results(tmp_path / "retry1.csv")
+    assert [(r["to"], r["status"]) for r in again] == [(numbers[1], "sent"), ("12", "invalid")]
+    assert sandbox.count(numbers[1]) == 2
+    assert sandbox.count(numbers[0]) == 1
+    with (tmp_path / "retry1.failed.csv").open(newline="", encoding="utf-8") as handle:
+        second_export = list(csv.reader(handle))
+    assert second_export[0] == [*header, "error"]
