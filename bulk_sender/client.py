@@ -75,7 +75,9 @@ class KaleyraClient:
     async def post(self, body: bytes) -> Answer:
         """Send one request; raise :class:`TransportError` when no HTTP answer came back."""
         try:
-            async with self._session.post(self.url, data=body, headers=self._headers) as resp:
+            async with self._session.post(
+                self.url, data=body, headers=self._headers, allow_redirects=False
+            ) as resp:
                 payload = await resp.read()
                 return Answer(resp.status, payload, resp.headers.get("Retry-After"))
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:

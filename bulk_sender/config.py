@@ -98,16 +98,16 @@ class KaleyraSettings:
                 "[kaleyra] base_url",
                 f"{self.base_url!r} is not an http(s) URL; leave it empty to use the pod",
             )
-        if not _SID_RE.match(self.sid):
+        if not _SID_RE.fullmatch(self.sid):
             raise ConfigError(
                 "[kaleyra] sid", "must be your Kaleyra account SID (letters and digits)"
             )
-        if not _SENDER_RE.match(self.sender.replace(" ", "")):
+        if not _SENDER_RE.fullmatch(self.sender.replace(" ", "")):
             raise ConfigError(
                 "[kaleyra] sender",
                 f"{self.sender!r} must be your WhatsApp business number in E.164 (+919876543210)",
             )
-        if not _ENV_RE.match(self.api_key_env):
+        if not _ENV_RE.fullmatch(self.api_key_env):
             raise ConfigError(
                 "[kaleyra] api_key_env", "must be the name of an environment variable"
             )
@@ -137,7 +137,7 @@ class CampaignSettings:
     encoding: str = ""
 
     def __post_init__(self) -> None:
-        if self.default_region and not re.match(r"^[A-Z]{2}$", self.default_region):
+        if self.default_region and not re.fullmatch(r"[A-Z]{2}", self.default_region):
             raise ConfigError(
                 "[campaign] default_region",
                 f'{self.default_region!r} must be a two-letter region code such as "IN"',
@@ -217,11 +217,13 @@ def load_settings(
         raise ConfigError("--config", f"cannot read {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
-    for section in raw:
+    for section, table in raw.items():
         if section not in _SECTIONS:
             raise ConfigError(
                 f"[{section}]", f"is not a section; the sections are {', '.join(_SECTIONS)}"
             )
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}]", "must be a table: write it as a [section] header")
     built: dict[str, Any] = {}
     for section, cls in _SECTIONS.items():
         values = dict(raw.get(section, {}))

@@ -5,8 +5,8 @@ the user's account is that no 1-second window carries more than ``rate`` request
 bucket holds only ``rate / 100`` requests (at least one) and drains at ``rate`` per second. In
 any window of one second at most ``rate + bucket`` acquisitions happen: within 1 % of the rate.
 
-A rate change replaces the bucket; a waiter that was queued on the old bucket queues again on
-the new one, so a slow-down applies to requests already waiting. A hold (``Retry-After``)
+A rate change replaces the bucket and wakes every waiter queued on the old one, which queues
+again on the new one, so a change of rate applies at once to requests already waiting. A hold (``Retry-After``)
 blocks every acquisition until it has passed. Create it inside the running loop.
 """
 
@@ -30,9 +30,9 @@ class PacedLimiter:
 
     def __init__(self, rate: float) -> None:
         self._loop = asyncio.get_running_loop()
-        self._generation = 0
         self._hold_until = 0.0
         self._bucket = self._make(rate)
+        self._changed: asyncio.Future[None] = self._loop.create_future()
         self.rate = rate
 
     def __repr__(self) -> str:
@@ -43,7 +43,8 @@ class PacedLimiter:
         if rate != self.rate:
             self.rate = rate
             self._bucket = self._make(rate)
-            self._generation += 1
+            self._changed.set_result(None)
+            self._changed = self._loop.create_future()
 
     def hold(self, until: float) -> None:
         """Let nothing through before loop time ``until``."""
@@ -56,10 +57,23 @@ class PacedLimiter:
             if delay > 0:
                 await asyncio.sleep(delay)
                 continue
-            generation = self._generation
-            await self._bucket.acquire()
-            if generation == self._generation and self._loop.time() >= self._hold_until:
+            bucket = self._bucket
+            if bucket.has_capacity():
+                await bucket.acquire()  # returns at once: there is capacity
+            elif not await self._wait_for_slot(bucket):
+                continue  # the rate changed while waiting: queue on the new bucket
+            if bucket is self._bucket and self._loop.time() >= self._hold_until:
                 return
+
+    async def _wait_for_slot(self, bucket: AsyncLimiter) -> bool:
+        """Wait for a slot in ``bucket`` unless the rate changes first; True if acquired."""
+        slot = self._loop.create_task(bucket.acquire())
+        try:
+            await asyncio.wait((slot, self._changed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not slot.done():
+                slot.cancel()
+        return slot.done() and not slot.cancelled() and slot.exception() is None
 
     @staticmethod
     def _make(rate: float) -> AsyncLimiter:

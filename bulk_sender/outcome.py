@@ -10,10 +10,10 @@ Kind           what happened                                                    
 SENT           2xx with ``data.message_id``                                      -
 NOT_SENT_YET   the request never left: refused, DNS, connect timeout             yes
 THROTTLED      429 (any body) or 503                                             yes, slower
-SERVER_ERROR   500, 502, 504, WA500, an HTML error page from a proxy             yes
+SERVER_ERROR   500, 502, 504, WA500, 408, 425, a proxy's HTML error page         yes
 AMBIGUOUS      sent, then read timeout / reset / 2xx without JSON or message_id  only at-least-once
 ROW_FAILED     400 WA400 or another row-level 4xx                                never
-ACCOUNT        RBC001, WA401, WA-401, WAV2101, E110 (or a bare 401)              run stops
+ACCOUNT        RBC001, WA401, WA-401, WAV2101, E110, a bare 401, any 3xx         run stops
 =============  ================================================================  ============
 """
 
@@ -43,7 +43,8 @@ __all__ = [
 ACCOUNT_CODES: frozenset[str] = frozenset({"RBC001", "WA401", "WA-401", "WAV2101", "E110"})
 #: Codes that mean Kaleyra failed on its side and the same request may succeed later.
 _SERVER_CODES: frozenset[str] = frozenset({"WA500"})
-_SERVER_STATUSES: frozenset[int] = frozenset({500, 502, 504})
+#: 408 and 425 say the server did not act on the request, so it is safe to send again.
+_SERVER_STATUSES: frozenset[int] = frozenset({408, 425, 500, 502, 504})
 _THROTTLE_STATUSES: frozenset[int] = frozenset({429, 503})
 #: The longest Retry-After we honour, in seconds: a proxy asking for an hour is not obeyed blindly.
 RETRY_AFTER_CAP = 120.0
@@ -85,7 +86,8 @@ def classify_answer(
     def outcome(kind: Kind, message_id: str | None = None) -> Outcome:
         return Outcome(kind, status, code or f"HTTP {status}", error, message_id, wait)
 
-    if code in ACCOUNT_CODES or (status == 401 and not code):
+    if code in ACCOUNT_CODES or (status == 401 and not code) or 300 <= status < 400:
+        # A redirect means base_url/pod points at the wrong place: every row would get it.
         return outcome(Kind.ACCOUNT)
     if 200 <= status < 300:
         message_id = _message_id(doc)

@@ -24,6 +24,7 @@ so the delay is never below half the exponential step and never above ``max_dela
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from bulk_sender.config import Delivery
@@ -56,7 +57,13 @@ Decision = Final | Retry | Stop
 
 def backoff(retry_number: int, random: float, *, base_delay: float, max_delay: float) -> float:
     """Equal-jitter exponential backoff for the ``retry_number``-th retry (1-based)."""
-    cap = min(max_delay, base_delay * 2.0 ** max(retry_number - 1, 0))
+    exponent = max(retry_number - 1, 0)
+    if base_delay <= 0:
+        cap = 0.0
+    elif exponent >= math.log2(max_delay / base_delay):  # also keeps 2**exponent from overflowing
+        cap = max_delay
+    else:
+        cap = min(max_delay, base_delay * 2.0**exponent)
     return cap / 2 + random * cap / 2
 
 

@@ -2,7 +2,8 @@
 
 A 429 means Kaleyra thinks we are too fast. :class:`RateController` halves the rate (never
 below ``floor``) and holds all sending off for the ``Retry-After``; a burst of 429s from
-requests that were already in flight counts as one signal (``cooldown``). After ``climb_after``
+requests that were already in flight halves it only once (at most one halving per
+``cooldown``), while a storm that goes on keeps halving it, once per ``cooldown``. After ``climb_after``
 seconds without a 429 it climbs back by ``climb_step`` of the configured rate every
 ``climb_after`` seconds until it is at the configured rate again. Times are whatever monotonic
 clock the caller passes in, which keeps this testable with plain numbers.
@@ -37,20 +38,21 @@ class RateController:
     hold_until: float = field(init=False, default=0.0)
     _last_throttle: float = field(init=False, default=float("-inf"))
     _last_change: float = field(init=False, default=float("-inf"))
+    _last_decrease: float = field(init=False, default=float("-inf"))
 
     def __post_init__(self) -> None:
-        if self.target <= 0:
-            raise ValueError("target rate must be positive")
+        if self.target <= 0 or self.floor <= 0:
+            raise ValueError("target and floor rates must be positive")
         self.floor = min(self.floor, self.target)
         self.current = self.target
 
     def on_throttle(self, now: float, retry_after: float | None) -> RateChange | None:
-        """A 429 arrived at ``now``: hold off and slow down, once per ``cooldown``."""
+        """A 429 arrived at ``now``: hold off, and halve the rate at most once per ``cooldown``."""
         self.hold_until = max(self.hold_until, now + (retry_after or 0.0))
-        first_in_burst = now - self._last_throttle >= self.cooldown
         self._last_throttle = now
-        if not first_in_burst or self.current <= self.floor:
+        if now - self._last_decrease < self.cooldown or self.current <= self.floor:
             return None
+        self._last_decrease = now
         return self._set(max(self.floor, self.current / 2), now, "429 from Kaleyra")
 
     def on_clean(self, now: float) -> RateChange | None:

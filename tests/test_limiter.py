@@ -1,0 +1,292 @@
+"""The paced limiter, on an event loop whose clock is virtual: no test sleeps for real."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import math
+import selectors
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bulk_sender.limiter import PacedLimiter, bucket_size
+
+T = TypeVar("T")
+
+
+#: Virtual time that passes in each turn of the loop, as a real clock would. Without it a
+#: timer that aiolimiter schedules at "now" because of float rounding fires forever at the
+#: same instant (a real loop busy-waits through it for a few nanoseconds).
+TICK = 1e-9
+
+
+class _VirtualSelector(selectors.SelectSelector):
+    """A selector that, instead of blocking for ``timeout``, moves the loop's clock forward."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(0)
+        if timeout is None and not ready:
+            raise RuntimeError("deadlock: every task waits and no timer is scheduled")
+        self._loop.advance(max(timeout or 0.0, TICK))
+        return ready
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on a virtual clock: a TICK per turn, and a jump to the next timer when idle."""
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        super().__init__(_VirtualSelector(self))
+
+    def time(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Jump the clock forward."""
+        self._now += seconds
+
+
+def run_virtual(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``main()`` to completion on a fresh virtual-time loop."""
+    loop = VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+async def acquire_all(
+    limiter: PacedLimiter, tasks: int, *, before: Callable[[], Awaitable[None]] | None = None
+) -> list[float]:
+    """Start ``tasks`` single acquisitions at once (after ``before``); their loop times, sorted."""
+    loop = asyncio.get_running_loop()
+
+    async def one() -> float:
+        await limiter.acquire()
+        return loop.time()
+
+    pending = [asyncio.ensure_future(one()) for _ in range(tasks)]
+    if before is not None:
+        await before()
+    return sorted(await asyncio.gather(*pending))
+
+
+async def acquire_for(rate: float, *, workers: int, horizon: float) -> list[float]:
+    """``workers`` tasks acquire in a loop until ``horizon``; the loop times of acquisition."""
+    loop = asyncio.get_running_loop()
+    limiter = PacedLimiter(rate)
+    stamps: list[float] = []
+
+    async def worker() -> None:
+        while True:
+            await limiter.acquire()
+            now = loop.time()
+            if now >= horizon:
+                return
+            stamps.append(now)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return sorted(stamps)
+
+
+def busiest_window(stamps: list[float], width: float = 1.0, *, start: float = 0.0) -> int:
+    """The most acquisitions in any half-open window ``[t, t + width)`` with ``t >= start``."""
+    times = [t for t in stamps if t >= start]
+    return max((bisect.bisect_left(times, t + width) - i for i, t in enumerate(times)), default=0)
+
+
+# --------------------------------------------------------------------------- the fake clock
+
+
+def test_virtual_loop_sleeps_without_waiting() -> None:
+    """A 1000 s sleep on the virtual loop ends at loop time 1000 at once."""
+
+    async def main() -> float:
+        await asyncio.sleep(1000)
+        return asyncio.get_running_loop().time()
+
+    assert run_virtual(main) == pytest.approx(1000.0)
+
+
+# --------------------------------------------------------------------------- bucket_size
+
+
+@pytest.mark.parametrize(
+    ("rate", "size"),
+    [(0.1, 1), (1, 1), (50, 1), (99.9, 1), (100, 1), (199.9, 1), (200, 2), (1000, 10),
+     (12345.6, 123)],
+)  # fmt: skip
+def test_bucket_size_examples(rate: float, size: int) -> None:
+    """The bucket holds 1 % of a second's requests, at least one."""
+    assert bucket_size(rate) == size
+
+
+@given(rate=st.floats(min_value=0.01, max_value=1e6))
+def test_bucket_size_is_at_most_one_percent(rate: float) -> None:
+    """bucket_size(rate) == max(1, floor(rate / 100)): never more than 1 % of the rate."""
+    size = bucket_size(rate)
+    assert size == max(1, math.floor(rate / 100))
+    assert size == 1 or size <= rate / 100
+
+
+# --------------------------------------------------------------------------- pacing
+
+
+def assert_paced(rate: float, stamps: list[float], horizon: float) -> None:
+    """No 1 s window above rate + bucket, and at least 98 % of the rate over the horizon."""
+    assert busiest_window(stamps) <= rate + bucket_size(rate)
+    assert len(stamps) >= 0.98 * horizon * rate
+
+
+@pytest.mark.parametrize("rate", [0.5, 1.0, 7.0, 50.0, 100.0, 250.0, 1000.0])
+def test_pace_examples(rate: float) -> None:
+    """At rate R, a 1 s window never carries more than R + bucket; 10 s carry >= 98 % of 10 R."""
+    stamps = run_virtual(lambda: acquire_for(rate, workers=8, horizon=10.0))
+    assert_paced(rate, stamps, 10.0)
+
+
+@settings(max_examples=15, deadline=None)
+@given(rate=st.floats(min_value=0.3, max_value=400.0), workers=st.integers(1, 40))
+def test_pace_property(rate: float, workers: int) -> None:
+    """For any rate and number of waiting tasks the pace holds on the virtual clock."""
+    stamps = run_virtual(lambda: acquire_for(rate, workers=workers, horizon=10.0))
+    assert_paced(rate, stamps, 10.0)
+
+
+def test_first_acquisitions_are_a_bucketful() -> None:
+    """A fresh limiter lets exactly a bucketful through at once, then paces."""
+    stamps = run_virtual(lambda: acquire_for(1000.0, workers=50, horizon=0.0005))
+    assert len(stamps) == bucket_size(1000.0)
+
+
+# --------------------------------------------------------------------------- set_rate
+
+
+def test_set_rate_lower_slows_waiters_already_queued() -> None:
+    """A slow-down applies to acquisitions already waiting, from the moment of the change."""
+
+    async def main() -> list[float]:
+        limiter = PacedLimiter(10.0)
+
+        async def slow_down() -> None:
+            await asyncio.sleep(0.55)
+            limiter.set_rate(1.0)
+
+        return await acquire_all(limiter, 30, before=slow_down)
+
+    stamps = run_virtual(main)
+    before = [t for t in stamps if t < 0.55]
+    assert len(before) == 6  # t = 0, 0.1, ..., 0.5 at 10/s
+    assert busiest_window(stamps, start=0.55) <= 1 + bucket_size(1.0)
+    # The 24 still waiting go at 1/s: the last one about 23 s after the change.
+    assert stamps[-1] >= 0.55 + 22
+
+
+def test_set_rate_higher_speeds_up_waiters_already_queued() -> None:
+    """A speed-up applies to acquisitions already waiting."""
+
+    async def main() -> list[float]:
+        limiter = PacedLimiter(1.0)
+
+        async def speed_up() -> None:
+            await asyncio.sleep(0.5)
+            limiter.set_rate(100.0)
+
+        return await acquire_all(limiter, 10, before=speed_up)
+
+    stamps = run_virtual(main)
+    assert stamps[-1] < 1.5
+
+
+def test_set_rate_to_the_same_rate_keeps_the_bucket() -> None:
+    """Setting the current rate again changes nothing: no new burst is let through."""
+
+    async def main() -> list[float]:
+        limiter = PacedLimiter(1.0)
+
+        async def same() -> None:
+            await asyncio.sleep(0.5)
+            limiter.set_rate(1.0)
+
+        return await acquire_all(limiter, 4, before=same)
+
+    assert run_virtual(main) == pytest.approx([0.0, 1.0, 2.0, 3.0], abs=1e-6)
+
+
+def test_repr_shows_rate() -> None:
+    """The repr names the current rate and the bucket."""
+
+    async def main() -> str:
+        limiter = PacedLimiter(5.0)
+        limiter.set_rate(2.5)
+        return repr(limiter)
+
+    text = run_virtual(main)
+    assert text.startswith("PacedLimiter(rate=2.5, bucket=")
+
+
+# --------------------------------------------------------------------------- hold
+
+
+def test_hold_blocks_new_acquisitions_until_then() -> None:
+    """Nothing is acquired before the hold's end; then a bucketful, then the pace."""
+
+    async def main() -> list[float]:
+        limiter = PacedLimiter(100.0)
+        limiter.hold(5.0)
+        return await acquire_all(limiter, 20)
+
+    stamps = run_virtual(main)
+    assert stamps[0] >= 5.0
+    assert stamps[-1] == pytest.approx(5.0 + 19 / 100)
+
+
+def test_hold_blocks_waiters_already_queued() -> None:
+    """A hold set while acquisitions wait on the bucket stops them too."""
+
+    async def main() -> list[float]:
+        limiter = PacedLimiter(1.0)
+
+        async def hold() -> None:
+            await asyncio.sleep(2.5)
+            limiter.hold(6.0)
+
+        return await acquire_all(limiter, 6, before=hold)
+
+    stamps = run_virtual(main)
+    assert not [t for t in stamps if 2.5 < t < 6.0]
+    assert stamps[:3] == pytest.approx([0.0, 1.0, 2.0], abs=1e-6)
+    assert stamps[3] >= 6.0
+    assert busiest_window(stamps, start=6.0) <= 1 + bucket_size(1.0)
+
+
+def test_hold_is_never_shortened() -> None:
+    """A later hold that ends sooner does not shorten an earlier, longer one."""
+
+    async def main() -> list[float]:
+        limiter = PacedLimiter(10.0)
+        limiter.hold(3.0)
+        limiter.hold(1.0)
+        return await acquire_all(limiter, 1)
+
+    assert run_virtual(main)[0] >= 3.0
+
+
+def test_hold_in_the_past_changes_nothing() -> None:
+    """A hold whose time has passed does not delay anything."""
+
+    async def main() -> list[float]:
+        await asyncio.sleep(10)
+        limiter = PacedLimiter(10.0)
+        limiter.hold(4.0)
+        return await acquire_all(limiter, 1)
+
+    assert run_virtual(main) == [pytest.approx(10.0)]
