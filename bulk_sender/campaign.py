@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from bulk_sender.config import CampaignSettings
+from bulk_sender.dedupe import FirstSeen
 from bulk_sender.errors import InputFileError, UsageError
 from bulk_sender.journal import Record, ResumeState
 from bulk_sender.payload import BODY_TEXT_MAX, Fields, build_body, clip_ref
@@ -65,11 +66,10 @@ class LoadStats:
     duplicates: int = 0
     example_body: bytes | None = None
 
-    def add_invalid(self, reason: str, row: int) -> None:
-        """Count an invalid message under its reason (the reason's first clause)."""
-        key = reason.split(":")[0]
-        self.invalid[key] += 1
-        rows = self.examples.setdefault(key, [])
+    def add_invalid(self, category: str, row: int) -> None:
+        """Count an invalid message under its kind of problem, keeping a few example rows."""
+        self.invalid[category] += 1
+        rows = self.examples.setdefault(category, [])
         if len(rows) < _EXAMPLES_PER_REASON:
             rows.append(row)
 
@@ -177,10 +177,9 @@ class Campaign:
     ) -> Iterator[Planned]:
         """Every message of the campaign in input order, skipping what ``resume`` says is done."""
         state = resume or ResumeState()
-        seen: dict[str, tuple[int, int]] = {}
+        seen = FirstSeen()
         if not self.settings.allow_duplicates:
-            for to, row, part in state.seen:
-                seen.setdefault(to, (row, part))
+            seen.load(state.seen_numbers, state.seen_keys)
         for chunk in self.table.chunks(chunk_size):
             for offset, cells in enumerate(chunk.rows):
                 row = chunk.first_row + offset
@@ -195,7 +194,7 @@ class Campaign:
         row: int,
         cells: Sequence[str],
         state: ResumeState,
-        seen: dict[str, tuple[int, int]],
+        seen: FirstSeen,
     ) -> Iterator[Planned]:
         refs, clipped = self._refs(cells)
         raw_cell = cells[self.to_column]
@@ -213,17 +212,20 @@ class Campaign:
                 attempts=state.attempts.get((row, part), 0),
             )  # fmt: skip
             verdict = normalise(raw, self.settings.default_region or None)
-            reason = problem
+            reason, category = problem, problem
             if verdict.e164 is None:
+                kind = re.split(r"[:;]", verdict.problem or "", maxsplit=1)[0]
+                category = f"phone number: {kind}" if raw else "no phone number"
                 reason = f"phone number {raw!r}: {verdict.problem}" if raw else "no phone number"
-            if reason is not None:
-                self.stats.add_invalid(reason, row)
+            if reason is not None and category is not None:
+                self.stats.add_invalid(category, row)
                 yield Planned(_final(base, "invalid", reason), None)
                 continue
             assert verdict.e164 is not None
-            key = (row, part)
-            first = seen.setdefault(verdict.e164, key)
-            if first != key and not self.settings.allow_duplicates:
+            first = (row, part)
+            if not self.settings.allow_duplicates:
+                first = seen.first(verdict.e164, row, part)
+            if first != (row, part):
                 self.stats.duplicates += 1
                 error = f"same number as row {first[0]}"
                 yield Planned(_final(base, "duplicate", error, to=verdict.e164), None)

@@ -33,6 +33,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
+
+from bulk_sender.dedupe import pack
 from bulk_sender.errors import BulkSenderError, CampaignMismatchError
 
 __all__ = [
@@ -87,18 +91,28 @@ _UPSERT = (
 )
 
 
+def _no_numbers() -> npt.NDArray[np.int64]:
+    return np.empty(0, dtype=np.int64)
+
+
 @dataclass(slots=True)
 class ResumeState:
-    """What an earlier run left, in a form the loader can consult cheaply per row."""
+    """What an earlier run left, compact enough for millions of rows.
 
-    rows_done: bytearray = field(default_factory=bytearray)  # 1 at [row] when every part is final
-    parts_done: set[tuple[int, int]] = field(default_factory=set)  # final parts of unfinished rows
-    attempts: dict[tuple[int, int], int] = field(
-        default_factory=dict
-    )  # earlier requests of rows to send
-    seen: list[tuple[str, int, int]] = field(default_factory=list)  # (to, row, part) for dedupe
-    done: Counter[str] = field(default_factory=Counter)  # final messages by status
-    crashed: int = 0  # rows found in flight: a run died while sending them
+    ``rows_done[row]`` is 1 when every message of the row is final; ``parts_done`` and
+    ``attempts`` cover only rows that are partly done or were tried before; ``seen_numbers``
+    and ``seen_keys`` (E.164 digits and packed ``(row, part)``) seed the dedupe of the rows
+    still to send; ``done`` counts final messages by status; ``crashed`` counts messages found
+    in flight, which a run that died was sending.
+    """
+
+    rows_done: bytearray = field(default_factory=bytearray)
+    parts_done: set[tuple[int, int]] = field(default_factory=set)
+    attempts: dict[tuple[int, int], int] = field(default_factory=dict)
+    seen_numbers: npt.NDArray[np.int64] = field(default_factory=_no_numbers)
+    seen_keys: npt.NDArray[np.int64] = field(default_factory=_no_numbers)
+    done: Counter[str] = field(default_factory=Counter)
+    crashed: int = 0
 
     def row_done(self, row: int) -> bool:
         """Whether every message of data row ``row`` has a final status."""
@@ -219,26 +233,38 @@ class Journal:
             ).rowcount
         state = ResumeState(crashed=crashed)
         final = FINAL_STATUSES - {"unknown"} if resend_unknown else FINAL_STATUSES
-        finals_by_row: Counter[int] = Counter()
-        parts_by_row: dict[int, int] = {}
-        query = 'SELECT row, part, parts, "to", status, attempts FROM messages'
-        for row, part, parts, to, status, attempts in self._db.execute(query):
-            if status not in ("invalid", "duplicate"):
-                state.seen.append((to, row, part))
-            if status in final:
-                state.done[status] += 1
-                finals_by_row[row] += 1
-                parts_by_row[row] = parts
-                state.parts_done.add((row, part))
-            elif attempts:
-                state.attempts[(row, part)] = attempts
-        if finals_by_row:
-            state.rows_done = bytearray(max(finals_by_row) + 1)
-        for row, count in finals_by_row.items():
-            if count >= parts_by_row[row]:
+        is_final = f"status IN ({', '.join(repr(s) for s in sorted(final))})"
+        db = self._db
+        counts = db.execute(
+            f"SELECT status, COUNT(*) FROM messages WHERE {is_final} GROUP BY status"
+        )
+        state.done.update(dict(counts))
+        (last_row,) = db.execute("SELECT COALESCE(MAX(row), 0) FROM messages").fetchone()
+        state.rows_done = bytearray(last_row + 1)
+        partial: list[int] = []
+        query = f"SELECT row, SUM({is_final}) >= MAX(parts) FROM messages GROUP BY row"
+        for row, complete in db.execute(query):
+            if complete:
                 state.rows_done[row] = 1
-        # Keep parts_done only for rows that are not wholly done: the loader skips the rest.
-        state.parts_done = {key for key in state.parts_done if not state.rows_done[key[0]]}
+            else:
+                partial.append(row)
+        for row in partial:
+            for part, status, attempts in db.execute(
+                "SELECT part, status, attempts FROM messages WHERE row = ?", (row,)
+            ):
+                if status in final:
+                    state.parts_done.add((row, part))
+                elif attempts:
+                    state.attempts[(row, part)] = attempts
+        seen = db.execute(
+            "SELECT \"to\", row, part FROM messages WHERE status NOT IN ('invalid', 'duplicate')"
+        ).fetchall()
+        state.seen_numbers = np.fromiter(
+            (int(to.lstrip("+")) for to, _, _ in seen), dtype=np.int64, count=len(seen)
+        )
+        state.seen_keys = np.fromiter(
+            (pack(row, part) for _, row, part in seen), dtype=np.int64, count=len(seen)
+        )
         return state
 
     # -- writing (async, through the writer thread) ----------------------------------------

@@ -6,8 +6,8 @@ bucket holds only ``rate / 100`` requests (at least one) and drains at ``rate`` 
 any window of one second at most ``rate + bucket`` acquisitions happen: within 1 % of the rate.
 
 A rate change replaces the bucket and wakes every waiter queued on the old one, which queues
-again on the new one, so a change of rate applies at once to requests already waiting. A hold (``Retry-After``)
-blocks every acquisition until it has passed. Create it inside the running loop.
+again on the new one, so a change of rate applies at once to requests already waiting. A hold
+(``Retry-After``) blocks every acquisition until it has passed. Create it inside the running loop.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 A 429 means Kaleyra thinks we are too fast. :class:`RateController` halves the rate (never
 below ``floor``) and holds all sending off for the ``Retry-After``; a burst of 429s from
 requests that were already in flight halves it only once (at most one halving per
-``cooldown``), while a storm that goes on keeps halving it, once per ``cooldown``. After ``climb_after``
-seconds without a 429 it climbs back by ``climb_step`` of the configured rate every
+``cooldown``), while a storm that goes on keeps halving it, once per ``cooldown``. After
+``climb_after`` seconds without a 429 it climbs back by ``climb_step`` of the configured rate every
 ``climb_after`` seconds until it is at the configured rate again. Times are whatever monotonic
 clock the caller passes in, which keeps this testable with plain numbers.
 """

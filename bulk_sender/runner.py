@@ -23,6 +23,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from bulk_sender.campaign import Campaign, LoadStats
 from bulk_sender.client import KaleyraClient
 from bulk_sender.config import Secret, Settings, read_api_key
@@ -74,6 +76,7 @@ class RunResult:
     crashed_unknown: int
     duration: float
     dry_run: bool = False
+    example_request: dict[str, Any] | None = None
 
 
 def default_results_path(campaign: Path) -> Path:
@@ -117,7 +120,23 @@ def dry_run(settings: Settings, campaign_path: Path, verdicts: Path | None) -> R
     return RunResult(
         options=options, totals=totals, load=campaign.stats, stats=None, stop=None,
         resumed_done=0, crashed_unknown=0, duration=time.monotonic() - started, dry_run=True,
+        example_request=_example_request(settings, campaign.stats.example_body),
     )  # fmt: skip
+
+
+def _example_request(settings: Settings, body: bytes | None) -> dict[str, Any] | None:
+    """The first valid row's request as it would be sent, with the API key masked."""
+    if body is None:
+        return None
+    return {
+        "method": "POST",
+        "url": settings.kaleyra.messages_url,
+        "headers": {
+            "Content-Type": "application/json",
+            "api-key": f"<from ${settings.kaleyra.api_key_env}>",
+        },
+        "body": orjson.loads(body),
+    }
 
 
 def send(

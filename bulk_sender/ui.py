@@ -26,6 +26,7 @@ from bulk_sender.runner import RunResult
 from bulk_sender.stats import RunStats
 
 __all__ = [
+    "DRY_RUN_STATUSES",
     "STATUSES",
     "Progress",
     "setup_logging",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 STATUSES: tuple[str, ...] = ("sent", "failed", "invalid", "duplicate", "unknown", "not_sent")
+#: A dry run's verdicts: ``valid`` rows would be sent.
+DRY_RUN_STATUSES: tuple[str, ...] = ("valid", "invalid", "duplicate")
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {
     "message", "asctime", "event",
 }  # fmt: skip
@@ -217,10 +220,17 @@ def summary_dict(result: RunResult, *, exit_code: int, command: list[str]) -> di
         "exit_code": exit_code,
         "rows": totals.rows,
         "messages": totals.messages,
-        "statuses": {s: totals.statuses.get(s, 0) for s in (*STATUSES, *_extra(totals.statuses))},
+        "statuses": {
+            s: totals.statuses.get(s, 0) for s in (DRY_RUN_STATUSES if result.dry_run else STATUSES)
+        },
         "codes": dict(totals.codes.most_common()),
         "warnings": totals.warnings,
         "refs_truncated": result.load.refs_truncated,
+        "invalid_reasons": {
+            reason: {"count": n, "example_rows": result.load.examples.get(reason, [])}
+            for reason, n in result.load.invalid.most_common()
+        },
+        "example_request": result.example_request,
         "this_run": {
             "requests": requests,
             "retries": stats.retries if stats is not None else 0,
@@ -242,10 +252,6 @@ def summary_dict(result: RunResult, *, exit_code: int, command: list[str]) -> di
         "resume_command": resume,
         "retry_command": retry,
     }
-
-
-def _extra(statuses: Any) -> list[str]:
-    return [s for s in statuses if s not in STATUSES]
 
 
 def _resume_command(command: list[str]) -> str:
@@ -276,8 +282,8 @@ def summary_text(doc: dict[str, Any], stop_line: str | None) -> str:
             lines.append(f"  already done before this run: {run['already_done_before']:,}")
         lines.append(f"  results: {doc['results']}")
         lines.append(f"  failed rows: {doc['failed']} ({doc['failed_rows']:,} rows)")
-    elif doc["results"]:
-        lines.append(f"  verdicts: {doc['results']}")
+    else:
+        lines.extend(_dry_run_lines(doc))
     if stop_line:
         lines.append(stop_line)
     if doc["resume_command"]:
@@ -285,6 +291,25 @@ def summary_text(doc: dict[str, Any], stop_line: str | None) -> str:
     if doc["retry_command"]:
         lines.append(f"  to retry the failed rows: {doc['retry_command']}")
     return "\n".join(lines)
+
+
+def _dry_run_lines(doc: dict[str, Any]) -> list[str]:
+    lines = []
+    if doc["invalid_reasons"]:
+        lines.append("  invalid, by reason (example rows):")
+        for reason, info in doc["invalid_reasons"].items():
+            rows = ", ".join(str(r) for r in info["example_rows"])
+            lines.append(f"    {info['count']:>7,}  {reason}  (rows {rows})")
+    if doc["results"]:
+        lines.append(f"  verdicts: {doc['results']}")
+    example = doc["example_request"]
+    if example is not None:
+        lines.append("  example request (first valid row):")
+        lines.append(f"    {example['method']} {example['url']}")
+        lines.extend(f"    {name}: {value}" for name, value in example["headers"].items())
+        body = orjson.dumps(example["body"], option=orjson.OPT_INDENT_2).decode()
+        lines.extend(f"    {line}" for line in body.splitlines())
+    return lines
 
 
 def _ms(value: float | None) -> str:

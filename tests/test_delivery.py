@@ -136,7 +136,7 @@ def test_row_level_400_is_failed_never_retried(
 def test_account_errors_stop_the_run(
     tmp_path: Path, sandbox: Sandbox, cli: CliRunner, behaviour: Behaviour, code: str, says: str
 ) -> None:
-    """An account-level answer stops the run: exit 3, rows not_sent with the code, one clear line."""
+    """An account-level answer stops the run: exit 3, rows not_sent with the code, a clear line."""
     sandbox.faults.default = behaviour
     numbers = [f"+9198765{i:05d}" for i in range(30)]
     run, rows = _send(cli, tmp_path, sandbox.url, numbers, sending={"concurrency": 4})
@@ -150,7 +150,7 @@ def test_account_errors_stop_the_run(
 
 
 def test_low_balance_mid_run_stops_fast(tmp_path: Path, sandbox: Sandbox, cli: CliRunner) -> None:
-    """Balance runs out after 25 messages: exit 3, <= `concurrency` requests after the first E110."""
+    """Balance runs out after 25 sent: exit 3, <= `concurrency` requests after the first E110."""
     sandbox.faults.balance = 25
     numbers = [f"+9198765{i:05d}" for i in range(300)]
     run, rows = _send(cli, tmp_path, sandbox.url, numbers, sending={"concurrency": 8})

@@ -30,6 +30,10 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
         time.sleep(0.01)
 
 
+def _progressed(sandbox: Sandbox, proc: subprocess.Popen[str], count: int) -> Callable[[], bool]:
+    return lambda: len(sandbox.received) >= count or proc.poll() is not None
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_sends_twice(tmp_path: Path, sandbox: Sandbox) -> None:
     """Killed with SIGKILL several times and resumed: at most one request per recipient, ever."""
@@ -47,7 +51,7 @@ def test_sigkill_at_random_moments_never_sends_twice(tmp_path: Path, sandbox: Sa
     for _ in range(4):
         before = len(sandbox.received)
         proc = spawn(*args)
-        _wait_for(lambda p=proc, n=before: len(sandbox.received) >= n + 10 or p.poll() is not None)
+        _wait_for(_progressed(sandbox, proc, before + 10))
         time.sleep(rng.uniform(0.0, 0.4))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)

@@ -1,0 +1,43 @@
+"""FirstSeen: the compact first-use index behaves exactly like a dict, across merges."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bulk_sender.dedupe import FirstSeen, pack, unpack
+
+numbers = st.integers(min_value=10_000_000, max_value=10**15 - 1)
+
+
+@given(st.lists(numbers, max_size=300), st.integers(min_value=1, max_value=16))
+@settings(max_examples=200)
+def test_matches_a_dict_reference(values: list[int], batch: int) -> None:
+    """For any sequence of recipients, FirstSeen answers like setdefault on a dict."""
+    seen = FirstSeen(batch=batch)
+    reference: dict[int, tuple[int, int]] = {}
+    for row, number in enumerate(values, 1):
+        assert seen.first(f"+{number}", row, 0) == reference.setdefault(number, (row, 0))
+    assert len(seen) == len(reference)
+
+
+@given(st.lists(st.tuples(numbers, st.integers(1, 10**6), st.integers(0, 5)), max_size=200))
+def test_load_keeps_the_earliest_key(entries: list[tuple[int, int, int]]) -> None:
+    """Loading journal pairs keeps, per number, the smallest (row, part)."""
+    seen = FirstSeen(batch=4)
+    seen.load(
+        np.array([n for n, _, _ in entries], dtype=np.int64),
+        np.array([pack(r, p) for _, r, p in entries], dtype=np.int64),
+    )
+    expected: dict[int, tuple[int, int]] = {}
+    for number, row, part in entries:
+        expected[number] = min(expected.get(number, (row, part)), (row, part))
+    for number, first in expected.items():
+        assert seen.first(f"+{number}", 10**7, 0) == first
+
+
+def test_pack_round_trips() -> None:
+    """pack and unpack are inverse for rows up to billions and parts below 65,536."""
+    for row, part in [(1, 0), (5, 3), (3_000_000_000, 65_535)]:
+        assert unpack(pack(row, part)) == (row, part)
