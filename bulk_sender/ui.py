@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 import sys
 import threading
 import time
@@ -114,9 +115,10 @@ class Progress:
             refresh_per_second=4,
         )
         task = bar.add_task("sending", total=rows, counts="", rate="")
-        with bar, self._ticker(lambda: bar.update(task, **_rich_fields(stats, load, rows)), 0.25):
-            yield
-        bar.update(task, **_rich_fields(stats, load, rows))
+        with bar:
+            with self._ticker(lambda: bar.update(task, **_rich_fields(stats, load, rows)), 0.25):
+                yield
+            bar.update(task, **_rich_fields(stats, load, rows))
 
     @contextlib.contextmanager
     def _log_lines(self, stats: RunStats, load: LoadStats, rows: int) -> Iterator[None]:
@@ -183,7 +185,11 @@ def _rich_fields(stats: RunStats, load: LoadStats, rows: int) -> dict[str, Any]:
         f"[green]sent {s['sent']}[/] [red]failed {s['failed']}[/] "
         f"[yellow]unknown {s['unknown']}[/] invalid {s['invalid']}"
     )
-    rate = f"{_meter_for_rich.rate(stats.requests):.0f}/s of {stats.rate:g}/s"
+    achieved = _meter_for_rich.rate(stats.requests)
+    if stats.rate < stats.target_rate:
+        rate = f"[yellow]{achieved:.0f}/s, slowed to {stats.rate:g} of {stats.target_rate:g}/s[/]"
+    else:
+        rate = f"{achieved:.0f}/s of {stats.target_rate:g}/s"
     return {"completed": done, "total": max(rows, done), "counts": counts, "rate": rate}
 
 
@@ -201,14 +207,12 @@ def summary_dict(result: RunResult, *, exit_code: int, command: list[str]) -> di
         for p in (50, 95, 99)
     }
     requests = stats.requests if stats is not None else 0
+    sending = stats.sending_seconds if stats is not None else 0.0
     stop = result.stop
     resume = _resume_command(command) if stop is not None else None
     retry = None
     if totals.failed_rows and not result.dry_run:
-        retry = (
-            f"bulk-sender send {options.failed} --out "
-            f"{options.results.with_name(options.results.stem + '.retry.csv')}"
-        )
+        retry = _retry_command(command, options.failed, options.results)
     return {
         "version": 1,
         "mode": "dry-run" if result.dry_run else "send",
@@ -239,7 +243,7 @@ def summary_dict(result: RunResult, *, exit_code: int, command: list[str]) -> di
             "unknown_after_crash": result.crashed_unknown,
         },
         "duration_seconds": round(result.duration, 3),
-        "mean_rate": round(requests / result.duration, 2) if result.duration > 0 else 0.0,
+        "mean_rate": round(requests / sending, 2) if sending > 0 else 0.0,
         "latency_ms": pct,
         "rate": {
             "configured": stats.target_rate if stats is not None else None,
@@ -255,7 +259,24 @@ def summary_dict(result: RunResult, *, exit_code: int, command: list[str]) -> di
 
 
 def _resume_command(command: list[str]) -> str:
-    return " ".join(arg for arg in command if arg != "--restart")
+    return shlex.join(arg for arg in command if arg != "--restart")
+
+
+def _retry_command(command: list[str], failed: Path, results: Path) -> str:
+    """``send`` of the failed export, with the same config and target as this run."""
+    keep = [
+        "bulk-sender",
+        "send",
+        str(failed),
+        "--out",
+        str(results.with_name(results.stem + ".retry.csv")),
+    ]
+    for flag in ("--config", "--base-url"):
+        if flag in command and command.index(flag) + 1 < len(command):
+            keep += [flag, command[command.index(flag) + 1]]
+    if "--sandbox" in command:
+        keep.append("--sandbox")
+    return shlex.join(keep)
 
 
 def summary_text(doc: dict[str, Any], stop_line: str | None) -> str:
@@ -274,8 +295,8 @@ def summary_text(doc: dict[str, Any], stop_line: str | None) -> str:
         lat = doc["latency_ms"]
         run = doc["this_run"]
         lines.append(
-            f"  this run: {run['requests']:,} requests ({run['retries']:,} retries), mean "
-            f"{doc['mean_rate']:g}/s of {doc['rate']['configured']:g}/s configured, latency "
+            f"  this run: {run['requests']:,} requests ({run['retries']:,} retries), sending at "
+            f"{doc['mean_rate']:g}/s (configured {doc['rate']['configured']:g}/s), latency "
             f"p50 {_ms(lat['p50'])} p95 {_ms(lat['p95'])} p99 {_ms(lat['p99'])}"
         )
         if run["already_done_before"]:
