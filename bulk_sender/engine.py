@@ -10,8 +10,9 @@ Data flows one way::
 
 Concurrency is bounded by the number of workers (``concurrency``), never by aiohttp's pool
 alone. Every attempt, retries included, passes the rate limiter. A worker commits the
-``in_flight`` record before its request leaves and the outcome before it takes another row,
-so a crash leaves at most ``concurrency`` rows whose fate is unknown.
+``in_flight`` record before its request leaves and the outcome before it takes another row
+(or, for a retryable outcome, ``not_sent`` before it waits to retry), so a crash leaves at
+most ``concurrency`` rows whose fate is unknown, and never a row waiting for a retry.
 
 Stopping: an account-level answer, ``error_threshold`` failed rows in a row, a journal that
 cannot be written, or :meth:`Engine.request_stop` (SIGINT/SIGTERM) set the stop reason. From
@@ -185,6 +186,9 @@ class Engine:
                 last, errors=errors, throttles=throttles, random=self._random()
             )
             if isinstance(decision, Retry):
+                # Kaleyra did not act on it (or, at-least-once, the user accepts the risk): say
+                # so before waiting, so a run killed during the wait sends it again on resume.
+                await self._journal.write(_with_outcome(record, "not_sent", last, attempts))
                 self.stats.retries += 1
                 await self._pause(decision.delay)
                 continue

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,6 +30,18 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached within the time limit")
         time.sleep(0.01)
+
+
+def _journal_status(path: Path, row: int) -> str | None:
+    """The journal's status for ``row`` as another process sees it (None before it exists)."""
+    if not path.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+        try:
+            found = db.execute("SELECT status FROM messages WHERE row = ?", (row,)).fetchone()
+        except sqlite3.OperationalError:  # the schema is being created
+            return None
+    return None if found is None else str(found[0])
 
 
 def _progressed(sandbox: Sandbox, proc: subprocess.Popen[str], count: int) -> Callable[[], bool]:
@@ -223,3 +237,25 @@ def test_failed_export_round_trips(tmp_path: Path, sandbox: Sandbox, cli: CliRun
     with (tmp_path / "retry1.failed.csv").open(newline="", encoding="utf-8") as handle:
         second_export = list(csv.reader(handle))
     assert second_export[0] == [*header, "error"]
+
+
+def test_kill_while_waiting_to_retry_resends_on_resume(tmp_path: Path, sandbox: Sandbox) -> None:
+    """A row killed while waiting out a Retry-After was not acted on: the resume sends it."""
+    a, b = _numbers(2)
+    sandbox.faults.retry_after = "30"
+    sandbox.faults.scripts[a] = [Behaviour.THROTTLE]
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[a], [b]])
+    config = write_config(tmp_path / "config.toml", sandbox.url)
+    out = tmp_path / "r.csv"
+    proc = spawn("send", campaign, "--config", config, "--out", out, "-q")
+    _wait_for(lambda: _journal_status(tmp_path / "r.csv.journal", 1) == "not_sent")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    resumed = spawn("send", campaign, "--config", config, "--out", out, "-q")
+    _, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err
+    assert sandbox.count(a) == 2
+    assert sandbox.count(b) == 1
+    rows = read_results(out)
+    assert [r["status"] for r in rows] == ["sent", "sent"]
+    assert rows[0]["attempts"] == "2"
