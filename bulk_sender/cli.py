@@ -91,16 +91,35 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sandbox":
             return _sandbox(args)
-        return _send(args, list(sys.argv[1:] if argv is None else argv))
+        invoked = [_program(), *sys.argv[1:]] if argv is None else ["bulk-sender", *argv]
+        return _send(args, invoked)
     except UsageError as exc:
         print(f"bulk-sender: {exc}", file=sys.stderr)
+        _error_summary(args, EXIT_USAGE, str(exc))
         return EXIT_USAGE
     except JournalError as exc:
         print(f"bulk-sender: {exc}", file=sys.stderr)
+        _error_summary(args, EXIT_STOPPED, str(exc))
         return EXIT_STOPPED
     except KeyboardInterrupt:
         print("bulk-sender: interrupted; run the same command again to resume", file=sys.stderr)
         return 128 + signal.SIGINT
+
+
+def _program() -> str:
+    """How this program was invoked, so printed commands can be pasted as they are."""
+    name = Path(sys.argv[0])
+    return "python -m bulk_sender" if name.name == "__main__.py" else str(name)
+
+
+def _error_summary(args: argparse.Namespace, code: int, message: str) -> None:
+    """A run that could not start still replaces --summary-json, so no stale success remains."""
+    path = getattr(args, "summary_json", None)
+    if path is not None:
+        from bulk_sender.ui import write_summary_json
+
+        doc = {"version": 1, "outcome": "error", "exit_code": code, "error": message}
+        write_summary_json(path, doc)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -137,7 +156,7 @@ def _send(args: argparse.Namespace, command: list[str]) -> int:
         )
         result = send(settings, options, display=ui.Progress(interactive=interactive))
     code = exit_code(result)
-    doc = ui.summary_dict(result, exit_code=code, command=["bulk-sender", *command])
+    doc = ui.summary_dict(result, exit_code=code, command=command)
     print(ui.summary_text(doc, stop_line(result, settings)))
     if args.summary_json is not None:
         ui.write_summary_json(args.summary_json, doc)

@@ -280,7 +280,7 @@ def read_api_key(settings: KaleyraSettings, environ: Mapping[str, str] | None = 
     if not value:
         raise ConfigError(
             "[kaleyra] api_key_env",
-            f"the environment variable {settings.api_key_env} is not set; export your Kaleyra "
-            "API key in it (or use --sandbox to try the tool without one)",
+            f"the environment variable {settings.api_key_env} is not set or empty; export your "
+            "Kaleyra API key in it (or use --sandbox to try the tool without one)",
         )
     return Secret(value)

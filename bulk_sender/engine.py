@@ -205,6 +205,9 @@ class Engine:
 
     async def _attempt(self, body: bytes) -> Outcome:
         started = self._loop.time()
+        if self.stats.first_request_at is None:
+            self.stats.first_request_at = started
+        self.stats.last_request_at = started
         try:
             answer = await self._client.post(body)
             outcome = classify_answer(answer.status, answer.body, retry_after=answer.retry_after)

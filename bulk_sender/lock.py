@@ -2,7 +2,8 @@
 
 The kernel releases a ``flock`` when its process dies, however it dies, so a lock left by a
 killed run is never stale: the next run simply gets it, and is told which process held it
-before. The lock file holds the holder's PID so a refused run can name it.
+before. The lock file holds the holder's PID while it runs, so a refused run can name it; a
+clean exit empties it, so a PID found by a run that gets the lock means a run was killed.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def hold_lock(results: Path) -> Iterator[int | None]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield previous if previous != os.getpid() else None
+        try:
+            yield previous if previous != os.getpid() else None
+        finally:
+            os.ftruncate(fd, 0)  # a clean exit leaves no PID: only a crash does
     finally:
         os.close(fd)
 

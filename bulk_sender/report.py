@@ -26,7 +26,7 @@ from typing import Protocol
 
 from bulk_sender.journal import Record
 from bulk_sender.phone import split_recipients
-from bulk_sender.table import Table, write_table
+from bulk_sender.table import Table, publish, write_table
 
 __all__ = ["RESULT_COLUMNS", "RETRY_STATUSES", "Totals", "write_outputs", "write_results_only"]
 
@@ -191,6 +191,6 @@ def _atomic_csv(path: Path) -> Iterator[_Writer]:
             yield csv.writer(handle, lineterminator="\n")
             handle.flush()
             os.fsync(handle.fileno())
-        tmp.replace(path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

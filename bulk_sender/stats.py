@@ -62,7 +62,17 @@ class RunStats:
     retries: int = 0
     rate_changes: int = 0
     sending_seconds: float = 0.0
+    first_request_at: float | None = None
+    last_request_at: float = 0.0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    @property
+    def pace(self) -> float:
+        """Requests per second between the first and the last request of the run."""
+        if self.first_request_at is None or self.requests < 2:
+            return 0.0
+        span = self.last_request_at - self.first_request_at
+        return (self.requests - 1) / span if span > 0 else 0.0
 
     @property
     def finished(self) -> int:

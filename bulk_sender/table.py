@@ -181,10 +181,19 @@ def write_table(
             _write_xlsx(temp, header, rows)
         else:
             _write_csv(os.fdopen(fd, "w", encoding=fmt.encoding, newline=""), fmt, header, rows)
-        temp.replace(path)
+        publish(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def publish(temp: Path, path: Path) -> None:
+    """Give a finished temporary file the usual permissions (mkstemp's are 0600) and move it
+    over ``path`` atomically."""
+    mask = os.umask(0)
+    os.umask(mask)
+    temp.chmod(0o666 & ~mask)
+    temp.replace(path)
 
 
 # --- the byte pass ---------------------------------------------------------------------------

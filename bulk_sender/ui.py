@@ -15,6 +15,7 @@ import shlex
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,10 +116,15 @@ class Progress:
             refresh_per_second=4,
         )
         task = bar.add_task("sending", total=rows, counts="", rate="")
+        meter = _RateMeter()
+
+        def refresh() -> None:
+            bar.update(task, **_rich_fields(stats, load, rows, meter))
+
         with bar:
-            with self._ticker(lambda: bar.update(task, **_rich_fields(stats, load, rows)), 0.25):
+            with self._ticker(refresh, 0.25):
                 yield
-            bar.update(task, **_rich_fields(stats, load, rows))
+            refresh()
 
     @contextlib.contextmanager
     def _log_lines(self, stats: RunStats, load: LoadStats, rows: int) -> Iterator[None]:
@@ -162,30 +168,29 @@ class Progress:
 
 
 class _RateMeter:
-    """Requests per second over the last interval, from a monotonically growing count."""
+    """Requests per second over the trailing ``window`` seconds, from a growing count."""
 
-    def __init__(self) -> None:
-        self._time = time.monotonic()
-        self._count = 0
+    def __init__(self, window: float = 3.0) -> None:
+        self._window = window
+        self._samples: deque[tuple[float, int]] = deque([(time.monotonic(), 0)])
 
     def rate(self, count: int) -> float:
         now = time.monotonic()
-        elapsed, self._time = now - self._time, now
-        delta, self._count = count - self._count, count
-        return delta / elapsed if elapsed > 0 else 0.0
+        self._samples.append((now, count))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self._window:
+            self._samples.popleft()
+        then, before = self._samples[0]
+        return (count - before) / (now - then) if now > then else 0.0
 
 
-_meter_for_rich = _RateMeter()
-
-
-def _rich_fields(stats: RunStats, load: LoadStats, rows: int) -> dict[str, Any]:
+def _rich_fields(stats: RunStats, load: LoadStats, rows: int, meter: _RateMeter) -> dict[str, Any]:
     done = load.skipped_done + stats.finished
     s = stats.statuses
     counts = (
         f"[green]sent {s['sent']}[/] [red]failed {s['failed']}[/] "
         f"[yellow]unknown {s['unknown']}[/] invalid {s['invalid']}"
     )
-    achieved = _meter_for_rich.rate(stats.requests)
+    achieved = meter.rate(stats.requests)
     if stats.rate < stats.target_rate:
         rate = f"[yellow]{achieved:.0f}/s, slowed to {stats.rate:g} of {stats.target_rate:g}/s[/]"
     else:
@@ -207,11 +212,12 @@ def summary_dict(result: RunResult, *, exit_code: int, command: list[str]) -> di
         for p in (50, 95, 99)
     }
     requests = stats.requests if stats is not None else 0
-    sending = stats.sending_seconds if stats is not None else 0.0
     stop = result.stop
     resume = _resume_command(command) if stop is not None else None
     retry = None
-    if totals.failed_rows and not result.dry_run:
+    if totals.failed_rows and not result.dry_run and stop is None:
+        # After a stop the not_sent rows are sent by resuming; offering the export as well
+        # would invite sending them twice.
         retry = _retry_command(command, options.failed, options.results)
     return {
         "version": 1,
@@ -243,7 +249,7 @@ def summary_dict(result: RunResult, *, exit_code: int, command: list[str]) -> di
             "unknown_after_crash": result.crashed_unknown,
         },
         "duration_seconds": round(result.duration, 3),
-        "mean_rate": round(requests / sending, 2) if sending > 0 else 0.0,
+        "mean_rate": round(stats.pace, 2) if stats is not None else 0.0,
         "latency_ms": pct,
         "rate": {
             "configured": stats.target_rate if stats is not None else None,
@@ -263,15 +269,10 @@ def _resume_command(command: list[str]) -> str:
 
 
 def _retry_command(command: list[str], failed: Path, results: Path) -> str:
-    """``send`` of the failed export, with the same config and target as this run."""
-    keep = [
-        "bulk-sender",
-        "send",
-        str(failed),
-        "--out",
-        str(results.with_name(results.stem + ".retry.csv")),
-    ]
-    for flag in ("--config", "--base-url"):
+    """``send`` of the failed export, with the same program, config, target and pace."""
+    retry_out = results.with_name(results.stem + ".retry.csv")
+    keep = [command[0], "send", str(failed), "--out", str(retry_out)]
+    for flag in ("--config", "--base-url", "--rate", "--concurrency"):
         if flag in command and command.index(flag) + 1 < len(command):
             keep += [flag, command[command.index(flag) + 1]]
     if "--sandbox" in command:
@@ -295,7 +296,8 @@ def summary_text(doc: dict[str, Any], stop_line: str | None) -> str:
         lat = doc["latency_ms"]
         run = doc["this_run"]
         lines.append(
-            f"  this run: {run['requests']:,} requests ({run['retries']:,} retries), sending at "
+            f"  this run: {_count(run['requests'], 'request')} "
+            f"({_count(run['retries'], 'retry', 'retries')}), sending at "
             f"{doc['mean_rate']:g}/s (configured {doc['rate']['configured']:g}/s), latency "
             f"p50 {_ms(lat['p50'])} p95 {_ms(lat['p95'])} p99 {_ms(lat['p99'])}"
         )
@@ -309,6 +311,11 @@ def summary_text(doc: dict[str, Any], stop_line: str | None) -> str:
         lines.append(stop_line)
     if doc["resume_command"]:
         lines.append(f"  to resume: {doc['resume_command']}")
+        if doc["statuses"].get("not_sent"):
+            lines.append(
+                "  (the not_sent rows are also in the failed export: send them by resuming or "
+                "from the export, never both)"
+            )
     if doc["retry_command"]:
         lines.append(f"  to retry the failed rows: {doc['retry_command']}")
     return "\n".join(lines)
@@ -320,7 +327,8 @@ def _dry_run_lines(doc: dict[str, Any]) -> list[str]:
         lines.append("  invalid, by reason (example rows):")
         for reason, info in doc["invalid_reasons"].items():
             rows = ", ".join(str(r) for r in info["example_rows"])
-            lines.append(f"    {info['count']:>7,}  {reason}  (rows {rows})")
+            label = "row" if len(info["example_rows"]) == 1 else "rows"
+            lines.append(f"    {info['count']:>7,}  {reason}  ({label} {rows})")
     if doc["results"]:
         lines.append(f"  verdicts: {doc['results']}")
     example = doc["example_request"]
@@ -331,6 +339,10 @@ def _dry_run_lines(doc: dict[str, Any]) -> list[str]:
         body = orjson.dumps(example["body"], option=orjson.OPT_INDENT_2).decode()
         lines.extend(f"    {line}" for line in body.splitlines())
     return lines
+
+
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    return f"{n:,} {singular if n == 1 else plural or singular + 's'}"
 
 
 def _ms(value: float | None) -> str:

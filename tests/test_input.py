@@ -233,7 +233,7 @@ def test_dry_run_reports_and_sends_nothing(
     run = cli("send", path, "--config", _config(tmp_path, sandbox), "--dry-run", "--out", verdicts)
     assert run.code == 1
     assert "valid 1   invalid 1   duplicate 1" in run.out
-    assert "phone number: too short" in run.out and "(rows 2)" in run.out
+    assert "phone number: too short" in run.out and "(row 2)" in run.out
     assert "refs truncated 1" in run.out
     assert '"to": "+919876543210"' in run.out
     assert "api-key: <from $BULK_SENDER_TEST_KEY>" in run.out

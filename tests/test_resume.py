@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 
 from bulk_sender.sandbox import Behaviour, Sandbox
@@ -259,3 +260,49 @@ def test_kill_while_waiting_to_retry_resends_on_resume(tmp_path: Path, sandbox: 
     rows = read_results(out)
     assert [r["status"] for r in rows] == ["sent", "sent"]
     assert rows[0]["attempts"] == "2"
+
+
+def test_clean_exit_leaves_no_pid_in_the_lock(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """After a clean run the next run finds no PID, so it does not report a taken-over lock."""
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in _numbers(2)])
+    config = write_config(tmp_path / "config.toml", sandbox.url)
+    out = tmp_path / "r.csv"
+    assert cli("send", campaign, "--config", config, "--out", out).code == 0
+    assert (tmp_path / "r.csv.lock").read_text() == ""
+    again = cli("send", campaign, "--config", config, "--out", out)
+    assert "lock_taken_over" not in again.err
+
+
+def test_stopped_run_offers_only_the_resume(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """After a stop the summary offers the resume, not the export, so not_sent rows go once."""
+    sandbox.faults.balance = 2
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in _numbers(10)])
+    config = write_config(tmp_path / "config.toml", sandbox.url, sending={"concurrency": 1})
+    summary = tmp_path / "s.json"
+    run = cli("send", campaign, "--config", config, "--summary-json", summary)
+    assert run.code == 3
+    assert "to resume: bulk-sender send" in run.out
+    assert "never both" in run.out
+    assert "to retry the failed rows" not in run.out
+    doc = orjson.loads(summary.read_bytes())
+    assert doc["retry_command"] is None
+    assert doc["resume_command"].startswith("bulk-sender send ")
+
+
+def test_summary_json_is_replaced_when_the_run_cannot_start(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """An exit-2 run overwrites an old --summary-json, so a stale success is never read."""
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in _numbers(1)])
+    config = write_config(tmp_path / "config.toml", sandbox.url)
+    summary = tmp_path / "s.json"
+    assert cli("send", campaign, "--config", config, "--summary-json", summary).code == 0
+    write_csv(campaign, ["to"], [[n] for n in _numbers(2)])
+    assert cli("send", campaign, "--config", config, "--summary-json", summary).code == 2
+    doc = orjson.loads(summary.read_bytes())
+    assert (doc["outcome"], doc["exit_code"]) == ("error", 2)
+    assert "changed" in doc["error"]
