@@ -24,7 +24,7 @@ from bulk_sender.config import CampaignSettings
 from bulk_sender.dedupe import FirstSeen
 from bulk_sender.errors import InputFileError, UsageError
 from bulk_sender.journal import Record, ResumeState
-from bulk_sender.payload import BODY_TEXT_MAX, Fields, build_body, clip_ref
+from bulk_sender.payload import BODY_TEXT_MAX, REF_MAX, Fields, build_body, clip_ref
 from bulk_sender.phone import normalise, split_recipients
 from bulk_sender.table import Table
 
@@ -104,6 +104,8 @@ class Campaign:
         self._columns = {canonical(name): i for i, name in reversed(list(enumerate(table.header)))}
         self.to_column = self._find_to_column()
         self._optional = {name: self._columns.get(name) for name in OPTIONAL_COLUMNS}
+        self._ref_columns = tuple(self._optional[name] for name in ("ref", "ref1", "ref2"))
+        self._retailer = settings.thumbnail_product_retailer_id
         self._default_body = (
             self._template(settings.body_text, "[campaign] body_text")
             if settings.body_text
@@ -201,13 +203,16 @@ class Campaign:
         recipients = split_recipients(raw_cell) or [raw_cell.strip()]
         parts = len(recipients)
         body_text, problem = self._body_text(cells)
+        retailer = self._cell(cells, "thumbnail_product_retailer_id") or self._retailer
+        source = self._cell(cells, "wa_source") or self.settings.wa_source
+        partly_done = state.parts_done
         for part, raw in enumerate(recipients):
-            if (row, part) in state.parts_done:
+            if partly_done and (row, part) in partly_done:
                 continue
             self.stats.messages += 1
             self.stats.refs_truncated += clipped
             base = Record(
-                row=row, part=part, parts=parts, to=raw, status="",
+                row=row, part=part, parts=parts, to=raw, status="not_sent",
                 ref=refs[0], ref1=refs[1], ref2=refs[2],
                 attempts=state.attempts.get((row, part), 0),
             )  # fmt: skip
@@ -236,35 +241,27 @@ class Campaign:
                 Fields(
                     to=verdict.e164,
                     body_text=body_text,
-                    thumbnail_product_retailer_id=self._cell(cells, "thumbnail_product_retailer_id")
-                    or self.settings.thumbnail_product_retailer_id,
+                    thumbnail_product_retailer_id=retailer,
                     ref=refs[0],
                     ref1=refs[1],
                     ref2=refs[2],
-                    wa_source=self._cell(cells, "wa_source") or self.settings.wa_source,
+                    wa_source=source,
                 )
             )
             if self.stats.example_body is None:
                 self.stats.example_body = body
-            record = Record(
-                row=row, part=part, parts=parts, to=verdict.e164, status="not_sent",
-                ref=refs[0], ref1=refs[1], ref2=refs[2], warning=verdict.warning or "",
-                attempts=base.attempts,
-            )  # fmt: skip
-            yield Planned(record, body)
+            yield Planned(base._replace(to=verdict.e164, warning=verdict.warning or ""), body)
 
     def _cell(self, cells: Sequence[str], name: str) -> str:
         index = self._optional[name]
         return cells[index].strip() if index is not None else ""
 
     def _refs(self, cells: Sequence[str]) -> tuple[tuple[str, str, str], int]:
-        values = []
-        clipped = 0
-        for name in ("ref", "ref1", "ref2"):
-            value, cut = clip_ref(self._cell(cells, name))
-            values.append(value)
-            clipped += cut
-        return (values[0], values[1], values[2]), clipped
+        ref, ref1, ref2 = (cells[i].strip() if i is not None else "" for i in self._ref_columns)
+        if len(ref) <= REF_MAX and len(ref1) <= REF_MAX and len(ref2) <= REF_MAX:
+            return (ref, ref1, ref2), 0
+        (ref, a), (ref1, b), (ref2, c) = clip_ref(ref), clip_ref(ref1), clip_ref(ref2)
+        return (ref, ref1, ref2), a + b + c
 
     def _body_text(self, cells: Sequence[str]) -> tuple[str, str | None]:
         """The row's filled-in body text, or a reason the row cannot be sent."""
@@ -299,7 +296,4 @@ class Campaign:
 
 
 def _final(base: Record, status: str, error: str, *, to: str | None = None) -> Record:
-    return Record(
-        row=base.row, part=base.part, parts=base.parts, to=base.to if to is None else to,
-        status=status, error=error, ref=base.ref, ref1=base.ref1, ref2=base.ref2,
-    )  # fmt: skip
+    return base._replace(status=status, error=error, attempts=0, to=base.to if to is None else to)

@@ -9,7 +9,9 @@ Data flows one way::
                      journal  <----------------------------------------  journal: outcome, awaited
 
 Concurrency is bounded by the number of workers (``concurrency``), never by aiohttp's pool
-alone. Every attempt, retries included, passes the rate limiter. A worker commits the
+alone. Every attempt, retries included, passes the rate limiter twice: once to start (before
+its ``in_flight`` record) and once to leave (after it), so journal latency cannot bunch
+requests into a burst. A worker commits the
 ``in_flight`` record before its request leaves and the outcome before it takes another row
 (or, for a retryable outcome, ``not_sent`` before it waits to retry), so a crash leaves at
 most ``concurrency`` rows whose fate is unknown, and never a row waiting for a retry.
@@ -27,15 +29,14 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from bulk_sender.campaign import Planned
 from bulk_sender.client import Answer
 from bulk_sender.config import SendingSettings
 from bulk_sender.errors import TransportError
-from bulk_sender.journal import Journal, JournalError, Record
+from bulk_sender.journal import Journal, JournalError, Record, utc_now
 from bulk_sender.limiter import PacedLimiter
 from bulk_sender.outcome import Kind, Outcome, classify_answer, classify_failure
 from bulk_sender.policy import Final, Retry, RetryPolicy
@@ -82,7 +83,11 @@ class Engine:
         self._random = random_source
         self._policy = RetryPolicy(max_attempts=settings.max_attempts, delivery=settings.delivery)
         self._loop = asyncio.get_running_loop()
+        # Two buckets at the same rate: admission paces the rows that start (so few wait in
+        # flight), departure paces the requests themselves after the journal commit, so a
+        # slow commit cannot release a burst that breaks the account's rate limit.
         self._limiter = PacedLimiter(settings.rate_per_second)
+        self._departure = PacedLimiter(settings.rate_per_second)
         self._control = RateController(target=settings.rate_per_second)
         self._stopped = asyncio.Event()
         self.stop_reason: StopReason | None = None
@@ -144,7 +149,7 @@ class Engine:
 
     def _record_later(self, record: Record) -> None:
         """Record a message that will not be sent in this run (final, or ``not_sent``)."""
-        record = replace(record, finished_at=_now())
+        record = record._replace(finished_at=utc_now())
         try:
             self._journal.write_later(record)
         except JournalError as exc:
@@ -174,7 +179,8 @@ class Engine:
                 self._record_later(_with_outcome(record, "not_sent", last, attempts))
                 return
             attempts += 1
-            await self._journal.write(replace(record, status="in_flight", attempts=attempts))
+            await self._journal.write(record._replace(status="in_flight", attempts=attempts))
+            await self._departure.acquire()
             last = await self._attempt(item.body)
             if last.kind is Kind.THROTTLED:
                 throttles += 1
@@ -195,7 +201,7 @@ class Engine:
             status = decision.status if isinstance(decision, Final) else "not_sent"
             if not isinstance(decision, Final):
                 self.request_stop(StopReason("account", last.code, last.error))
-            final = replace(_with_outcome(record, status, last, attempts), finished_at=_now())
+            final = _with_outcome(record, status, last, attempts)._replace(finished_at=utc_now())
             await self._journal.write(final)
             self.stats.record(status, final.code)
             if log.isEnabledFor(logging.DEBUG):
@@ -228,6 +234,7 @@ class Engine:
         now = self._loop.time()
         change = self._control.on_throttle(now, outcome.retry_after)
         self._limiter.hold(self._control.hold_until)
+        self._departure.hold(self._control.hold_until)
         self._apply(change)
 
     def _clean(self) -> None:
@@ -238,6 +245,7 @@ class Engine:
         if change is None:
             return
         self._limiter.set_rate(change.new)
+        self._departure.set_rate(change.new)
         self.stats.rate = change.new
         self.stats.rate_changes += 1
         log.warning(
@@ -278,9 +286,8 @@ def _log_row(record: Record) -> None:
 
 def _with_outcome(record: Record, status: str, outcome: Outcome | None, attempts: int) -> Record:
     if outcome is None:
-        return replace(record, status=status, attempts=attempts)
-    return replace(
-        record,
+        return record._replace(status=status, attempts=attempts)
+    return record._replace(
         status=status,
         attempts=attempts,
         message_id=outcome.message_id or "",
@@ -288,7 +295,3 @@ def _with_outcome(record: Record, status: str, outcome: Outcome | None, attempts
         code=outcome.code,
         error=outcome.error,
     )
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

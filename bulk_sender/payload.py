@@ -10,8 +10,7 @@ that breaks it is ``invalid`` and must not be sent at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -23,9 +22,8 @@ BODY_TEXT_MAX = 1024
 REF_MAX = 255
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Fields:
-    """What varies between two catalog messages."""
+class Fields(NamedTuple):
+    """What varies between two catalog messages (a named tuple: one is made per message)."""
 
     to: str
     body_text: str

@@ -103,7 +103,7 @@ def dry_run(settings: Settings, campaign_path: Path, verdicts: Path | None) -> R
 
     def counted() -> Iterator[Record]:
         for item in campaign.plan():
-            record = item.record if item.body is None else replace(item.record, status="valid")
+            record = item.record if item.body is None else item.record._replace(status="valid")
             totals.messages += 1
             totals.statuses[record.status] += 1
             yield record

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Final
 
 import orjson
@@ -76,7 +75,7 @@ def test_seed_sample_is_reproduced_field_for_field() -> None:
 
 def test_body_is_compact_utf8_json() -> None:
     """The body is UTF-8 JSON bytes that keep non-ASCII text as it is."""
-    raw = build_body(dataclasses.replace(SEED_FIELDS, body_text="Namaste 🙏 — ₹499"))
+    raw = build_body(SEED_FIELDS._replace(body_text="Namaste 🙏 — ₹499"))
     assert isinstance(raw, bytes)
     assert "Namaste 🙏 — ₹499".encode() in raw
 
@@ -84,7 +83,7 @@ def test_body_is_compact_utf8_json() -> None:
 @pytest.mark.parametrize("name", ["ref", "ref1", "ref2"])
 def test_empty_ref_is_omitted(name: str) -> None:
     """An empty ref is left out of extra_info, never sent as ""."""
-    extra = parsed(dataclasses.replace(SEED_FIELDS, **{name: ""}))["extra_info"]
+    extra = parsed(SEED_FIELDS._replace(**{name: ""}))["extra_info"]
     assert name not in extra
     assert set(extra) == {"ref", "ref1", "ref2", "wa_source"} - {name}
 
@@ -97,21 +96,21 @@ def test_no_refs_leaves_only_wa_source() -> None:
 
 def test_empty_retailer_id_is_omitted() -> None:
     """Without a thumbnail retailer id, parameters carries no empty id."""
-    doc = parsed(dataclasses.replace(SEED_FIELDS, thumbnail_product_retailer_id=""))
+    doc = parsed(SEED_FIELDS._replace(thumbnail_product_retailer_id=""))
     action = doc["messaging_object"]["interactive"]["action"]
     assert action == {"name": "catalog_message", "parameters": {}}
 
 
 def test_body_text_is_sent() -> None:
     """The body text goes in interactive.body.text."""
-    doc = parsed(dataclasses.replace(SEED_FIELDS, body_text="Our new range is here"))
+    doc = parsed(SEED_FIELDS._replace(body_text="Our new range is here"))
     assert doc["messaging_object"]["interactive"]["body"] == {"text": "Our new range is here"}
 
 
 @pytest.mark.parametrize("source", sorted(WA_SOURCES))
 def test_known_wa_source_is_kept(source: str) -> None:
     """A documented wa_source is sent as is."""
-    doc = parsed(dataclasses.replace(SEED_FIELDS, wa_source=source))
+    doc = parsed(SEED_FIELDS._replace(wa_source=source))
     assert doc["extra_info"]["wa_source"] == source
 
 
@@ -121,14 +120,14 @@ def test_known_wa_source_is_kept(source: str) -> None:
 )
 def test_wa_source_is_case_insensitive(given_source: str, sent: str) -> None:
     """A documented wa_source in any case, with spaces around it, is sent in lower case."""
-    doc = parsed(dataclasses.replace(SEED_FIELDS, wa_source=given_source))
+    doc = parsed(SEED_FIELDS._replace(wa_source=given_source))
     assert doc["extra_info"]["wa_source"] == sent
 
 
 @pytest.mark.parametrize("source", ["", "excel", "whatsapp", "shop ify", "zapier2"])
 def test_unknown_wa_source_becomes_api(source: str) -> None:
     """A wa_source outside the seed's list is sent as "api", as the API itself would do."""
-    doc = parsed(dataclasses.replace(SEED_FIELDS, wa_source=source))
+    doc = parsed(SEED_FIELDS._replace(wa_source=source))
     assert doc["extra_info"]["wa_source"] == "api"
 
 
@@ -177,8 +176,7 @@ def test_body_always_parses_and_keeps_to(fields: Fields) -> None:
 @given(fields=payload_fields())
 def test_clipped_refs_are_1_to_255_characters(fields: Fields) -> None:
     """With refs clipped as the campaign loader does, every ref sent is 1..255 characters."""
-    clipped = dataclasses.replace(
-        fields,
+    clipped = fields._replace(
         ref=clip_ref(fields.ref)[0],
         ref1=clip_ref(fields.ref1)[0],
         ref2=clip_ref(fields.ref2)[0],
