@@ -180,15 +180,21 @@ class Campaign:
         """Every message of the campaign in input order, skipping what ``resume`` says is done."""
         state = resume or ResumeState()
         seen = FirstSeen()
-        if not self.settings.allow_duplicates:
-            seen.load(state.seen_numbers, state.seen_keys)
+        seeded = self.settings.allow_duplicates
         for chunk in self.table.chunks(chunk_size):
+            if state.all_done(chunk.first_row, len(chunk.rows)):
+                self.stats.rows += len(chunk.rows)
+                self.stats.skipped_done += len(chunk.rows)
+                continue
             for offset, cells in enumerate(chunk.rows):
                 row = chunk.first_row + offset
                 self.stats.rows += 1
                 if state.row_done(row):
                     self.stats.skipped_done += 1
                     continue
+                if not seeded:  # only now: the journal's seed loads while done rows are skipped
+                    seen.load(*state.seen())
+                    seeded = True
                 yield from self._plan_row(row, cells, state, seen)
 
     def _plan_row(

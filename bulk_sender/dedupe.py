@@ -12,19 +12,19 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FirstSeen", "pack", "unpack"]
+__all__ = ["PART_BITS", "FirstSeen", "pack", "unpack"]
 
-_PART_BITS = 16
+PART_BITS = 16
 
 
 def pack(row: int, part: int) -> int:
     """``(row, part)`` as one integer (``part`` below 65,536)."""
-    return (row << _PART_BITS) | part
+    return (row << PART_BITS) | part
 
 
 def unpack(key: int) -> tuple[int, int]:
     """The ``(row, part)`` that :func:`pack` packed."""
-    return key >> _PART_BITS, key & ((1 << _PART_BITS) - 1)
+    return key >> PART_BITS, key & ((1 << PART_BITS) - 1)
 
 
 def _number(e164: str) -> int:

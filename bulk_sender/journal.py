@@ -37,7 +37,8 @@ from typing import Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from bulk_sender.dedupe import pack
+from bulk_sender.dedupe import PART_BITS as _PART_BITS
+from bulk_sender.dedupe import unpack
 from bulk_sender.errors import BulkSenderError, CampaignMismatchError
 
 __all__ = [
@@ -100,24 +101,66 @@ def _no_numbers() -> npt.NDArray[np.int64]:
     return np.empty(0, dtype=np.int64)
 
 
+def _ints(joined: str) -> npt.NDArray[np.int64]:
+    """Parse SQLite's comma-joined integers at C speed."""
+    if not joined:
+        return _no_numbers()
+    return np.fromstring(joined, dtype=np.int64, sep=",")
+
+
 @dataclass(slots=True)
 class ResumeState:
     """What an earlier run left, compact enough for millions of rows.
 
     ``rows_done[row]`` is 1 when every message of the row is final; ``parts_done`` and
-    ``attempts`` cover only rows that are partly done or were tried before; ``seen_numbers``
-    and ``seen_keys`` (E.164 digits and packed ``(row, part)``) seed the dedupe of the rows
-    still to send; ``done`` counts final messages by status; ``crashed`` counts messages found
-    in flight, which a run that died was sending.
+    ``attempts`` cover only rows that are partly done or were tried before; :meth:`seen` gives
+    the E.164 digits and packed ``(row, part)`` that seed the dedupe of the rows still to send;
+    ``done`` counts final messages by status; ``crashed`` counts messages found in flight,
+    which a run that died was sending.
     """
 
     rows_done: bytearray = field(default_factory=bytearray)
     parts_done: set[tuple[int, int]] = field(default_factory=set)
     attempts: dict[tuple[int, int], int] = field(default_factory=dict)
-    seen_numbers: npt.NDArray[np.int64] = field(default_factory=_no_numbers)
-    seen_keys: npt.NDArray[np.int64] = field(default_factory=_no_numbers)
     done: Counter[str] = field(default_factory=Counter)
     crashed: int = 0
+    _seen: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    _loader: threading.Thread | None = None
+    _error: list[BaseException] = field(default_factory=list)
+
+    def start_seen_loader(self, path: Path) -> None:
+        """Load the dedupe seed from the journal at ``path`` in a thread (SQLite frees the GIL)."""
+
+        def load() -> None:
+            try:
+                with contextlib.closing(sqlite3.connect(path)) as db:
+                    numbers, keys = db.execute(
+                        'SELECT group_concat(substr("to", 2)),'
+                        f" group_concat(row << {_PART_BITS} | part) FROM messages"
+                        " WHERE status NOT IN ('invalid', 'duplicate')"
+                    ).fetchone()
+                self._seen[:] = [_ints(numbers or ""), _ints(keys or "")]
+            except BaseException as exc:  # handed to the caller of seen()
+                self._error.append(exc)
+
+        self._loader = threading.Thread(target=load, name="journal-seen", daemon=True)
+        self._loader.start()
+
+    def seen(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """E.164 digits and packed ``(row, part)`` of every message already planned."""
+        if self._loader is not None:
+            self._loader.join()
+            self._loader = None
+        if self._error:
+            raise JournalError(f"cannot read the journal: {self._error[0]}")
+        if not self._seen:
+            return _no_numbers(), _no_numbers()
+        return self._seen[0], self._seen[1]
+
+    def all_done(self, first: int, count: int) -> bool:
+        """Whether every row from ``first`` on, ``count`` of them, is done (one C call)."""
+        done = self.rows_done[first : first + count]
+        return len(done) == count and done.count(1) == count
 
     def row_done(self, row: int) -> bool:
         """Whether every message of data row ``row`` has a final status."""
@@ -226,51 +269,64 @@ class Journal:
         """Turn rows left in flight into ``unknown`` and summarise what is done.
 
         With ``resend_unknown``, ``unknown`` messages count as not done, so they are sent again.
+        Built for a million rows in well under a second: two table scans whose results come
+        back as one comma-joined string each (parsed by numpy), and the dedupe seed is loaded
+        by a thread while the caller skips the finished rows of the campaign file.
         """
-        with self._db:
-            crashed = self._db.execute(
-                "UPDATE messages SET status = 'unknown', code = 'INTERRUPTED', error = ?,"
-                " finished_at = ? WHERE status = 'in_flight'",
-                (
-                    "the run stopped while this request was in flight; it may have been delivered",
-                    utc_now(),
-                ),
-            ).rowcount
-        state = ResumeState(crashed=crashed)
         final = FINAL_STATUSES - {"unknown"} if resend_unknown else FINAL_STATUSES
         is_final = f"status IN ({', '.join(repr(s) for s in sorted(final))})"
-        db = self._db
-        counts = db.execute(
-            f"SELECT status, COUNT(*) FROM messages WHERE {is_final} GROUP BY status"
-        )
-        state.done.update(dict(counts))
-        (last_row,) = db.execute("SELECT COALESCE(MAX(row), 0) FROM messages").fetchone()
+        counts, in_flight, single_done, retried = self._scan_states(is_final)
+        crashed = 0
+        if in_flight:
+            with self._db:
+                crashed = self._db.execute(
+                    "UPDATE messages SET status = 'unknown', code = 'INTERRUPTED', error = ?,"
+                    " finished_at = ? WHERE status = 'in_flight'",
+                    (
+                        "the run stopped while this request was in flight; it may have been "
+                        "delivered",
+                        utc_now(),
+                    ),
+                ).rowcount
+            counts, _, single_done, retried = self._scan_states(is_final)
+        state = ResumeState(crashed=crashed)
+        state.done.update({k: v for k, v in counts.items() if k in final and v})
+        done_rows = _ints(single_done)
+        multi = self._db.execute(
+            f"SELECT row, SUM({is_final}) >= MAX(parts) FROM messages WHERE parts > 1 GROUP BY row"
+        ).fetchall()
+        complete = [row for row, whole in multi if whole]
+        last_row = max([0, *complete, int(done_rows.max()) if len(done_rows) else 0])
         state.rows_done = bytearray(last_row + 1)
-        partial: list[int] = []
-        query = f"SELECT row, SUM({is_final}) >= MAX(parts) FROM messages GROUP BY row"
-        for row, complete in db.execute(query):
-            if complete:
-                state.rows_done[row] = 1
-            else:
-                partial.append(row)
-        for row in partial:
-            for part, status, attempts in db.execute(
-                "SELECT part, status, attempts FROM messages WHERE row = ?", (row,)
+        flags = np.frombuffer(state.rows_done, dtype=np.uint8)
+        flags[done_rows] = 1
+        flags[np.array(complete, dtype=np.int64)] = 1
+        for row in (row for row, whole in multi if not whole):
+            for part, status in self._db.execute(
+                "SELECT part, status FROM messages WHERE row = ?", (row,)
             ):
                 if status in final:
                     state.parts_done.add((row, part))
-                elif attempts:
-                    state.attempts[(row, part)] = attempts
-        seen = db.execute(
-            "SELECT \"to\", row, part FROM messages WHERE status NOT IN ('invalid', 'duplicate')"
-        ).fetchall()
-        state.seen_numbers = np.fromiter(
-            (int(to.lstrip("+")) for to, _, _ in seen), dtype=np.int64, count=len(seen)
-        )
-        state.seen_keys = np.fromiter(
-            (pack(row, part) for _, row, part in seen), dtype=np.int64, count=len(seen)
-        )
+        for item in filter(None, (retried or "").split(",")):
+            key, attempts = item.split(":")
+            state.attempts[unpack(int(key))] = int(attempts)
+        state.start_seen_loader(self.path)
         return state
+
+    def _scan_states(self, is_final: str) -> tuple[dict[str, int], int, str, str]:
+        """One pass: messages by status, rows in flight, finished one-message rows, retries."""
+        statuses = sorted(FINAL_STATUSES | {"not_sent", "in_flight"})
+        sums = ", ".join(f"SUM(status = '{s}')" for s in statuses)
+        query = (
+            f"SELECT {sums},"
+            f" group_concat(CASE WHEN parts = 1 AND {is_final} THEN row END),"
+            f" group_concat(CASE WHEN NOT {is_final} AND attempts > 0"
+            f" THEN (row << {_PART_BITS} | part) || ':' || attempts END)"
+            " FROM messages"
+        )
+        *values, single_done, retried = self._db.execute(query).fetchone()
+        counts = {s: int(v or 0) for s, v in zip(statuses, values, strict=True)}
+        return counts, counts["in_flight"], single_done or "", retried or ""
 
     # -- writing (async, through the writer thread) ----------------------------------------
 

@@ -1,0 +1,72 @@
+"""The journal's resume state: what is done, what is partly done, what was in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bulk_sender.dedupe import unpack
+from bulk_sender.journal import Journal, Record
+
+
+def _journal(tmp_path: Path, records: list[Record]) -> Journal:
+    journal = Journal.open(tmp_path / "r.csv.journal", identity={"file_sha256": "x"})
+
+    async def write() -> None:
+        journal.start_writer()
+        for record in records:
+            await journal.write(record)
+        journal.stop_writer()
+
+    asyncio.run(write())
+    return journal
+
+
+def test_resume_state_summarises_every_kind_of_row(tmp_path: Path) -> None:
+    """Done rows, partly done multi-number rows, retried rows and crashed rows are all found."""
+    journal = _journal(
+        tmp_path,
+        [
+            Record(row=1, part=0, parts=2, to="+911", status="sent", attempts=1),
+            Record(row=1, part=1, parts=2, to="+912", status="not_sent", attempts=1),
+            Record(row=2, to="+913", status="sent", attempts=1),
+            Record(row=3, to="+914", status="in_flight", attempts=2),
+            Record(row=4, to="+915", status="not_sent", attempts=3, code="E110"),
+            Record(row=5, to="oops", status="invalid"),
+            Record(row=6, part=0, parts=2, to="+916", status="sent", attempts=1),
+            Record(row=6, part=1, parts=2, to="+917", status="duplicate"),
+            Record(row=7, to="+918", status="unknown", attempts=1),
+        ],
+    )
+    state = journal.resume_state()
+    assert state.crashed == 1
+    assert [row for row in range(1, 9) if state.row_done(row)] == [2, 3, 5, 6, 7]
+    assert state.parts_done == {(1, 0)}
+    assert state.attempts == {(1, 1): 1, (4, 0): 3}
+    assert state.done == {"sent": 3, "unknown": 2, "invalid": 1, "duplicate": 1}
+    numbers, keys = state.seen()
+    seen = dict(zip(numbers.tolist(), (unpack(k) for k in keys.tolist()), strict=True))
+    assert seen == {
+        911: (1, 0), 912: (1, 1), 913: (2, 0), 914: (3, 0), 915: (4, 0), 916: (6, 0), 918: (7, 0),
+    }  # fmt: skip
+    assert state.all_done(5, 3) and not state.all_done(4, 2) and not state.all_done(7, 5)
+    crashed = {r.row: r for r in journal.records()}[3]
+    assert (crashed.status, crashed.code) == ("unknown", "INTERRUPTED")
+    journal.close()
+
+
+def test_resend_unknown_counts_unknown_as_not_done(tmp_path: Path) -> None:
+    """With --resend-unknown an unknown row is not done, and its attempts carry over."""
+    journal = _journal(tmp_path, [Record(row=1, to="+911", status="unknown", attempts=1)])
+    state = journal.resume_state(resend_unknown=True)
+    assert not state.row_done(1)
+    assert state.attempts == {(1, 0): 1}
+    journal.close()
+
+
+def test_empty_journal_has_nothing_done(tmp_path: Path) -> None:
+    """A fresh journal resumes nothing and seeds no recipients."""
+    state = _journal(tmp_path, []).resume_state()
+    assert not state.row_done(1)
+    assert state.done == {}
+    assert [len(a) for a in state.seen()] == [0, 0]
