@@ -11,21 +11,26 @@ from bulk_sender.dedupe import FirstSeen, pack, unpack
 numbers = st.integers(min_value=10_000_000, max_value=10**15 - 1)
 
 
-@given(st.lists(numbers, max_size=300), st.integers(min_value=1, max_value=16))
-@settings(max_examples=200)
-def test_matches_a_dict_reference(values: list[int], batch: int) -> None:
-    """For any sequence of recipients, FirstSeen answers like setdefault on a dict."""
-    seen = FirstSeen(batch=batch)
+@given(
+    st.lists(st.tuples(numbers, st.integers(0, 3)), max_size=300),
+    st.integers(min_value=1, max_value=16),
+    st.integers(min_value=1, max_value=8),
+)
+@settings(max_examples=300)
+def test_matches_a_dict_reference(values: list[tuple[int, int]], batch: int, block: int) -> None:
+    """For any recipients, parts, batch and block sizes, FirstSeen answers like a dict."""
+    seen = FirstSeen(batch=batch, block=block)
     reference: dict[int, tuple[int, int]] = {}
-    for row, number in enumerate(values, 1):
-        assert seen.first(f"+{number}", row, 0) == reference.setdefault(number, (row, 0))
+    for row, (number, part) in enumerate(values, 1):
+        expected = reference.setdefault(number, (row, part))
+        assert seen.first(f"+{number}", row, part) == expected
     assert len(seen) == len(reference)
 
 
 @given(st.lists(st.tuples(numbers, st.integers(1, 10**6), st.integers(0, 5)), max_size=200))
 def test_load_keeps_the_earliest_key(entries: list[tuple[int, int, int]]) -> None:
     """Loading journal pairs keeps, per number, the smallest (row, part)."""
-    seen = FirstSeen(batch=4)
+    seen = FirstSeen(batch=4, block=3)
     seen.load(
         np.array([n for n, _, _ in entries], dtype=np.int64),
         np.array([pack(r, p) for _, r, p in entries], dtype=np.int64),
