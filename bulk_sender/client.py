@@ -41,17 +41,18 @@ class KaleyraClient:
         self, *, url: str, api_key: Secret, concurrency: int, timeout_seconds: float
     ) -> None:
         self.url = url
-        self._headers = {"Content-Type": "application/json", "api-key": api_key.reveal()}
         connector = aiohttp.TCPConnector(
             limit=concurrency, limit_per_host=concurrency, ttl_dns_cache=300
         )
+        # Every header is a session default, so no request has headers of its own to merge.
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=timeout_seconds),
-            raise_for_status=False,
-            auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
-            headers={"User-Agent": "bulk-sender"},
+            headers={
+                "Content-Type": "application/json",
+                "api-key": api_key.reveal(),
+                "User-Agent": "bulk-sender",
+            },
         )
 
     def __repr__(self) -> str:
@@ -75,9 +76,7 @@ class KaleyraClient:
     async def post(self, body: bytes) -> Answer:
         """Send one request; raise :class:`TransportError` when no HTTP answer came back."""
         try:
-            async with self._session.post(
-                self.url, data=body, headers=self._headers, allow_redirects=False
-            ) as resp:
+            async with self._session.post(self.url, data=body, allow_redirects=False) as resp:
                 payload = await resp.read()
                 return Answer(resp.status, payload, resp.headers.get("Retry-After"))
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
