@@ -21,6 +21,16 @@ from bulk_sender.outcome import (
     classify_failure,
     parse_retry_after,
 )
+from tests.seed import (
+    SEED_E110,
+    SEED_RBC001,
+    SEED_WA202,
+    SEED_WA400,
+    SEED_WA401,
+    SEED_WA401_ACCOUNT,
+    SEED_WA401_VERSION,
+    SEED_WA500,
+)
 from tests.strategies_http import (
     account_codes,
     any_bodies,
@@ -34,61 +44,6 @@ from tests.strategies_http import (
 NOW: Final = datetime(2024, 5, 17, 12, 0, 0, tzinfo=UTC)
 
 # The seed's bodies, verbatim (the 202 sample with its missing commas restored).
-SEED_WA202: Final = {
-    "code": "WA202",
-    "message": "Request Accepted",
-    "data": {"message_id": "AXXXXXXXXXXXXXXXXXXX"},
-    "error": {},
-}
-SEED_RBC001: Final = {
-    "code": "RBC001",
-    "message": "Incorrect SID or API key.",
-    "data": [],
-    "error": {"error": "Incorrect SID or API key."},
-}
-SEED_WA401: Final = {
-    "code": "WA401",
-    "message": "Phone number is not present or does not belong to the account.",
-    "data": {},
-    "error": {"phone_number": "Phone number is not present or does not belong to the account."},
-}
-SEED_WA400: Final = {
-    "code": "WA400",
-    "message": "Refer to correct payload format",
-    "data": {},
-    "error": {"payload": "Incorrect payload format"},
-}
-SEED_WA500: Final = {
-    "code": "WA500",
-    "message": "Please try again later",
-    "data": {},
-    "error": {"error": "Internal server error"},
-}
-SEED_E110: Final = {
-    "code": "E110",
-    "message": "Please check your balance, You have a low balance!",
-    "data": {},
-    "error": {"balance": "Please check your balance, You have a low balance!"},
-}
-SEED_WA401_ACCOUNT: Final = {
-    "code": "WA-401",
-    "message": "API is not available for given customer.Please contact support for more info",
-    "data": {},
-    "error": {
-        "account": "API is not available for given customer.Please contact support for more info"
-    },
-}
-_VERSION_TEXT: Final = (
-    "The phone number you're using is associated with different Version of our WA API. "
-    "Please use the appropriate endpoint."
-)
-SEED_WA401_VERSION: Final = {
-    "code": "WA-401",
-    "message": _VERSION_TEXT,
-    "data": {},
-    "error": {"phone_number": _VERSION_TEXT},
-}
-# The 202 sample exactly as the seed prints it: not valid JSON (two commas are missing).
 SEED_WA202_LITERAL: Final = b"""{
 "code":"WA202"
 "message":"Request Accepted",

@@ -11,35 +11,8 @@ from hypothesis import strategies as st
 
 from bulk_sender.config import WA_SOURCES
 from bulk_sender.payload import REF_MAX, Fields, build_body, clip_ref
+from tests.seed import SEED_SAMPLE, SEED_TEXT
 from tests.strategies_http import payload_fields
-
-SEED_TEXT: Final = (
-    "Thanks for your interest! You can explore our catalog for more details on our products."
-)
-
-# The seed's "Sample Request Format" body, field for field and in the seed's order.
-SEED_SAMPLE: Final[dict[str, Any]] = {
-    "messaging_object": {
-        "messaging_product": "whatsapp",
-        "recipient_type": "individual",
-        "to": "+91XXXXXXXXXX",
-        "type": "interactive",
-        "interactive": {
-            "type": "catalog_message",
-            "body": {"text": SEED_TEXT},
-            "action": {
-                "name": "catalog_message",
-                "parameters": {"thumbnail_product_retailer_id": "2lxxxxxxpt"},
-            },
-        },
-    },
-    "extra_info": {
-        "ref": "customer1",
-        "ref1": "marketing",
-        "ref2": "dictionary",
-        "wa_source": "api",
-    },
-}
 
 SEED_FIELDS: Final = Fields(
     to="+91XXXXXXXXXX",

@@ -29,6 +29,15 @@ from bulk_sender.sandbox import (
     ThreadedSandbox,
     body_problem,
 )
+from tests.seed import (
+    SEED_E110,
+    SEED_RBC001,
+    SEED_WA400,
+    SEED_WA401,
+    SEED_WA401_ACCOUNT,
+    SEED_WA401_VERSION,
+    SEED_WA500,
+)
 
 SID: Final = Account().sid
 KEY: Final = Account().api_key
@@ -65,56 +74,6 @@ SAMPLE: Final[Mapping[str, Any]] = {
 REMOVE: Final = object()
 
 # The seed's failure bodies, copied verbatim, so the sandbox is checked against the documentation.
-SEED_RBC001: Final = {
-    "code": "RBC001",
-    "message": "Incorrect SID or API key.",
-    "data": [],
-    "error": {"error": "Incorrect SID or API key."},
-}
-SEED_WA401: Final = {
-    "code": "WA401",
-    "message": "Phone number is not present or does not belong to the account.",
-    "data": {},
-    "error": {"phone_number": "Phone number is not present or does not belong to the account."},
-}
-SEED_WA400: Final = {
-    "code": "WA400",
-    "message": "Refer to correct payload format",
-    "data": {},
-    "error": {"payload": "Incorrect payload format"},
-}
-SEED_WA500: Final = {
-    "code": "WA500",
-    "message": "Please try again later",
-    "data": {},
-    "error": {"error": "Internal server error"},
-}
-SEED_E110: Final = {
-    "code": "E110",
-    "message": "Please check your balance, You have a low balance!",
-    "data": {},
-    "error": {"balance": "Please check your balance, You have a low balance!"},
-}
-SEED_WA401_ACCOUNT: Final = {
-    "code": "WA-401",
-    "message": "API is not available for given customer.Please contact support for more info",
-    "data": {},
-    "error": {
-        "account": "API is not available for given customer.Please contact support for more info"
-    },
-}
-_VERSION_TEXT: Final = (
-    "The phone number you're using is associated with different Version of our WA API. "
-    "Please use the appropriate endpoint."
-)
-SEED_WA401_VERSION: Final = {
-    "code": "WA-401",
-    "message": _VERSION_TEXT,
-    "data": {},
-    "error": {"phone_number": _VERSION_TEXT},
-}
-
-
 # --------------------------------------------------------------------------- helpers
 
 
