@@ -106,6 +106,9 @@ class Campaign:
         self._optional = {name: self._columns.get(name) for name in OPTIONAL_COLUMNS}
         self._ref_columns = tuple(self._optional[name] for name in ("ref", "ref1", "ref2"))
         self._retailer = settings.thumbnail_product_retailer_id
+        self._source = settings.wa_source
+        self._region = settings.default_region or None
+        self._dedupe = not settings.allow_duplicates
         self._default_body = (
             self._template(settings.body_text, "[campaign] body_text")
             if settings.body_text
@@ -204,70 +207,74 @@ class Campaign:
         state: ResumeState,
         seen: FirstSeen,
     ) -> Iterator[Planned]:
-        refs, clipped = self._refs(cells)
+        stats = self.stats
+        ref, ref1, ref2, clipped = self._refs(cells)
         raw_cell = cells[self.to_column]
         recipients = split_recipients(raw_cell) or [raw_cell.strip()]
         parts = len(recipients)
         body_text, problem = self._body_text(cells)
         retailer = self._cell(cells, "thumbnail_product_retailer_id") or self._retailer
-        source = self._cell(cells, "wa_source") or self.settings.wa_source
-        partly_done = state.parts_done
+        source = self._cell(cells, "wa_source") or self._source
         for part, raw in enumerate(recipients):
-            if partly_done and (row, part) in partly_done:
+            key = (row, part)
+            if state.parts_done and key in state.parts_done:
                 continue
-            self.stats.messages += 1
-            self.stats.refs_truncated += clipped
-            base = Record(
-                row=row, part=part, parts=parts, to=raw, status="not_sent",
-                ref=refs[0], ref1=refs[1], ref2=refs[2],
-                attempts=state.attempts.get((row, part), 0),
+            stats.messages += 1
+            stats.refs_truncated += clipped
+            attempts = state.attempts.get(key, 0) if state.attempts else 0
+            verdict = normalise(raw, self._region)
+            e164 = verdict.e164
+            if e164 is None or problem is not None:
+                if e164 is None:
+                    kind = re.split(r"[:;]", verdict.problem or "", maxsplit=1)[0]
+                    category = f"phone number: {kind}" if raw else "no phone number"
+                    reason = f"phone number {raw!r}: {verdict.problem}" if raw else category
+                else:
+                    category = reason = problem or ""
+                stats.add_invalid(category, row)
+                yield Planned(
+                    Record(
+                        row=row, part=part, parts=parts, to=raw, status="invalid",
+                        error=reason, ref=ref, ref1=ref1, ref2=ref2,
+                    ),
+                    None,
+                )  # fmt: skip
+                continue
+            if self._dedupe:
+                first = seen.first(e164, row, part)
+                if first != key:
+                    stats.duplicates += 1
+                    yield Planned(
+                        Record(
+                            row=row, part=part, parts=parts, to=e164, status="duplicate",
+                            error=f"same number as row {first[0]}", ref=ref, ref1=ref1, ref2=ref2,
+                        ),
+                        None,
+                    )  # fmt: skip
+                    continue
+            warning = verdict.warning or ""
+            if warning:
+                stats.warnings += 1
+            body = build_body(Fields(e164, body_text, retailer, ref, ref1, ref2, source))
+            if stats.example_body is None:
+                stats.example_body = body
+            record = Record(
+                row=row, part=part, parts=parts, to=e164, status="not_sent", attempts=attempts,
+                ref=ref, ref1=ref1, ref2=ref2, warning=warning,
             )  # fmt: skip
-            verdict = normalise(raw, self.settings.default_region or None)
-            reason, category = problem, problem
-            if verdict.e164 is None:
-                kind = re.split(r"[:;]", verdict.problem or "", maxsplit=1)[0]
-                category = f"phone number: {kind}" if raw else "no phone number"
-                reason = f"phone number {raw!r}: {verdict.problem}" if raw else "no phone number"
-            if reason is not None and category is not None:
-                self.stats.add_invalid(category, row)
-                yield Planned(_final(base, "invalid", reason), None)
-                continue
-            assert verdict.e164 is not None
-            first = (row, part)
-            if not self.settings.allow_duplicates:
-                first = seen.first(verdict.e164, row, part)
-            if first != (row, part):
-                self.stats.duplicates += 1
-                error = f"same number as row {first[0]}"
-                yield Planned(_final(base, "duplicate", error, to=verdict.e164), None)
-                continue
-            if verdict.warning:
-                self.stats.warnings += 1
-            body = build_body(
-                Fields(
-                    to=verdict.e164,
-                    body_text=body_text,
-                    thumbnail_product_retailer_id=retailer,
-                    ref=refs[0],
-                    ref1=refs[1],
-                    ref2=refs[2],
-                    wa_source=source,
-                )
-            )
-            if self.stats.example_body is None:
-                self.stats.example_body = body
-            yield Planned(base._replace(to=verdict.e164, warning=verdict.warning or ""), body)
+            yield Planned(record, body)
 
     def _cell(self, cells: Sequence[str], name: str) -> str:
         index = self._optional[name]
         return cells[index].strip() if index is not None else ""
 
-    def _refs(self, cells: Sequence[str]) -> tuple[tuple[str, str, str], int]:
+    def _refs(self, cells: Sequence[str]) -> tuple[str, str, str, int]:
+        """The row's refs, cut to the API's limit, and how many had to be cut."""
         ref, ref1, ref2 = (cells[i].strip() if i is not None else "" for i in self._ref_columns)
         if len(ref) <= REF_MAX and len(ref1) <= REF_MAX and len(ref2) <= REF_MAX:
-            return (ref, ref1, ref2), 0
+            return ref, ref1, ref2, 0
         (ref, a), (ref1, b), (ref2, c) = clip_ref(ref), clip_ref(ref1), clip_ref(ref2)
-        return (ref, ref1, ref2), a + b + c
+        return ref, ref1, ref2, a + b + c
 
     def _body_text(self, cells: Sequence[str]) -> tuple[str, str | None]:
         """The row's filled-in body text, or a reason the row cannot be sent."""
@@ -299,7 +306,3 @@ class Campaign:
                 f"WhatsApp allows at most {BODY_TEXT_MAX}"
             )
         return text, None
-
-
-def _final(base: Record, status: str, error: str, *, to: str | None = None) -> Record:
-    return base._replace(status=status, error=error, attempts=0, to=base.to if to is None else to)

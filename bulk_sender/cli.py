@@ -157,10 +157,19 @@ def _send(args: argparse.Namespace, command: list[str]) -> int:
         result = send(settings, options, display=ui.Progress(interactive=interactive))
     code = exit_code(result)
     doc = ui.summary_dict(result, exit_code=code, command=command)
-    print(ui.summary_text(doc, stop_line(result, settings)))
     if args.summary_json is not None:
         ui.write_summary_json(args.summary_json, doc)
+    _print_quietly(ui.summary_text(doc, stop_line(result, settings)))
     return code
+
+
+def _print_quietly(text: str) -> None:
+    """Print the summary; a reader that went away (``| head``) does not change the outcome."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def exit_code(result: RunResult) -> int:

@@ -139,3 +139,15 @@ def test_sigterm_stops_gracefully_and_resumes(tmp_path: Path, sandbox: Sandbox) 
     assert max(sandbox.counts().values()) == 1
     assert len(sandbox.counts()) == 300
     assert {r["status"] for r in read_results(out)} == {"sent"}
+
+
+def test_closed_stdout_is_not_a_traceback(tmp_path: Path, sandbox: Sandbox) -> None:
+    """Piping the summary into a reader that quits early (`| head -1`) gives no traceback."""
+    campaign, config = _mixed(tmp_path, sandbox)
+    proc = spawn("send", campaign, "--config", config)
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before the summary is printed
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err
+    assert proc.returncode == 1
+    assert (tmp_path / "c.results.csv").exists()
