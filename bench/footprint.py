@@ -1,0 +1,111 @@
+"""Memory and preflight: peak RSS of send and --dry-run at two sizes; dry-run rows per second.
+
+The large ``send`` is not run here: the resume section's set-up is that run (it sends all but
+``resume_left`` rows of the large campaign), and its peak RSS is reported with the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness import UNLIMITED_RATE, Bench, bulk_sender, expect, expect_count, progress, send_command
+from procs import Measured, Server
+from results import Row, median, spread
+from workload import write_config
+
+__all__ = ["DryRuns", "dry_runs", "memory_rows", "preflight_rows", "small_send"]
+
+
+@dataclass(frozen=True, slots=True)
+class DryRuns:
+    """Every dry run, by campaign size."""
+
+    runs: dict[int, list[Measured]]
+
+
+def dry_runs(bench: Bench) -> DryRuns:
+    """``--dry-run`` of the small and the large campaign, alternated."""
+    sizes = bench.sizes
+    config = write_config(bench.out / "config-dry-run.toml", "http://127.0.0.1:9")
+    runs: dict[int, list[Measured]] = {sizes.small_rows: [], sizes.large_rows: []}
+    for i in range(sizes.repeat):
+        for rows in runs:
+            campaign = bench.campaign(rows)
+            command = [*bulk_sender(), "send", str(campaign), "--config", str(config)]
+            m = bench.run("preflight", f"dry-run-{rows}-{i}", [*command, "--dry-run", "-q"])
+            expect(m, 0, f"bulk-sender --dry-run of {rows:,} rows")
+            runs[rows].append(m)
+            progress(f"preflight: dry run of {rows:,} rows {i + 1}/{sizes.repeat}: {m.wall:.1f} s")
+    return DryRuns(runs)
+
+
+def preflight_rows(bench: Bench, dry: DryRuns) -> list[Row]:
+    """Rows per second of the dry runs."""
+    rows = []
+    for count, runs in dry.runs.items():
+        speed = [count / m.wall for m in runs]
+        large = count == bench.sizes.large_rows
+        rows.append(
+            Row(section="preflight", measure=f"--dry-run of {count:,} rows: rows/s (whole process)",
+                value=f"{median(speed):,.0f}", runs=spread(speed, "{:,.0f}"),
+                target=">= 50,000" if large else "", ok=median(speed) >= 50_000 if large else None)
+        )  # fmt: skip
+    return rows
+
+
+def small_send(bench: Bench) -> Measured:
+    """One ``send`` of the small campaign against the fast server, for its peak RSS."""
+    rows = bench.sizes.small_rows
+    with Server(logs=bench.logs, name="memory-server") as server:
+        config = write_config(bench.out / "config-memory.toml", server.base_url)
+        out = bench.fresh_dir("memory-send") / "results.csv"
+        command = send_command(
+            bench.campaign(rows), config, out,
+            rate=UNLIMITED_RATE, concurrency=bench.sizes.concurrency,
+        )  # fmt: skip
+        m = bench.run("memory", "memory-send", command, also_busy=[server])
+        expect(m, 0, f"bulk-sender send of {rows:,} rows")
+        expect_count(server.stats()["accepted"], rows, "requests bulk-sender sent")
+    progress(f"memory: send of {rows:,} rows: peak RSS {m.max_rss_mib:.0f} MiB, {m.wall:.1f} s")
+    return m
+
+
+def memory_rows(
+    bench: Bench, dry: DryRuns | None, small: Measured | None, large: Measured | None
+) -> list[Row]:
+    """Peak RSS of send and dry run at both sizes, and the large/small ratio."""
+    s, big = bench.sizes.small_rows, bench.sizes.large_rows
+    ratio_label = f"{_short(big)}/{_short(s)}"
+    rows: list[Row] = []
+    if small is not None and large is not None:
+        ratio = large.max_rss_mib / small.max_rss_mib
+        rows += [
+            Row(section="memory", measure=f"send {s:,} rows: peak RSS (1 run)",
+                value=f"{small.max_rss_mib:.0f} MiB"),
+            Row(section="memory", measure=f"send {big:,} rows: peak RSS (1 run: resume set-up)",
+                value=f"{large.max_rss_mib:.0f} MiB", target="< 250 MiB",
+                ok=large.max_rss_mib < 250),
+            Row(section="memory", measure=f"send: peak RSS {ratio_label}", value=f"{ratio:.2f}x",
+                target="<= 1.3x", ok=ratio <= 1.3),
+        ]  # fmt: skip
+    if dry is not None:
+        small_rss = [m.max_rss_mib for m in dry.runs[s]]
+        large_rss = [m.max_rss_mib for m in dry.runs[big]]
+        ratio = median(large_rss) / median(small_rss)
+        rows += [
+            Row(section="memory", measure=f"--dry-run {s:,} rows: peak RSS",
+                value=f"{median(small_rss):.0f} MiB", runs=spread(small_rss, "{:.0f}")),
+            Row(section="memory", measure=f"--dry-run {big:,} rows: peak RSS",
+                value=f"{median(large_rss):.0f} MiB", runs=spread(large_rss, "{:.0f}"),
+                target="< 250 MiB", ok=median(large_rss) < 250),
+            Row(section="memory", measure=f"--dry-run: peak RSS {ratio_label}",
+                value=f"{ratio:.2f}x", target="<= 1.3x", ok=ratio <= 1.3),
+        ]  # fmt: skip
+    return rows
+
+
+def _short(n: int) -> str:
+    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if n >= size and n % size == 0:
+            return f"{n // size}{suffix}"
+    return f"{n:,}"
