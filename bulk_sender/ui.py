@@ -121,7 +121,8 @@ class Progress:
         def refresh() -> None:
             bar.update(task, **_rich_fields(stats, load, rows, meter))
 
-        with bar:
+        with bar, _logs_through(sys.stderr):
+            # Inside the live display sys.stderr is rich's proxy, which prints above the bar.
             with self._ticker(refresh, 0.25):
                 yield
             refresh()
@@ -165,6 +166,21 @@ class Progress:
         finally:
             stop.set()
             thread.join()
+
+
+@contextlib.contextmanager
+def _logs_through(stream: TextIO) -> Iterator[None]:
+    """Send bulk_sender's log handlers to ``stream`` for the duration, then back."""
+    handlers = [
+        h for h in logging.getLogger("bulk_sender").handlers if isinstance(h, logging.StreamHandler)
+    ]
+    previous = [h.setStream(stream) for h in handlers]
+    try:
+        yield
+    finally:
+        for handler, old in zip(handlers, previous, strict=True):
+            if old is not None:
+                handler.setStream(old)
 
 
 class _RateMeter:
