@@ -30,7 +30,6 @@ from bulk_sender.journal import JournalError
 from bulk_sender.runner import (
     RunOptions,
     RunResult,
-    default_failed_path,
     default_results_path,
     dry_run,
     send,
@@ -142,7 +141,7 @@ def _send(args: argparse.Namespace, command: list[str]) -> int:
         options = RunOptions(
             campaign=args.campaign,
             results=results,
-            failed=args.failed or default_failed_path(results),
+            failed=args.failed,
             sandbox=args.sandbox,
             restart=args.restart,
             resend_unknown=args.resend_unknown,

@@ -29,6 +29,7 @@ from bulk_sender.campaign import Campaign, LoadStats
 from bulk_sender.client import KaleyraClient
 from bulk_sender.config import Secret, Settings, read_api_key
 from bulk_sender.engine import Engine, StopReason
+from bulk_sender.errors import UsageError
 from bulk_sender.journal import Journal, Record, ResumeState, journal_path
 from bulk_sender.lock import hold_lock
 from bulk_sender.report import Totals, write_outputs, write_results_only
@@ -56,7 +57,7 @@ class RunOptions:
 
     campaign: Path
     results: Path
-    failed: Path
+    failed: Path | None = None  # None: beside the results, with the campaign's own extension
     sandbox: bool = False
     restart: bool = False
     resend_unknown: bool = False
@@ -84,9 +85,23 @@ def default_results_path(campaign: Path) -> Path:
     return campaign.with_name(f"{campaign.stem}.results.csv")
 
 
-def default_failed_path(results: Path) -> Path:
-    """``results.csv`` -> ``results.failed.csv`` beside it (in the input's own format)."""
-    return results.with_name(f"{results.stem}.failed{results.suffix or '.csv'}")
+def default_failed_path(results: Path, kind: str = "csv") -> Path:
+    """``results.csv`` -> ``results.failed.csv`` beside it (``.xlsx`` for a workbook campaign)."""
+    return results.with_name(f"{results.stem}.failed.{'xlsx' if kind == 'xlsx' else 'csv'}")
+
+
+def _failed_path(options: RunOptions, table: Table) -> Path:
+    """Where the failed export goes; its name must not contradict the input's format."""
+    if options.failed is None:
+        return default_failed_path(options.results, table.format.kind)
+    is_xlsx = options.failed.suffix.lower() == ".xlsx"
+    if is_xlsx != (table.format.kind == "xlsx"):
+        wanted = ".xlsx" if table.format.kind == "xlsx" else "a text extension such as .csv"
+        raise UsageError(
+            f"--failed {options.failed}: the failed export is written in the campaign's own "
+            f"format ({table.format.kind}), so name it with {wanted}"
+        )
+    return options.failed
 
 
 def _open(settings: Settings, path: Path) -> tuple[Table, Campaign]:
@@ -149,6 +164,7 @@ def send(
     """Send a campaign (or resume it) and write its results; see the module docstring."""
     started = time.monotonic()
     table, campaign = _open(settings, options.campaign)
+    options = replace(options, failed=_failed_path(options, table))
     api_key = (
         Secret(secrets.token_urlsafe(24))
         if options.sandbox

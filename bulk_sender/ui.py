@@ -231,7 +231,7 @@ def summary_dict(result: RunResult, *, exit_code: int, command: list[str]) -> di
     stop = result.stop
     resume = _resume_command(command) if stop is not None else None
     retry = None
-    if totals.failed_rows and not result.dry_run and stop is None:
+    if totals.failed_rows and options.failed is not None and stop is None:
         # After a stop the not_sent rows are sent by resuming; offering the export as well
         # would invite sending them twice.
         retry = _retry_command(command, options.failed, options.results)

@@ -249,3 +249,40 @@ def test_dry_run_exit_codes(tmp_path: Path, sandbox: Sandbox, cli: CliRunner) ->
     broken = tmp_path / "broken.csv"
     broken.write_bytes(b"name\nAsha\n")
     assert cli("send", broken, "--config", _config(tmp_path, sandbox), "--dry-run").code == 2
+
+
+def test_xlsx_campaign_exports_xlsx_that_sends_again(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """A workbook campaign's failed export is an .xlsx by default and is itself sendable."""
+    book = openpyxl.Workbook()
+    book.active.append(["phone", "ref"])
+    book.active.append([919876543210, "r1"])
+    book.active.append(["12", "r2"])
+    path = tmp_path / "c.xlsx"
+    book.save(path)
+    config = _config(tmp_path, sandbox)
+    run = cli("send", path, "--config", config, "--out", tmp_path / "r.csv")
+    assert run.code == 1
+    export = tmp_path / "r.failed.xlsx"
+    rows = list(openpyxl.load_workbook(export).active.iter_rows(values_only=True))
+    assert rows == [("phone", "ref", "error"), ("12", "r2", rows[1][2])]
+    assert str(rows[1][2]).startswith("invalid: ")
+    again = cli("send", export, "--config", config, "--out", tmp_path / "retry.csv")
+    assert again.code == 1
+    assert [r["status"] for r in read_results(tmp_path / "retry.csv")] == ["invalid"]
+
+
+def test_failed_name_must_match_the_format(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """--failed x.csv for a workbook campaign is refused before sending (exit 2)."""
+    book = openpyxl.Workbook()
+    book.active.append(["to"])
+    book.active.append([GOOD])
+    path = tmp_path / "c.xlsx"
+    book.save(path)
+    run = cli("send", path, "--config", _config(tmp_path, sandbox), "--failed", tmp_path / "f.csv")
+    assert run.code == 2
+    assert ".xlsx" in run.err
+    assert sandbox.received == []
