@@ -109,6 +109,7 @@ class Campaign:
         self._source = settings.wa_source
         self._region = settings.default_region or None
         self._dedupe = not settings.allow_duplicates
+        self._bodies = True
         self._default_body = (
             self._template(settings.body_text, "[campaign] body_text")
             if settings.body_text
@@ -178,9 +179,14 @@ class Campaign:
     # -- planning ----------------------------------------------------------------------------
 
     def plan(
-        self, resume: ResumeState | None = None, *, chunk_size: int = 2000
+        self, resume: ResumeState | None = None, *, chunk_size: int = 2000, bodies: bool = True
     ) -> Iterator[Planned]:
-        """Every message of the campaign in input order, skipping what ``resume`` says is done."""
+        """Every message of the campaign in input order, skipping what ``resume`` says is done.
+
+        ``bodies=False`` (a dry run) serialises only the first valid message's body, for the
+        report; the others get an empty body. Nothing else about the verdicts changes.
+        """
+        self._bodies = bodies
         state = resume or ResumeState()
         seen = FirstSeen()
         seeded = self.settings.allow_duplicates
@@ -255,9 +261,11 @@ class Campaign:
             warning = verdict.warning or ""
             if warning:
                 stats.warnings += 1
-            body = build_body(Fields(e164, body_text, retailer, ref, ref1, ref2, source))
-            if stats.example_body is None:
-                stats.example_body = body
+            body = b""
+            if self._bodies or stats.example_body is None:
+                body = build_body(Fields(e164, body_text, retailer, ref, ref1, ref2, source))
+                if stats.example_body is None:
+                    stats.example_body = body
             record = Record(
                 row=row, part=part, parts=parts, to=e164, status="not_sent", attempts=attempts,
                 ref=ref, ref1=ref1, ref2=ref2, warning=warning,

@@ -117,7 +117,7 @@ def dry_run(settings: Settings, campaign_path: Path, verdicts: Path | None) -> R
     totals = Totals()
 
     def counted() -> Iterator[Record]:
-        for item in campaign.plan():
+        for item in campaign.plan(bodies=False):
             record = item.record if item.body is None else item.record._replace(status="valid")
             totals.messages += 1
             totals.statuses[record.status] += 1
