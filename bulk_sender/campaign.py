@@ -63,7 +63,6 @@ class LoadStats:
     warnings: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[int]] = field(default_factory=dict)
-    duplicates: int = 0
     example_body: bytes | None = None
 
     def add_invalid(self, category: str, row: int) -> None:
@@ -249,7 +248,6 @@ class Campaign:
             if self._dedupe:
                 first = seen.first(e164, row, part)
                 if first != key:
-                    stats.duplicates += 1
                     yield Planned(
                         Record(
                             row=row, part=part, parts=parts, to=e164, status="duplicate",

@@ -121,7 +121,6 @@ class Engine:
 
     async def run(self, plan: Iterable[Planned]) -> StopReason | None:
         """Send everything ``plan`` yields; return why the run stopped early, if it did."""
-        started = self._loop.time()
         queue: asyncio.Queue[Planned | None] = asyncio.Queue(2 * self._settings.concurrency)
         workers = [
             asyncio.create_task(self._work(queue), name=f"worker-{i}")
@@ -135,7 +134,6 @@ class Engine:
             await asyncio.gather(*workers)
         with contextlib.suppress(JournalError):
             await self._journal.flush()
-        self.stats.sending_seconds = self._loop.time() - started
         return self.stop_reason
 
     async def _load(self, plan: Iterable[Planned], queue: asyncio.Queue[Planned | None]) -> None:

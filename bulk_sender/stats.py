@@ -61,7 +61,6 @@ class RunStats:
     requests: int = 0
     retries: int = 0
     rate_changes: int = 0
-    sending_seconds: float = 0.0
     first_request_at: float | None = None
     last_request_at: float = 0.0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
