@@ -108,7 +108,6 @@ class Campaign:
         self._source = settings.wa_source
         self._region = settings.default_region or None
         self._dedupe = not settings.allow_duplicates
-        self._bodies = True
         self._default_body = (
             self._template(settings.body_text, "[campaign] body_text")
             if settings.body_text
@@ -185,7 +184,6 @@ class Campaign:
         ``bodies=False`` (a dry run) serialises only the first valid message's body, for the
         report; the others get an empty body. Nothing else about the verdicts changes.
         """
-        self._bodies = bodies
         state = resume or ResumeState()
         seen = FirstSeen()
         seeded = self.settings.allow_duplicates
@@ -203,7 +201,7 @@ class Campaign:
                 if not seeded:  # only now: the journal's seed loads while done rows are skipped
                     seen.load(*state.seen())
                     seeded = True
-                yield from self._plan_row(row, cells, state, seen)
+                yield from self._plan_row(row, cells, state, seen, bodies)
 
     def _plan_row(
         self,
@@ -211,6 +209,7 @@ class Campaign:
         cells: Sequence[str],
         state: ResumeState,
         seen: FirstSeen,
+        bodies: bool,
     ) -> Iterator[Planned]:
         stats = self.stats
         ref, ref1, ref2, clipped = self._refs(cells)
@@ -260,7 +259,7 @@ class Campaign:
             if warning:
                 stats.warnings += 1
             body = b""
-            if self._bodies or stats.example_body is None:
+            if bodies or stats.example_body is None:
                 body = build_body(Fields(e164, body_text, retailer, ref, ref1, ref2, source))
                 if stats.example_body is None:
                     stats.example_body = body

@@ -153,6 +153,10 @@ class Engine:
         except JournalError as exc:
             self.request_stop(StopReason("journal", "JOURNAL", str(exc)))
             return
+        self._count(record)
+
+    def _count(self, record: Record) -> None:
+        """Count a message whose record is written, and log it at -v."""
         self.stats.record(record.status, record.code)
         if log.isEnabledFor(logging.DEBUG):
             _log_row(record)
@@ -199,11 +203,9 @@ class Engine:
             status = decision.status if isinstance(decision, Final) else "not_sent"
             if not isinstance(decision, Final):
                 self.request_stop(StopReason("account", last.code, last.error))
-            final = _with_outcome(record, status, last, attempts)._replace(finished_at=utc_now())
+            final = _with_outcome(record, status, last, attempts)
             await self._journal.write(final)
-            self.stats.record(status, final.code)
-            if log.isEnabledFor(logging.DEBUG):
-                _log_row(final)
+            self._count(final)
             self._watch_threshold(status, last)
             return
 
@@ -283,11 +285,13 @@ def _log_row(record: Record) -> None:
 
 
 def _with_outcome(record: Record, status: str, outcome: Outcome | None, attempts: int) -> Record:
+    """``record`` with a status, its attempts and the last answer, stamped now."""
     if outcome is None:
-        return record._replace(status=status, attempts=attempts)
+        return record._replace(status=status, attempts=attempts, finished_at=utc_now())
     return record._replace(
         status=status,
         attempts=attempts,
+        finished_at=utc_now(),
         message_id=outcome.message_id or "",
         http_status=outcome.http_status,
         code=outcome.code,

@@ -198,10 +198,7 @@ class Journal:
             if restart:
                 cls.move_aside(path)
             else:
-                stored = cls._read_identity(path)
-                changed = [k for k, v in identity.items() if stored.get(k) != v]
-                if changed:
-                    raise CampaignMismatchError(_mismatch_message(path, changed, stored))
+                cls._check_identity(path, identity)
         fresh = not path.exists()
         db = _connect(path)
         if fresh:
@@ -222,11 +219,7 @@ class Journal:
         """
         if not path.exists():
             return None
-        stored = cls._read_identity(path)
-        changed = [k for k, v in identity.items() if stored.get(k) != v]
-        if changed:
-            raise CampaignMismatchError(_mismatch_message(path, changed, stored))
-        rows = stored.get("rows", "")
+        rows = cls._check_identity(path, identity).get("rows", "")
         return int(rows) if rows.isdigit() else None
 
     @staticmethod
@@ -242,6 +235,15 @@ class Journal:
         if path.exists() or not target.exists():
             raise JournalError(f"could not move the old journal {path} aside to {target}")
         return target
+
+    @classmethod
+    def _check_identity(cls, path: Path, identity: dict[str, str]) -> dict[str, str]:
+        """The stored meta, or :class:`CampaignMismatchError` if it is another campaign's."""
+        stored = cls._read_identity(path)
+        changed = [k for k, v in identity.items() if stored.get(k) != v]
+        if changed:
+            raise CampaignMismatchError(_mismatch_message(path, changed, stored))
+        return stored
 
     @staticmethod
     def _read_identity(path: Path) -> dict[str, str]:

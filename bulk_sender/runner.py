@@ -131,7 +131,7 @@ def dry_run(settings: Settings, campaign_path: Path, verdicts: Path | None) -> R
             pass
     totals.rows = campaign.stats.rows
     totals.warnings = campaign.stats.warnings
-    options = RunOptions(campaign=campaign_path, results=verdicts or Path(), failed=Path())
+    options = RunOptions(campaign=campaign_path, results=verdicts or Path())
     return RunResult(
         options=options, totals=totals, load=campaign.stats, stats=None, stop=None,
         resumed_done=0, crashed_unknown=0, duration=time.monotonic() - started, dry_run=True,

@@ -133,13 +133,13 @@ class Progress:
         meter = _RateMeter()
 
         def emit() -> None:
-            done = load.skipped_done + stats.finished
+            done, total = _progress(stats, load, rows)
             log.info(
                 "bulk_sender.progress",
                 extra={
                     "event": "bulk_sender.progress",
                     "done": done,
-                    "total": max(rows, done),
+                    "total": total,
                     **{s: stats.statuses[s] for s in STATUSES},
                     "rate": round(meter.rate(stats.requests), 1),
                     "target_rate": round(stats.rate, 1),
@@ -200,7 +200,7 @@ class _RateMeter:
 
 
 def _rich_fields(stats: RunStats, load: LoadStats, rows: int, meter: _RateMeter) -> dict[str, Any]:
-    done = load.skipped_done + stats.finished
+    done, total = _progress(stats, load, rows)
     s = stats.statuses
     counts = (
         f"[green]sent {s['sent']}[/] [red]failed {s['failed']}[/] "
@@ -211,7 +211,13 @@ def _rich_fields(stats: RunStats, load: LoadStats, rows: int, meter: _RateMeter)
         rate = f"[yellow]{achieved:.0f}/s, slowed to {stats.rate:g} of {stats.target_rate:g}/s[/]"
     else:
         rate = f"{achieved:.0f}/s of {stats.target_rate:g}/s"
-    return {"completed": done, "total": max(rows, done), "counts": counts, "rate": rate}
+    return {"completed": done, "total": total, "counts": counts, "rate": rate}
+
+
+def _progress(stats: RunStats, load: LoadStats, rows: int) -> tuple[int, int]:
+    """Messages done (earlier runs' included) and the total to show (never below done)."""
+    done = load.skipped_done + stats.finished
+    return done, max(rows, done)
 
 
 # -- the summary ------------------------------------------------------------------------------
@@ -273,7 +279,7 @@ def summary_dict(result: RunResult, *, exit_code: int, command: list[str]) -> di
             "changes": stats.rate_changes if stats is not None else 0,
         },
         "results": str(options.results) if str(options.results) != "." else None,
-        "failed": None if result.dry_run else str(options.failed),
+        "failed": None if options.failed is None else str(options.failed),
         "failed_rows": totals.failed_rows,
         "resume_command": resume,
         "retry_command": retry,

@@ -32,6 +32,7 @@ from bulk_sender.sandbox import (
 from tests.seed import (
     SEED_E110,
     SEED_RBC001,
+    SEED_SAMPLE,
     SEED_WA400,
     SEED_WA401,
     SEED_WA401_ACCOUNT,
@@ -46,29 +47,8 @@ TO: Final = "+919812345678"
 JSON: Final = "application/json"
 
 SAMPLE: Final[Mapping[str, Any]] = {
-    "messaging_object": {
-        "messaging_product": "whatsapp",
-        "recipient_type": "individual",
-        "to": TO,
-        "type": "interactive",
-        "interactive": {
-            "type": "catalog_message",
-            "body": {
-                "text": "Thanks for your interest! You can explore our catalog for more details "
-                "on our products."
-            },
-            "action": {
-                "name": "catalog_message",
-                "parameters": {"thumbnail_product_retailer_id": "2lxxxxxxpt"},
-            },
-        },
-    },
-    "extra_info": {
-        "ref": "customer1",
-        "ref1": "marketing",
-        "ref2": "dictionary",
-        "wa_source": "api",
-    },
+    **SEED_SAMPLE,
+    "messaging_object": {**SEED_SAMPLE["messaging_object"], "to": TO},
 }
 
 REMOVE: Final = object()
