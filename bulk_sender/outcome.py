@@ -80,6 +80,10 @@ def classify_answer(
     """Classify an HTTP answer by Kaleyra's ``code`` first, then by the HTTP status."""
     doc = _json_object(body)
     code = _text(doc.get("code")) if doc is not None else ""
+    if 200 <= status < 300 and code not in ACCOUNT_CODES:  # the common case, answered first
+        message_id = _message_id(doc)
+        if message_id:
+            return Outcome(Kind.SENT, status, code or f"HTTP {status}", "", message_id)
     error = _kaleyra_message(doc) if doc is not None else _describe_non_json(status, body)
     wait = parse_retry_after(retry_after, now=now)
 
@@ -89,10 +93,7 @@ def classify_answer(
     if code in ACCOUNT_CODES or (status == 401 and not code) or 300 <= status < 400:
         # A redirect means base_url/pod points at the wrong place: every row would get it.
         return outcome(Kind.ACCOUNT)
-    if 200 <= status < 300:
-        message_id = _message_id(doc)
-        if message_id:
-            return Outcome(Kind.SENT, status, code or f"HTTP {status}", "", message_id)
+    if 200 <= status < 300:  # without a message_id (with one, it returned above)
         why = "answer was not JSON" if doc is None else "answer had no data.message_id"
         return Outcome(
             Kind.AMBIGUOUS,

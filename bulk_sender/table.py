@@ -34,11 +34,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import IO, Literal, NoReturn, Protocol
+from typing import IO, TYPE_CHECKING, Literal, NoReturn, Protocol
 
-import openpyxl
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.utils import get_column_letter
+if TYPE_CHECKING:  # openpyxl is imported where a workbook is read or written: it takes ~0.1 s
+    import openpyxl
 
 from bulk_sender.errors import ConfigError, InputFileError
 
@@ -613,6 +612,8 @@ def _fit_sheet_row(path: Path, row: list[str], width: int, number: int) -> list[
         return row + [""] * (width - len(row))
     extra = [i for i, cell in enumerate(row) if i >= width and cell.strip()]
     if extra:
+        from openpyxl.utils import get_column_letter
+
         column = get_column_letter(extra[0] + 1)
         message = (
             f"this row has a value in column {column}, but the header has only {width} "
@@ -650,6 +651,8 @@ class _Sheet(Protocol):
 # (BadZipFile, KeyError, zlib.error, SyntaxError, ValueError, ...): there is no common base.
 def _load_workbook(path: Path) -> openpyxl.Workbook:
     """Open a workbook read-only, with cached formula values."""
+    import openpyxl
+
     with _os_errors(path):
         try:
             return openpyxl.load_workbook(path, read_only=True, data_only=True)
@@ -707,6 +710,8 @@ def _xlsx_break_message(column: str) -> str:
 
 def _write_xlsx(temp: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     """Write a one-sheet workbook whose every cell is a string, then sync it."""
+    import openpyxl
+
     workbook = openpyxl.Workbook(write_only=True)
     sheet = workbook.create_sheet()
     for row in itertools.chain((header,), rows):
@@ -718,6 +723,8 @@ def _write_xlsx(temp: Path, header: Sequence[str], rows: Iterable[Sequence[str]]
 
 def _text_cell(sheet: object, value: str) -> object:
     """A cell stored as a string, even when it starts with "=" (never a formula)."""
+    from openpyxl.cell import WriteOnlyCell
+
     cell = WriteOnlyCell(sheet, value=value)
     cell.data_type = "s"
     return cell
