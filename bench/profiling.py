@@ -4,8 +4,8 @@ py-spy samples every thread from outside the process, idle time included (``--id
 summary shows both what the main thread computes and what it waits for, and what the journal's
 writer thread does. Main-thread samples are put in a component by the innermost frame that
 belongs to one (``phonenumbers`` under ``campaign.py`` is validation, ``asyncio`` under
-``aiohttp`` is aiohttp); a sample whose innermost frames are only the event loop's is the loop
-waiting for the network or the journal, or running uvloop's own C code. Other threads are
+``client.py`` is the HTTP client); a sample whose innermost frames are only the event loop's is
+the loop waiting for the network or the journal, or running uvloop's own C code. Other threads are
 summarised by the source line they were on.
 """
 
@@ -30,7 +30,9 @@ _COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("CSV reading and checks (table.py, csv)", ("bulk_sender/table.py",)),
     ("results and failed export (report.py)", ("bulk_sender/report.py",)),
     ("journal, main-thread side (records, futures, reads)", ("bulk_sender/journal.py",)),
-    ("aiohttp (HTTP client)", ("aiohttp/", "yarl/", "multidict/", "aiohappyeyeballs/")),
+    ("HTTP client: writes, parsing, pool (client.py, httptools)", (
+        "bulk_sender/client.py", "httptools/",
+    )),
     ("rate limiter (limiter.py, aiolimiter)", ("bulk_sender/limiter.py", "aiolimiter/")),
     ("logging and progress (ui.py, logging)", ("logging/", "bulk_sender/ui.py")),
     ("pandas", ("pandas/",)),
@@ -39,7 +41,7 @@ _COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     )),
     ("engine: classify, retry, stats (engine.py, outcome.py, ...)", (
         "bulk_sender/engine.py", "bulk_sender/outcome.py", "bulk_sender/policy.py",
-        "bulk_sender/stats.py", "bulk_sender/ratecontrol.py", "bulk_sender/client.py",
+        "bulk_sender/stats.py", "bulk_sender/ratecontrol.py",
     )),
     ("config and settings (config.py)", ("bulk_sender/config.py",)),
 )  # fmt: skip

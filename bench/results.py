@@ -125,7 +125,8 @@ def machine_info(repo: Path) -> list[str]:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     packages = ", ".join(
-        f"{p} {_version(p)}" for p in ("aiohttp", "uvloop", "orjson", "aiolimiter", "py-spy")
+        f"{p} {_version(p)}"
+        for p in ("aiohttp", "httptools", "uvloop", "orjson", "aiolimiter", "py-spy")
     )
     return [
         f"date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
