@@ -142,6 +142,10 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self._waiter is None:  # a second answer after the one asked for: out of step
+            self.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name == b"retry-after":
@@ -174,7 +178,12 @@ class _Connection(asyncio.Protocol):
         waiter, self._waiter = self._waiter, None
         if waiter is None or waiter.done():
             return
-        body = _decoded(b"".join(self._chunks), self._encoding)
+        try:
+            body = _decoded(b"".join(self._chunks), self._encoding)
+        except _TooLarge:
+            self._waiter = waiter
+            self._fail(f"the answer was larger than {MAX_ANSWER_BYTES} bytes once decompressed")
+            return
         waiter.set_result(Answer(self._parser.get_status_code(), body, self._retry_after))
 
     def _fail(self, description: str) -> None:
@@ -184,8 +193,15 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(_Broken(description))
 
 
+class _TooLarge(Exception):
+    """A compressed answer inflates past :data:`MAX_ANSWER_BYTES`."""
+
+
 def _decoded(body: bytes, encoding: bytes) -> bytes:
-    """``body`` without its gzip/deflate coding; as it came if that fails (or is unknown)."""
+    """``body`` without its gzip/deflate coding; as it came if it is not whole (or unknown).
+
+    Raises :class:`_TooLarge` rather than cut an answer short.
+    """
     if encoding not in (b"gzip", b"x-gzip", b"deflate") or not body:
         return body
     inflater = zlib.decompressobj(wbits=47 if encoding != b"deflate" else 15)
@@ -193,7 +209,9 @@ def _decoded(body: bytes, encoding: bytes) -> bytes:
         plain = inflater.decompress(body, MAX_ANSWER_BYTES)
     except zlib.error:
         return body
-    return plain
+    if inflater.unconsumed_tail:
+        raise _TooLarge
+    return plain if inflater.eof else body
 
 
 class KaleyraClient:
@@ -307,6 +325,8 @@ class KaleyraClient:
             server_hostname=self._host if self._ssl is not None else None,
         )
         _, conn = await asyncio.wait_for(connecting, max(0.0, deadline - self._loop.time()))
+        if not conn.usable():  # closed by the server before a byte of ours was written
+            raise _Broken("the server closed the connection before the request was sent")
         return conn
 
     async def _expire(self) -> None:

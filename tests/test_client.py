@@ -1,0 +1,1109 @@
+"""KaleyraClient against tiny scripted HTTP servers on 127.0.0.1.
+
+Each test starts a raw server (``asyncio.start_server`` on port 0, inside the test's own event
+loop) whose handler the test scripts: it reads each request's head and ``Content-Length`` body
+and writes whatever bytes the test wants, so the client meets keep-alive, chunking, compression,
+interim answers, early closes, garbage, hangs and TLS exactly as a server could send them.
+Every test runs on the standard asyncio loop and on uvloop (which production uses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import socket
+import ssl
+import time
+import traceback
+import zlib
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Protocol, TypeVar
+
+import pytest
+import trustme
+import uvloop
+
+from bulk_sender.client import MAX_ANSWER_BYTES, Answer, KaleyraClient
+from bulk_sender.config import Secret
+from bulk_sender.errors import TransportError
+
+pytestmark = pytest.mark.timeout(10)
+
+KEY: Final = "kal-test-key-7Q2xW9vB4nM1zR8"
+PATH: Final = "/v1/HXAP16TEST0001IN/messages"
+#: Longest any single step may take before a test calls it a hang (answers come in milliseconds).
+PATIENCE: Final = 5.0
+
+T = TypeVar("T")
+
+# --------------------------------------------------------------------------- event loops
+
+
+class Run(Protocol):
+    def __call__(self, coro: Coroutine[Any, Any, T], /) -> T: ...
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Run:
+    """Run a test's coroutine to completion on a fresh loop of the parametrised kind."""
+    factory: Callable[[], asyncio.AbstractEventLoop] = (
+        uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
+    )
+
+    def go(coro: Coroutine[Any, Any, T]) -> T:
+        async def bounded() -> T:
+            async with asyncio.timeout(8):
+                return await coro
+
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(bounded())
+
+    return go
+
+
+# --------------------------------------------------------------------------- the raw server
+
+
+@dataclass
+class Request:
+    """One request as the server read it."""
+
+    line: str
+    headers: list[str]
+    body: bytes = b""
+
+    def header(self, name: str) -> list[str]:
+        """Every value of header ``name`` (case-insensitive), in order."""
+        found = []
+        for line in self.headers:
+            key, _, value = line.partition(":")
+            if key.strip().lower() == name.lower():
+                found.append(value.strip())
+        return found
+
+
+class Peer:
+    """The server's end of one accepted connection, handed to the test's script."""
+
+    def __init__(
+        self, index: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.index = index
+        self.reader = reader
+        self.writer = writer
+        self.requests: list[Request] = []
+        self.sent = 0
+        self.done = asyncio.Event()  # set once the script has ended and the socket is closed
+
+    async def request(self) -> Request | None:
+        """The next request on this connection, or None when the client hung up."""
+        try:
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+        line, *headers = head[:-4].decode("latin-1").split("\r\n")
+        request = Request(line, headers)
+        lengths = request.header("content-length")
+        if lengths:
+            try:
+                request.body = await self.reader.readexactly(int(lengths[0]))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return None
+        self.requests.append(request)
+        return request
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data`` now; raises ConnectionError once the client has gone."""
+        self.writer.write(data)
+        self.sent += len(data)
+        await self.writer.drain()
+
+    async def until_client_leaves(self) -> None:
+        """Read (and ignore) everything until the client closes the connection."""
+        with contextlib.suppress(ConnectionError):
+            await self.reader.read()
+
+
+Script = Callable[[Peer], Awaitable[None]]
+
+
+class RawServer:
+    """A TCP (or TLS) server on 127.0.0.1 whose every connection runs ``script``."""
+
+    def __init__(self, script: Script, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._script = script
+        self._ssl = ssl_context
+        self.peers: list[Peer] = []
+        self.errors: list[BaseException] = []
+        self.port = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def connections(self) -> int:
+        """How many connections were accepted (TLS: completed the handshake)."""
+        return len(self.peers)
+
+    @property
+    def requests(self) -> list[Request]:
+        return [request for peer in self.peers for request in peer.requests]
+
+    def url(self, path: str = PATH, scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    async def __aenter__(self) -> RawServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self._ssl)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        for peer in self.peers:
+            peer.writer.transport.abort()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+        if self.errors and exc is None:
+            raise self.errors[0]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        peer = Peer(len(self.peers), reader, writer)
+        self.peers.append(peer)
+        try:
+            await self._script(peer)
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the client went away; the test checks what it got
+        except asyncio.CancelledError:
+            pass  # torn down by __aexit__ (a cancelled handler task would be logged as an error)
+        except Exception as exc:  # a broken script: fail the test at __aexit__
+            self.errors.append(exc)
+        finally:
+            writer.close()
+            peer.done.set()
+
+
+def reply(
+    body: bytes = b"",
+    *headers: str,
+    status: str = "202 Accepted",
+    version: str = "HTTP/1.1",
+    length: bool = True,
+) -> bytes:
+    """An answer's bytes; with ``Content-Length`` unless ``length`` is false."""
+    lines = [f"{version} {status}", *headers]
+    if length:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def chunked(*parts: bytes) -> bytes:
+    """``parts`` in chunked transfer coding, the last chunk included."""
+    return b"".join(b"%x\r\n%b\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
+
+
+async def echo(peer: Peer) -> None:
+    """Answer every request on the connection at once: 202, ``re:`` + its body."""
+    while (request := await peer.request()) is not None:
+        await peer.send(reply(b"re:" + request.body))
+
+
+def make_client(
+    url: str,
+    *,
+    concurrency: int = 4,
+    timeout: float = PATIENCE,
+    ssl_context: ssl.SSLContext | None = None,
+) -> KaleyraClient:
+    return KaleyraClient(
+        url=url,
+        api_key=Secret(KEY),
+        concurrency=concurrency,
+        timeout_seconds=timeout,
+        ssl_context=ssl_context,
+    )
+
+
+async def post(client: KaleyraClient, body: bytes) -> Answer:
+    """``client.post``, failing the test (not hanging it) if no outcome comes in PATIENCE."""
+    return await asyncio.wait_for(client.post(body), PATIENCE)
+
+
+async def failure(client: KaleyraClient, body: bytes = b"{}") -> TransportError:
+    """The TransportError that posting ``body`` raises (within PATIENCE)."""
+    with pytest.raises(TransportError) as caught:
+        await post(client, body)
+    error = caught.value
+    assert KEY not in str(error) and KEY not in repr(error)
+    return error
+
+
+async def finished(peer: Peer) -> None:
+    """Wait until ``peer``'s connection is over (the client hung up, or the script ended)."""
+    await asyncio.wait_for(peer.done.wait(), PATIENCE)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (it was free a moment ago)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+# --------------------------------------------------------------------------- TLS material
+
+
+@dataclass(frozen=True)
+class Tls:
+    server: ssl.SSLContext  # serves a certificate for 127.0.0.1 and localhost
+    localhost_only: ssl.SSLContext  # serves a certificate for localhost alone
+    client: ssl.SSLContext  # trusts ``ca``
+
+
+@pytest.fixture(scope="module")
+def tls() -> Iterator[Tls]:
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+    localhost_only = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(localhost_only)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    yield Tls(server, localhost_only, client)
+
+
+# --------------------------------------------------------------------------- 1. a plain answer
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        (PATH + "?mode=bulk&v=2", PATH + "?mode=bulk&v=2"),
+        (PATH, PATH),
+        ("", "/"),
+    ],
+    ids=["with-query", "no-query", "no-path"],
+)
+def test_plain_answer_and_the_exact_request(run: Run, path: str, target: str) -> None:
+    body = b'{"to":["+919812345678"],"type":"catalog","text":"Caf\xc3\xa9"}'
+
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            answer = b'{"id":"m-1","status":"accepted"}'
+            await peer.send(reply(answer, "Content-Type: application/json", "Retry-After: 17"))
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url(path)) as client:
+            answer = await post(client, body)
+            empty = await post(client, b"")
+        assert answer == Answer(202, b'{"id":"m-1","status":"accepted"}', "17")
+        assert empty.status == 202
+        first, second = server.requests
+        assert first.line == f"POST {target} HTTP/1.1"
+        for line in (
+            f"Host: 127.0.0.1:{server.port}",
+            "Content-Type: application/json",
+            f"api-key: {KEY}",
+            f"Content-Length: {len(body)}",
+        ):
+            assert line in first.headers
+        names = [line.partition(":")[0].lower() for line in first.headers]
+        assert len(names) == len(set(names)), "a header sent twice"
+        assert first.body == body
+        assert second.line == first.line
+        assert second.header("content-length") == ["0"]
+        assert second.body == b""
+
+    run(scenario())
+
+
+def test_answers_of_any_status_are_answers_and_keep_the_connection(run: Run) -> None:
+    answers = [
+        reply(b'{"error":"rate"}', "Retry-After: Wed, 21 Oct 2026 07:28:00 GMT", status="429 Too"),
+        reply(b'{"error":"bad"}', status="400 Bad Request"),
+        reply(b"oops", status="500 Internal Server Error"),
+        reply(b"", status="204 No Content", length=False),  # no body by definition, no framing
+        reply(b"fine", status="200 OK"),
+    ]
+
+    async def script(peer: Peer) -> None:
+        for raw in answers:
+            if await peer.request() is None:
+                return
+            await peer.send(raw)
+        await peer.until_client_leaves()
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            got = [await post(client, b"{}") for _ in answers]
+        assert got == [
+            Answer(429, b'{"error":"rate"}', "Wed, 21 Oct 2026 07:28:00 GMT"),
+            Answer(400, b'{"error":"bad"}', None),
+            Answer(500, b"oops", None),
+            Answer(204, b"", None),
+            Answer(200, b"fine", None),
+        ]
+        assert server.connections == 1
+
+    run(scenario())
+
+
+def test_large_request_body_arrives_whole(run: Run) -> None:
+    body = b'{"text":"' + bytes(range(65, 91)) * 20_000 + b'"}'  # about 520 kB
+
+    async def scenario() -> None:
+        async with RawServer(echo) as server, make_client(server.url()) as client:
+            answer = await post(client, body)
+        assert answer.body == b"re:" + body
+        assert server.requests[0].header("content-length") == [str(len(body))]
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- 2. keep-alive
+
+
+def test_sequential_posts_use_one_connection(run: Run) -> None:
+    async def scenario() -> None:
+        async with RawServer(echo) as server, make_client(server.url()) as client:
+            for i in range(50):
+                assert await post(client, b"%d" % i) == Answer(202, b"re:%d" % i, None)
+        assert server.connections == 1
+        assert len(server.requests) == 50
+
+    run(scenario())
+
+
+def test_concurrent_posts_use_at_most_concurrency_connections(run: Run) -> None:
+    async def slow_echo(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            await asyncio.sleep(0.01)  # so that the eight requests of a round overlap
+            await peer.send(reply(b"re:" + request.body))
+
+    async def scenario() -> None:
+        async with (
+            RawServer(slow_echo) as server,
+            make_client(server.url(), concurrency=8) as client,
+        ):
+            for round_ in range(6):
+                bodies = [b"%d-%d" % (round_, i) for i in range(8)]
+                answers = await asyncio.gather(*(post(client, body) for body in bodies))
+                assert [answer.body for answer in answers] == [b"re:" + body for body in bodies]
+        assert server.connections == 8  # never more; and eight did run at once
+        assert len(server.requests) == 48
+
+    run(scenario())
+
+
+def test_close_hangs_up_every_connection(run: Run) -> None:
+    arrived = asyncio.Event()
+
+    async def script(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            if request.body == b"hang":
+                arrived.set()
+                await peer.until_client_leaves()
+                return
+            await peer.send(reply(b"re:" + request.body))
+
+    async def scenario() -> None:
+        async with RawServer(script) as server:
+            client = make_client(server.url())
+            await asyncio.gather(post(client, b"a"), post(client, b"b"))  # two connections
+            pending = asyncio.ensure_future(client.post(b"hang"))  # one busy, one idle
+            try:
+                await asyncio.wait_for(arrived.wait(), PATIENCE)
+                await client.close()
+                with pytest.raises(TransportError) as caught:  # the busy one is told at once
+                    await asyncio.wait_for(pending, PATIENCE)
+            finally:
+                pending.cancel()  # never left behind with an exception nobody retrieved
+            assert caught.value.phase == "after_send"
+            for peer in server.peers:
+                await finished(peer)
+            assert server.connections == 2
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- 3./4. closing
+
+
+@pytest.mark.parametrize("server_closes", [True, False], ids=["server-closes", "server-waits"])
+def test_connection_close_answer_is_not_reused(run: Run, server_closes: bool) -> None:
+    async def script(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            await peer.send(reply(b"re:" + request.body, "Connection: close"))
+            if server_closes:
+                return
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            assert (await post(client, b"1")).body == b"re:1"
+            assert (await post(client, b"2")).body == b"re:2"
+            assert server.connections == 2
+            await finished(server.peers[0])  # the client hung up even if the server did not
+
+    run(scenario())
+
+
+def test_http10_answer_without_keep_alive_is_not_reused(run: Run) -> None:
+    async def script(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            await peer.send(reply(b"re:" + request.body, version="HTTP/1.0", status="200 OK"))
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            assert (await post(client, b"1")).body == b"re:1"
+            assert (await post(client, b"2")).body == b"re:2"
+            assert server.connections == 2
+            await finished(server.peers[0])
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("goodbye", "then_close"),
+    [
+        (b"", True),
+        (reply(b"", "Connection: close", status="408 Request Timeout"), True),
+        (reply(b"", "Connection: close", status="408 Request Timeout"), False),
+    ],
+    ids=["silent-close", "408-and-close", "408-only"],
+)
+def test_idle_connection_dropped_by_server_is_replaced(
+    run: Run, goodbye: bytes, then_close: bool
+) -> None:
+    async def script(peer: Peer) -> None:
+        request = await peer.request()
+        if request is None:
+            return
+        await peer.send(reply(b"re:" + request.body))  # keep-alive, as far as the answer says
+        await asyncio.sleep(0.01)
+        if goodbye:
+            await peer.send(goodbye)  # an answer nobody asked for, on the idle connection
+        if not then_close:
+            await peer.until_client_leaves()
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            for i in range(3):
+                assert await post(client, b"%d" % i) == Answer(202, b"re:%d" % i, None)
+                await asyncio.sleep(0.05)
+            assert server.connections == 3
+            for peer in server.peers[:2]:
+                await finished(peer)
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- 5./6. framing
+
+
+def test_chunked_answer_is_reassembled(run: Run) -> None:
+    answer = b'{"id":"m-7","status":"accepted","note":"split across several writes"}'
+
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            raw = reply(b"", "Transfer-Encoding: chunked", "Retry-After: 3", length=False)
+            raw += chunked(answer[:5], answer[5:23], answer[23:24], answer[24:])
+            for start in range(0, len(raw), 9):  # cuts through sizes, CRLFs and data alike
+                await peer.send(raw[start : start + 9])
+                await asyncio.sleep(0.003)
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            assert await post(client, b"1") == Answer(202, answer, "3")
+            assert await post(client, b"2") == Answer(202, answer, "3")
+        assert server.connections == 1  # a chunked answer ends by itself: connection kept
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "parts", [[b'{"part":1,', b'"part":2}'], []], ids=["two-writes", "empty-body"]
+)
+def test_answer_ended_by_close_is_read_to_the_close(run: Run, parts: list[bytes]) -> None:
+    async def script(peer: Peer) -> None:
+        request = await peer.request()
+        if request is None:
+            return
+        if peer.index > 0:
+            await peer.send(reply(b"re:" + request.body))
+            return
+        await peer.send(reply(b"", "Content-Type: application/json", status="200 OK", length=False))
+        for part in parts:
+            await asyncio.sleep(0.02)
+            await peer.send(part)
+        await asyncio.sleep(0.02)  # then the script ends and the connection closes
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            assert await post(client, b"1") == Answer(200, b"".join(parts), None)
+            assert await post(client, b"2") == Answer(202, b"re:2", None)
+            assert server.connections == 2
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- 7. compression
+
+PLAIN: Final = b'{"status":"accepted","ids":["' + b"abc123" * 100 + b'"]}'
+
+
+@pytest.mark.parametrize(
+    ("coding", "encoded"),
+    [
+        ("gzip", gzip.compress(PLAIN)),
+        ("x-gzip", gzip.compress(PLAIN)),
+        ("deflate", zlib.compress(PLAIN)),
+        ("GZip", gzip.compress(PLAIN)),
+    ],
+    ids=["gzip", "x-gzip", "deflate", "mixed-case"],
+)
+def test_compressed_answer_is_decoded(run: Run, coding: str, encoded: bytes) -> None:
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await peer.send(reply(encoded, f"Content-Encoding: {coding}"))
+
+    async def scenario() -> None:
+        assert encoded != PLAIN
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            assert await post(client, b"1") == Answer(202, PLAIN, None)
+            assert await post(client, b"2") == Answer(202, PLAIN, None)
+
+    run(scenario())
+
+
+def test_gzip_answer_in_chunks_is_decoded(run: Run) -> None:
+    encoded = gzip.compress(PLAIN)
+
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            head = reply(b"", "Transfer-Encoding: chunked", "Content-Encoding: gzip", length=False)
+            await peer.send(head + chunked(encoded[:10], encoded[10:30], encoded[30:]))
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            assert (await post(client, b"1")).body == PLAIN
+
+    run(scenario())
+
+
+def test_undecodable_compressed_answer_comes_back_as_sent(run: Run) -> None:
+    garbled = b"this is not gzip at all"
+
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await peer.send(reply(garbled, "Content-Encoding: gzip", status="502 Bad Gateway"))
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            assert await post(client, b"1") == Answer(502, garbled, None)
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- 8. interim answers
+
+EARLY_HINTS: Final = (
+    b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nRetry-After: 99\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "interim",
+    [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 100 Continue\r\n\r\n" + EARLY_HINTS],
+    ids=["100", "100-and-103"],
+)
+@pytest.mark.parametrize("split", [False, True], ids=["one-write", "separate-writes"])
+def test_informational_answers_are_skipped(run: Run, interim: bytes, split: bool) -> None:
+    async def script(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            final = reply(b"re:" + request.body)
+            if split:
+                await peer.send(interim)
+                await asyncio.sleep(0.02)
+                await peer.send(final)
+            else:
+                await peer.send(interim + final)
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            assert await post(client, b"1") == Answer(202, b"re:1", None)
+            assert await post(client, b"2") == Answer(202, b"re:2", None)
+        assert server.connections == 1
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- 9. broken answers
+
+
+def test_server_closing_without_an_answer(run: Run) -> None:
+    async def script(peer: Peer) -> None:
+        await peer.request()  # then the script ends: the connection closes, nothing answered
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            started = time.monotonic()
+            error = await failure(client)
+            elapsed = time.monotonic() - started
+        assert error.phase == "after_send"
+        assert "without answering" in error.description
+        assert elapsed < PATIENCE / 2  # told at once, not when timeout_seconds ran out
+
+    run(scenario())
+
+
+@contextlib.contextmanager
+def hang_up_at_once() -> Iterator[int]:
+    """A listener on 127.0.0.1 that accepts every connection and closes it (FIN) at once.
+
+    Accepting in a reader callback (not in a stream handler task, as RawServer does) makes the
+    close reach the client before it has written anything on its new connection.
+    """
+    loop = asyncio.get_running_loop()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.setblocking(False)
+
+    def accept() -> None:
+        with contextlib.suppress(BlockingIOError):
+            accepted, _ = listener.accept()
+            accepted.close()
+
+    loop.add_reader(listener.fileno(), accept)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        loop.remove_reader(listener.fileno())
+        listener.close()
+
+
+def test_server_closing_a_new_connection_before_the_request(run: Run) -> None:
+    async def scenario() -> None:
+        with hang_up_at_once() as port:
+            async with make_client(f"http://127.0.0.1:{port}{PATH}", timeout=2) as client:
+                for _ in range(3):
+                    started = time.monotonic()
+                    error = await failure(client)  # a TransportError, and nothing else
+                    elapsed = time.monotonic() - started
+                    # Nothing of the request was written, so "connect" is the accurate phase;
+                    # "after_send" is not wrong, only pessimistic.
+                    assert error.phase in ("connect", "after_send")
+                    assert "timeout" not in error.description
+                    assert elapsed < 1  # told at once, not when timeout_seconds ran out
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        reply(b"x" * 40).replace(b"Content-Length: 40", b"Content-Length: 100"),
+        reply(b"", "Transfer-Encoding: chunked", length=False) + b"a\r\n0123456789\r\n5\r\nab",
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_answer_cut_off_by_close(run: Run, answer: bytes) -> None:
+    async def script(peer: Peer) -> None:
+        if await peer.request() is not None:
+            await peer.send(answer)
+            await asyncio.sleep(0.02)
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            error = await failure(client)
+        assert error.phase == "after_send"
+        assert "cut off" in error.description
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("then_close", [True, False], ids=["then-close", "then-wait"])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"not http\r\n\r\n",
+        b"HTTP/1.1 2x2 Odd\r\n\r\n",
+        b"HTTP/1.1 202 OK\r\nContent-Length: -4\r\n\r\n",
+    ],
+    ids=["not-http", "bad-status", "bad-length"],
+)
+def test_garbage_answer(run: Run, garbage: bytes, then_close: bool) -> None:
+    async def script(peer: Peer) -> None:
+        if await peer.request() is not None:
+            await peer.send(garbage)
+            if not then_close:
+                await peer.until_client_leaves()
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            started = time.monotonic()
+            error = await failure(client)
+            elapsed = time.monotonic() - started
+            assert error.phase == "after_send"
+            assert "timeout" not in error.description
+            assert elapsed < PATIENCE / 2
+            await finished(server.peers[0])  # the client dropped the connection
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- 10. refused
+
+
+def test_connection_refused_is_a_connect_error(run: Run) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        async with make_client(f"http://127.0.0.1:{port}{PATH}") as client:
+            for _ in range(2):
+                error = await failure(client)
+                assert error.phase == "connect"
+                assert error.description.startswith("cannot connect")
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- 11. timeouts
+
+
+def test_no_answer_is_a_read_timeout(run: Run) -> None:
+    async def script(peer: Peer) -> None:
+        await peer.request()
+        await peer.until_client_leaves()
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url(), timeout=0.3) as client:
+            started = time.monotonic()
+            error = await failure(client)
+            elapsed = time.monotonic() - started
+            assert error.phase == "after_send"
+            assert "read timeout" in str(error)
+            assert 0.25 <= elapsed < PATIENCE
+            await finished(server.peers[0])  # the client dropped the connection
+
+    run(scenario())
+
+
+def test_trickling_answer_still_times_out(run: Run) -> None:
+    async def script(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(b"HTTP/1.1 202 Accepted\r\n")
+        while True:  # a byte every 20 ms keeps the connection lively but never ends the head
+            await peer.send(b"X")
+            await asyncio.sleep(0.02)
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url(), timeout=0.3) as client:
+            started = time.monotonic()
+            error = await failure(client)
+            elapsed = time.monotonic() - started
+        assert error.phase == "after_send"
+        assert "read timeout" in str(error)
+        assert elapsed < PATIENCE
+
+    run(scenario())
+
+
+def test_timed_out_connection_is_not_reused(run: Run) -> None:
+    async def script(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            if request.body == b"slow":
+                await asyncio.sleep(0.5)  # answers, but after the client gave up
+            await peer.send(reply(b"re:" + request.body))
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url(), timeout=0.3) as client:
+            error = await failure(client, b"slow")
+            assert "read timeout" in str(error)
+            assert await post(client, b"next") == Answer(202, b"re:next", None)
+            await asyncio.sleep(0.4)  # the late answer to "slow" is due now
+            assert await post(client, b"last") == Answer(202, b"re:last", None)
+            assert server.connections == 2
+
+    run(scenario())
+
+
+def test_stalled_tls_handshake_is_a_connect_timeout(run: Run) -> None:
+    async def script(peer: Peer) -> None:
+        await peer.until_client_leaves()  # a plain TCP server: never answers the ClientHello
+
+    async def scenario() -> None:
+        async with RawServer(script) as server:
+            url = server.url(scheme="https")
+            async with make_client(url, timeout=0.3) as client:
+                started = time.monotonic()
+                error = await failure(client)
+                elapsed = time.monotonic() - started
+        assert error.phase == "connect"
+        assert "connect timeout" in str(error)
+        assert 0.25 <= elapsed < PATIENCE
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- 12. size limit
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked", "to-close"])
+def test_oversized_answer_fails_without_being_read_whole(run: Run, framing: str) -> None:
+    total = 64 << 20
+    block = b"x" * (64 << 10)
+
+    async def script(peer: Peer) -> None:
+        if await peer.request() is None:
+            return
+        if framing == "content-length":
+            await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+        elif framing == "chunked":
+            await peer.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        else:
+            await peer.send(b"HTTP/1.1 200 OK\r\n\r\n")
+        while peer.sent < total:
+            await peer.send(
+                b"%x\r\n%b\r\n" % (len(block), block) if framing == "chunked" else block
+            )
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            error = await failure(client)
+            assert error.phase == "after_send"
+            assert f"larger than {MAX_ANSWER_BYTES}" in error.description
+            await finished(server.peers[0])
+            assert server.peers[0].sent < total  # the client stopped reading long before the end
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("size", [MAX_ANSWER_BYTES, MAX_ANSWER_BYTES + 1])
+def test_answer_size_limit_is_exact(run: Run, size: int) -> None:
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await peer.send(reply(b"y" * size, status="200 OK"))
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            if size <= MAX_ANSWER_BYTES:
+                answer = await post(client, b"{}")
+                assert answer.body == b"y" * size
+            else:
+                assert (await failure(client)).phase == "after_send"
+
+    run(scenario())
+
+
+def test_compressed_answer_inflating_past_the_limit_is_refused(run: Run) -> None:
+    plain = b"0" * (MAX_ANSWER_BYTES + 1000)
+    bomb = gzip.compress(plain)  # a few kB on the wire
+
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await peer.send(reply(bomb, "Content-Encoding: gzip", status="200 OK"))
+
+    async def scenario() -> None:
+        assert len(bomb) < MAX_ANSWER_BYTES // 100
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            error = await failure(client)  # not an Answer holding the first MiB of it
+        assert error.phase == "after_send"
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- 13. TLS
+
+
+def test_tls_answer_with_a_trusted_certificate(run: Run, tls: Tls) -> None:
+    async def scenario() -> None:
+        async with (
+            RawServer(echo, ssl_context=tls.server) as server,
+            make_client(server.url(scheme="https"), ssl_context=tls.client) as client,
+        ):
+            assert await post(client, b"1") == Answer(202, b"re:1", None)
+            assert await post(client, b"2") == Answer(202, b"re:2", None)
+        assert server.connections == 1
+        request = server.requests[0]
+        assert request.line == f"POST {PATH} HTTP/1.1"
+        assert f"Host: 127.0.0.1:{server.port}" in request.headers
+        assert f"api-key: {KEY}" in request.headers
+
+    run(scenario())
+
+
+def test_tls_with_an_untrusted_certificate_is_a_connect_error(run: Run, tls: Tls) -> None:
+    async def scenario() -> None:
+        async with (
+            RawServer(echo, ssl_context=tls.server) as server,
+            make_client(
+                server.url(scheme="https")  # the default context: the system's CAs, not ours
+            ) as client,
+        ):
+            error = await failure(client)
+        assert error.phase == "connect"
+        assert error.description.startswith("TLS error")
+        assert server.requests == []
+
+    run(scenario())
+
+
+def test_tls_with_a_certificate_for_another_host_is_a_connect_error(run: Run, tls: Tls) -> None:
+    async def scenario() -> None:
+        async with (
+            RawServer(echo, ssl_context=tls.localhost_only) as server,
+            make_client(server.url(scheme="https"), ssl_context=tls.client) as client,
+        ):
+            error = await failure(client)
+        assert error.phase == "connect"
+        assert error.description.startswith("TLS error")
+        assert server.requests == []
+
+    run(scenario())
+
+
+def test_https_url_to_a_plain_http_server_is_a_connect_error(run: Run, tls: Tls) -> None:
+    async def script(peer: Peer) -> None:
+        await peer.reader.read(1)
+        await peer.send(reply(b"plain", status="400 Bad Request"))
+
+    async def scenario() -> None:
+        async with (
+            RawServer(script) as server,
+            make_client(server.url(scheme="https"), ssl_context=tls.client) as client,
+        ):
+            error = await failure(client)
+        assert error.phase == "connect"
+        assert error.description.startswith("TLS error")
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- 14. the API key
+
+
+def _texts(error: BaseException) -> Iterator[str]:
+    """Every text an error could show: its own, its traceback's, and those of its chain."""
+    yield str(error)
+    yield repr(error)
+    yield "".join(traceback.format_exception(error))
+    yield "".join(traceback.TracebackException.from_exception(error, capture_locals=True).format())
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield repr(link)
+        yield repr(link.args)
+        yield repr(vars(link)) if hasattr(link, "__dict__") else ""
+        link = link.__cause__ or link.__context__
+
+
+def test_api_key_never_shows(run: Run, tls: Tls) -> None:
+    async def script(peer: Peer) -> None:
+        request = await peer.request()
+        if request is None:
+            return
+        match request.body:
+            case b"close":
+                return
+            case b"cut":
+                await peer.send(reply(b"abc").replace(b"3", b"9"))
+            case b"garbage":
+                await peer.send(b"not http\r\n\r\n")
+            case b"huge":
+                await peer.send(reply(b"z" * (MAX_ANSWER_BYTES + 1)))
+            case b"hang":
+                await peer.until_client_leaves()
+            case _:
+                await peer.send(reply(b"re:" + request.body))
+
+    async def scenario() -> list[BaseException]:
+        errors: list[BaseException] = []
+        async with RawServer(script) as server, make_client(server.url(), timeout=0.3) as client:
+            for body in (b"close", b"cut", b"garbage", b"huge", b"hang"):
+                errors.append(await failure(client, body))
+            texts = [repr(client), str(client)]
+        async with make_client(f"http://127.0.0.1:{free_port()}/") as refused:
+            errors.append(await failure(refused))
+            texts.append(repr(refused))
+        async with (
+            RawServer(echo, ssl_context=tls.server) as server,
+            make_client(server.url(scheme="https")) as untrusted,
+        ):
+            errors.append(await failure(untrusted))
+        with pytest.raises(ValueError) as bad_url:
+            make_client("ftp://127.0.0.1/x")
+        errors.append(bad_url.value)
+        for text in texts:
+            assert KEY not in text
+        return errors
+
+    errors = run(scenario())
+    assert len(errors) == 8
+    for error in errors:
+        for text in _texts(error):
+            assert KEY not in text, text
+
+
+# --------------------------------------------------------------------------- 15. cancellation
+
+
+def test_cancelled_post_leaves_no_connection_to_reuse(run: Run) -> None:
+    arrived = asyncio.Event()
+
+    async def script(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            if request.body == b"first":
+                arrived.set()
+                await asyncio.sleep(0.3)  # the answer comes, but late
+            await peer.send(reply(b"re:" + request.body))
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            task = asyncio.ensure_future(client.post(b"first"))
+            try:
+                await asyncio.wait_for(arrived.wait(), PATIENCE)
+            finally:
+                task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await post(client, b"second") == Answer(202, b"re:second", None)
+            await asyncio.sleep(0.4)  # the late answer to "first" has been written by now
+            assert await post(client, b"third") == Answer(202, b"re:third", None)
+            assert server.connections == 2
+            await finished(server.peers[0])  # the cancelled request's connection was dropped
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- out of step
+
+
+def test_stray_bytes_after_an_answer_do_not_answer_the_next_request(run: Run) -> None:
+    async def script(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            stray = b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n\r\nsta"  # unasked, unfinished
+            extra = stray if request.body == b"1" else b""
+            await peer.send(reply(b"re:" + request.body) + extra)
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            assert await post(client, b"1") == Answer(202, b"re:1", None)
+            await asyncio.sleep(0.05)
+            assert await post(client, b"2") == Answer(202, b"re:2", None)
+
+    run(scenario())
