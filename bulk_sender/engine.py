@@ -8,7 +8,7 @@ Data flows one way::
                         v                                                POST, classify, decide
                      journal  <----------------------------------------  journal: outcome, awaited
 
-Concurrency is bounded by the number of workers (``concurrency``), never by aiohttp's pool
+Concurrency is bounded by the number of workers (``concurrency``), never by the client's pool
 alone. Every attempt, retries included, passes the rate limiter twice: once to start (before
 its ``in_flight`` record) and once to leave (after it), so journal latency cannot bunch
 requests into a burst. A worker commits the
@@ -126,15 +126,39 @@ class Engine:
             asyncio.create_task(self._work(queue), name=f"worker-{i}")
             for i in range(self._settings.concurrency)
         ]
+        loader = asyncio.create_task(self._load_all(plan, queue, len(workers)), name="loader")
+        tasks = [loader, *workers]
         try:
-            await self._load(plan, queue)
+            pending: set[asyncio.Task[None]] = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    # A worker that fails (a bug: expected failures are handled where they
+                    # happen) ends the run at once; the loader would wait for it forever.
+                    if task is not loader and (failure := task.exception()) is not None:
+                        raise failure
+            # The loader's failure (a file that breaks mid-way) waits for the workers to
+            # finish what was queued, as a stop does.
+            if (failure := loader.exception()) is not None:
+                raise failure
         finally:
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(JournalError):
             await self._journal.flush()
         return self.stop_reason
+
+    async def _load_all(
+        self, plan: Iterable[Planned], queue: asyncio.Queue[Planned | None], workers: int
+    ) -> None:
+        try:
+            await self._load(plan, queue)
+        finally:
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():  # cancelled: the workers are too
+                for _ in range(workers):
+                    await queue.put(None)
 
     async def _load(self, plan: Iterable[Planned], queue: asyncio.Queue[Planned | None]) -> None:
         for n, item in enumerate(plan, 1):

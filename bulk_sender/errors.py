@@ -12,8 +12,8 @@ traceback::
     │   └── AlreadyRunningError     another process is sending to the same results file
     └── TransportError              one HTTP attempt failed below HTTP (raised by client.py only)
 
-Foreign exceptions (aiohttp, OSError, csv, openpyxl, sqlite3) are translated into these at one
-boundary each, with ``raise Ours(...) from exc``.
+Foreign exceptions (OSError, ssl, httptools, csv, openpyxl, sqlite3) are translated into these
+at one boundary each, with ``raise Ours(...) from exc``.
 """
 
 from __future__ import annotations

@@ -223,3 +223,21 @@ def test_429_storm_slows_down_and_recovers(
     )
     assert 'reason="429 from Kaleyra"' in run.err
     assert 'reason="answers are clean again"' in run.err
+
+
+def test_a_worker_that_crashes_ends_the_run_instead_of_hanging(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in a worker (not an expected failure) surfaces as an error; the loader, blocked on
+    a full queue behind dead workers, would otherwise wait forever (pytest-timeout guards)."""
+    from bulk_sender.client import KaleyraClient
+
+    async def broken(self: KaleyraClient, body: bytes) -> object:
+        raise RuntimeError("a bug in the client")
+
+    monkeypatch.setattr(KaleyraClient, "post", broken)
+    numbers = [f"+9198765{i:05d}" for i in range(40)]  # 40 rows: more than the queue holds
+    config = write_config(tmp_path / "config.toml", sandbox.url, sending={"concurrency": 2})
+    with pytest.raises(RuntimeError, match="a bug in the client"):
+        cli("send", _campaign(tmp_path, numbers), "--config", config, "--out", tmp_path / "r.csv")
+    assert sandbox.received == []
