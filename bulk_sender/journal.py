@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import queue
 import sqlite3
 import threading
@@ -93,8 +95,29 @@ _COLUMNS = Record._fields
 _PLACEHOLDERS = ", ".join("?" * len(_COLUMNS))
 _UPSERT = (
     f"INSERT OR REPLACE INTO messages ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in _COLUMNS)})"
-    f" VALUES ({_PLACEHOLDERS})"
+    " VALUES "
 )
+#: Rows per INSERT statement: powers of two up to this (64 x 15 values stays under SQLite's
+#: oldest limit of 999 variables). One statement per group, not one per row: the sqlite3
+#: module lets go of the GIL around every statement it steps, and getting it back while the
+#: sending loop is busy is what a per-row ``executemany`` mostly waited for.
+_GROUP = 64
+
+
+@functools.cache
+def _upsert(rows: int) -> str:
+    """The upsert of ``rows`` records in one statement; later rows win, as in queue order."""
+    return _UPSERT + ", ".join([f"({_PLACEHOLDERS})"] * rows)
+
+
+def _upsert_all(db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
+    """Upsert ``rows`` in order, in as few statements as the variable limit allows."""
+    start = 0
+    while start < len(rows):
+        size = min(_GROUP, 1 << ((len(rows) - start).bit_length() - 1))
+        group = rows[start : start + size]
+        db.execute(_upsert(size), list(itertools.chain.from_iterable(group)))
+        start += size
 
 
 def _no_numbers() -> npt.NDArray[np.int64]:
@@ -400,7 +423,7 @@ class Journal:
         try:
             db.execute("BEGIN IMMEDIATE")
             if rows:
-                db.executemany(_UPSERT, rows)
+                _upsert_all(db, rows)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):

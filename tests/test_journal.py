@@ -70,3 +70,28 @@ def test_empty_journal_has_nothing_done(tmp_path: Path) -> None:
     assert not state.row_done(1)
     assert state.done == {}
     assert [len(a) for a in state.seen()] == [0, 0]
+
+
+def test_queued_writes_land_in_queue_order(tmp_path: Path) -> None:
+    """Records queued without waiting are committed in queue order: for a message written
+    several times the last record wins, however the writer groups them into statements."""
+    journal = Journal.open(tmp_path / "r.csv.journal", identity={"file_sha256": "x"})
+    queued: list[Record] = []
+    for row in range(1, 204):  # 203 rows: statements of 64, 8, 2 and 1 rows too
+        queued.append(Record(row=row, to=f"+91{row}", status="in_flight", attempts=1))
+        queued.append(Record(row=row, to=f"+91{row}", status="sent", attempts=1, code="WA202"))
+    queued.append(Record(row=7, to="+917", status="unknown", attempts=2))
+
+    async def write() -> None:
+        journal.start_writer()
+        for record in queued:
+            journal.write_later(record)
+        await journal.flush()
+        journal.stop_writer()
+
+    asyncio.run(write())
+    stored = {r.row: r for r in journal.records()}
+    assert len(stored) == 203
+    assert stored[7].status == "unknown" and stored[7].attempts == 2
+    assert {r.status for row, r in stored.items() if row != 7} == {"sent"}
+    journal.close()
