@@ -6,15 +6,18 @@ Data flows one way::
                         |  final records                                 limiter.acquire()
                         |  (invalid, duplicate)                          journal: in_flight, awaited
                         v                                                POST, classify, decide
-                     journal  <----------------------------------------  journal: outcome, awaited
+                     journal  <----------------------------------------  journal: outcome, queued
 
 Concurrency is bounded by the number of workers (``concurrency``), never by the client's pool
 alone. Every attempt, retries included, passes the rate limiter twice: once to start (before
 its ``in_flight`` record) and once to leave (after it), so journal latency cannot bunch
 requests into a burst. A worker commits the
-``in_flight`` record before its request leaves and the outcome before it takes another row
-(or, for a retryable outcome, ``not_sent`` before it waits to retry), so a crash leaves at
-most ``concurrency`` rows whose fate is unknown, and never a row waiting for a retry.
+``in_flight`` record before its request leaves (awaited), and queues the outcome without
+waiting: the journal commits in queue order, so the outcome is on disk by the time the
+worker's next ``in_flight`` commit returns, before it sends anything else (and the run ends
+with a flush). For a retryable outcome it commits ``not_sent`` before it waits to retry. So
+a crash leaves at most ``concurrency`` rows whose fate is unknown (one per worker), and never
+a row waiting for a retry.
 
 Stopping: an account-level answer, ``error_threshold`` failed rows in a row, a journal that
 cannot be written, or :meth:`Engine.request_stop` (SIGINT/SIGTERM) set the stop reason. From
@@ -145,8 +148,10 @@ class Engine:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(JournalError):
-            await self._journal.flush()
+        try:
+            await self._journal.flush()  # the last outcomes were queued, not awaited
+        except JournalError as exc:
+            self.request_stop(StopReason("journal", "JOURNAL", str(exc)))
         return self.stop_reason
 
     async def _load_all(
@@ -228,7 +233,10 @@ class Engine:
             if not isinstance(decision, Final):
                 self.request_stop(StopReason("account", last.code, last.error))
             final = _with_outcome(record, status, last, attempts)
-            await self._journal.write(final)
+            # Queued, not awaited: this worker's next in_flight record, which it awaits before
+            # its next request, is committed in the same batch or a later one, and the run
+            # ends with a flush. So the outcome is on disk before the worker sends again.
+            self._journal.write_later(final)
             self._count(final)
             self._watch_threshold(status, last)
             return

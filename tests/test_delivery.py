@@ -241,3 +241,34 @@ def test_a_worker_that_crashes_ends_the_run_instead_of_hanging(
     with pytest.raises(RuntimeError, match="a bug in the client"):
         cli("send", _campaign(tmp_path, numbers), "--config", config, "--out", tmp_path / "r.csv")
     assert sandbox.received == []
+
+
+def test_a_worker_sends_only_after_its_last_outcome_is_on_disk(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outcomes are queued, not awaited, yet at every request the journal on disk holds at most
+    ``concurrency`` rows in flight: each worker's earlier outcome is already committed."""
+    import sqlite3
+
+    from bulk_sender.client import Answer, KaleyraClient
+
+    out = tmp_path / "r.csv"
+    in_flight_seen: list[int] = []
+    post = KaleyraClient.post
+
+    async def watched(self: KaleyraClient, body: bytes) -> Answer:
+        with sqlite3.connect(out.with_name(out.name + ".journal")) as db:
+            (count,) = db.execute(
+                "SELECT count(*) FROM messages WHERE status = 'in_flight'"
+            ).fetchone()
+        in_flight_seen.append(count)
+        return await post(self, body)
+
+    monkeypatch.setattr(KaleyraClient, "post", watched)
+    numbers = [f"+9198765{i:05d}" for i in range(60)]
+    config = write_config(tmp_path / "config.toml", sandbox.url, sending={"concurrency": 3})
+    run = cli("send", _campaign(tmp_path, numbers), "--config", config, "--out", out)
+    assert max(in_flight_seen) <= 3
+    assert run.code == 0
+    assert len(in_flight_seen) == 60
+    assert {r["status"] for r in read_results(out)} == {"sent"}
