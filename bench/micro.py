@@ -41,7 +41,8 @@ def fsync_and_commit(folder: Path, loops: int = 200) -> tuple[float, float]:
 
 
 async def journal_alone(folder: Path, messages: int = 40_000, workers: int = 64) -> float:
-    """Messages per second through the journal alone: two awaited durable writes each."""
+    """Messages per second through the journal alone, written as the engine writes them: an
+    awaited durable ``in_flight`` record, then the outcome queued behind it."""
     journal = Journal.open(folder / "j.journal", identity={"bench": "micro"})
     journal.start_writer()
 
@@ -49,10 +50,11 @@ async def journal_alone(folder: Path, messages: int = 40_000, workers: int = 64)
         for row in range(first, messages, workers):
             record = Record(row=row + 1, to="+919876543210", status="in_flight", attempts=1)
             await journal.write(record)
-            await journal.write(record._replace(status="sent", message_id="A1", code="WA202"))
+            journal.write_later(record._replace(status="sent", message_id="A1", code="WA202"))
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(workers)))
+    await journal.flush()
     rate = messages / (time.perf_counter() - started)
     journal.close()
     return rate
@@ -79,7 +81,7 @@ def main() -> int:
         print(f"fsync of a small append: {fsync_ms:.2f} ms")
         print(f"SQLite WAL commit (synchronous=FULL) of 32 rows: {commit_ms:.2f} ms")
         rate = asyncio.run(journal_alone(folder))
-        print(f"journal alone, two durable writes per message: {rate:,.0f} msg/s")
+        print(f"journal alone, one awaited + one queued write a message: {rate:,.0f} msg/s")
     ours, library = phone_speed()
     print(f"E.164 check per clean number: bulk_sender {ours:.1f} us, phonenumbers {library:.1f} us")
     return 0
