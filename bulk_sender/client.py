@@ -35,13 +35,18 @@ import httptools
 from bulk_sender.config import Secret
 from bulk_sender.errors import TransportError
 
-__all__ = ["MAX_ANSWER_BYTES", "Answer", "KaleyraClient"]
+__all__ = ["IDLE_SECONDS", "MAX_ANSWER_BYTES", "Answer", "KaleyraClient"]
 
 #: A Kaleyra answer is a few hundred bytes; anything past this is not one (and not kept).
 MAX_ANSWER_BYTES: Final = 1 << 20
 _USER_AGENT: Final = "bulk-sender"
 #: How often the pool looks for requests past their deadline (a timeout fires this late at most).
 _TICK: Final = 0.1
+#: A connection idle longer than this is not reused. Servers close idle keep-alive connections
+#: (often after 5 s, some after 2 s); a request written into one the server is closing could
+#: not be told from one that reached it, and its row would end ``unknown``. A new connection is
+#: cheap; an ``unknown`` row is not.
+IDLE_SECONDS: Final = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.deadline = float("inf")
+        self.idle_since = 0.0
         self._waiter: asyncio.Future[Answer] | None = None
         self._reset()
 
@@ -133,8 +139,8 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self._waiter is None or self._waiter.done():
             return
-        if self._headers_done and not self._framed:
-            self._finish()  # the answer's body ran to the close, as HTTP/1.1 allows
+        if self._headers_done and not self._framed and exc is None:
+            self._finish()  # the answer's body ran to a clean close, as HTTP/1.1 allows
         elif self._headers_done:
             self._fail("the answer was cut off")
         else:
@@ -225,8 +231,10 @@ class KaleyraClient:
         concurrency: int,
         timeout_seconds: float,
         ssl_context: ssl.SSLContext | None = None,
+        idle_seconds: float = IDLE_SECONDS,
     ) -> None:
         self.url = url
+        self._idle_seconds = idle_seconds
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -313,10 +321,12 @@ class KaleyraClient:
                 self._release(conn, reusable=answered)
 
     async def _connection(self, deadline: float) -> _Connection:
+        oldest = self._loop.time() - self._idle_seconds
         while self._idle:
             conn = self._idle.pop()
-            if conn.usable():
+            if conn.usable() and conn.idle_since >= oldest:
                 return conn
+            conn.close()
         connecting = self._loop.create_connection(
             lambda: _Connection(self._loop),
             self._host,
@@ -344,6 +354,7 @@ class KaleyraClient:
 
     def _release(self, conn: _Connection, *, reusable: bool) -> None:
         if reusable and conn.keep_alive() and conn.usable() and len(self._idle) < self._max_idle:
+            conn.idle_since = self._loop.time()
             self._idle.append(conn)
         else:
             conn.close()

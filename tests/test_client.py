@@ -14,6 +14,7 @@ import contextlib
 import gzip
 import socket
 import ssl
+import struct
 import time
 import traceback
 import zlib
@@ -226,6 +227,7 @@ def make_client(
     concurrency: int = 4,
     timeout: float = PATIENCE,
     ssl_context: ssl.SSLContext | None = None,
+    idle_seconds: float = 60.0,  # long: a slow machine must not turn reuse into reconnects
 ) -> KaleyraClient:
     return KaleyraClient(
         url=url,
@@ -233,6 +235,7 @@ def make_client(
         concurrency=concurrency,
         timeout_seconds=timeout,
         ssl_context=ssl_context,
+        idle_seconds=idle_seconds,
     )
 
 
@@ -383,6 +386,24 @@ def test_sequential_posts_use_one_connection(run: Run) -> None:
                 assert await post(client, b"%d" % i) == Answer(202, b"re:%d" % i, None)
         assert server.connections == 1
         assert len(server.requests) == 50
+
+    run(scenario())
+
+
+def test_a_connection_idle_too_long_is_not_reused(run: Run) -> None:
+    """Past ``idle_seconds`` the server may be closing it: a new connection is opened instead,
+    and the old one is closed by the client."""
+
+    async def scenario() -> None:
+        async with (
+            RawServer(echo) as server,
+            make_client(server.url(), idle_seconds=0.2) as client,
+        ):
+            assert await post(client, b"1") == Answer(202, b"re:1", None)
+            await asyncio.sleep(0.5)
+            assert await post(client, b"2") == Answer(202, b"re:2", None)
+            assert server.connections == 2
+            await finished(server.peers[0])
 
     run(scenario())
 
@@ -555,6 +576,25 @@ def test_answer_ended_by_close_is_read_to_the_close(run: Run, parts: list[bytes]
             assert await post(client, b"1") == Answer(200, b"".join(parts), None)
             assert await post(client, b"2") == Answer(202, b"re:2", None)
             assert server.connections == 2
+
+    run(scenario())
+
+
+def test_answer_read_to_close_cut_by_a_reset_is_not_an_answer(run: Run) -> None:
+    """A read-to-close body ends only at a clean close; a reset means it was cut off."""
+
+    async def script(peer: Peer) -> None:
+        if await peer.request() is None:
+            return
+        await peer.send(reply(b"", status="202 Accepted", length=False) + b'{"code":"WA2')
+        sock = peer.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.writer.transport.abort()  # with SO_LINGER 0: a reset, not a FIN
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            error = await failure(client)
+        assert error.phase == "after_send"
 
     run(scenario())
 
