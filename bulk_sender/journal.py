@@ -10,7 +10,8 @@ The protocol that makes resume exact (see :mod:`bulk_sender.engine`):
 
 1. before a request goes to the network its ``in_flight`` record is committed
    (:meth:`Journal.write` of an ``in_flight`` record, awaited);
-2. its outcome is committed before the worker takes another row;
+2. its outcome is queued behind it and committed, in queue order, no later than the worker's
+   next ``in_flight`` record, which the worker awaits before its next request;
 3. on the next run, a row still ``in_flight`` becomes ``unknown`` (it may have reached
    Kaleyra) and is not sent again unless ``--resend-unknown``.
 
@@ -97,11 +98,11 @@ _UPSERT = (
     f"INSERT OR REPLACE INTO messages ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in _COLUMNS)})"
     " VALUES "
 )
-#: Rows per INSERT statement: powers of two up to this (64 x 15 values stays under SQLite's
-#: oldest limit of 999 variables). One statement per group, not one per row: the sqlite3
-#: module lets go of the GIL around every statement it steps, and getting it back while the
-#: sending loop is busy is what a per-row ``executemany`` mostly waited for.
-_GROUP = 64
+#: Rows per INSERT statement: the largest power of two whose values stay under SQLite's oldest
+#: limit of 999 variables (64 rows of 15 columns). One statement per group, not one per row:
+#: the sqlite3 module lets go of the GIL around every statement it steps, and getting it back
+#: while the sending loop is busy is what a per-row ``executemany`` mostly waited for.
+_GROUP = 1 << ((999 // len(_COLUMNS)).bit_length() - 1)
 
 
 @functools.cache
@@ -407,19 +408,23 @@ class Journal:
                         batch.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
-                error = self._commit(db, batch)
+                # After a failure nothing more is written, but the thread stays until told to
+                # stop, so every write queued after it is answered with the error, not left
+                # waiting forever.
+                error = self._failure or self._commit(db, batch)
                 waiters = [waiter for _, _, waiter in batch if waiter is not None]
                 if waiters:
                     self._loop.call_soon_threadsafe(_settle, waiters, error)
-                if any(item is _STOP for item in batch) or error is not None:
+                if any(item is _STOP for item in batch):
                     return
         finally:
             db.close()
 
     def _commit(self, db: sqlite3.Connection, batch: list[_Item]) -> JournalError | None:
-        # Every write is an upsert of the message's whole row, applied in queue order: a
-        # worker awaits each of its writes, so a message's records arrive in the order made.
-        rows = [params for kind, params, _ in batch if kind == "record"]
+        # Every write is an upsert of the message's whole row. Records are queued in the order
+        # made, so a message's last record in the batch is its newest: keep only that one.
+        latest = {(params[0], params[1]): params for kind, params, _ in batch if kind == "record"}
+        rows = list(latest.values())
         try:
             db.execute("BEGIN IMMEDIATE")
             if rows:

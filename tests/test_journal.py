@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from bulk_sender.dedupe import unpack
 from bulk_sender.journal import Journal, Record
 
@@ -94,4 +96,37 @@ def test_queued_writes_land_in_queue_order(tmp_path: Path) -> None:
     assert len(stored) == 203
     assert stored[7].status == "unknown" and stored[7].attempts == 2
     assert {r.status for row, r in stored.items() if row != 7} == {"sent"}
+    journal.close()
+
+
+def test_writes_queued_behind_a_failed_commit_fail_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write queued while a commit is failing gets the error: it is never left waiting."""
+    import sqlite3
+    import time
+
+    from bulk_sender import journal as journal_module
+
+    def broken(db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
+        time.sleep(0.3)  # long enough for the second write to queue behind this commit
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(journal_module, "_upsert_all", broken)
+    journal = Journal.open(tmp_path / "r.csv.journal", identity={"file_sha256": "x"})
+
+    async def write() -> list[BaseException | None]:
+        journal.start_writer()
+        first = asyncio.ensure_future(journal.write(Record(row=1, to="+911", status="in_flight")))
+        await asyncio.sleep(0.1)
+        second = asyncio.ensure_future(journal.write(Record(row=2, to="+912", status="in_flight")))
+        done = await asyncio.wait_for(
+            asyncio.gather(first, second, return_exceptions=True), timeout=20
+        )
+        journal.stop_writer()
+        return [d if isinstance(d, BaseException) else None for d in done]
+
+    outcomes = asyncio.run(write())
+    assert [type(o).__name__ for o in outcomes] == ["JournalError", "JournalError"]
+    assert "disk I/O error" in str(outcomes[1])
     journal.close()
