@@ -283,4 +283,10 @@ def read_api_key(settings: KaleyraSettings, environ: Mapping[str, str] | None = 
             f"the environment variable {settings.api_key_env} is not set or empty; export your "
             "Kaleyra API key in it (or use --sandbox to try the tool without one)",
         )
+    if not (value.isascii() and value.isprintable()):  # it goes into an HTTP header as it is
+        raise ConfigError(
+            "[kaleyra] api_key_env",
+            f"the environment variable {settings.api_key_env} holds a line break, a control "
+            "character or a non-ASCII character; an API key is plain ASCII: export it again",
+        )
     return Secret(value)

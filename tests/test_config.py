@@ -369,3 +369,12 @@ def test_secret_equality_compares_values() -> None:
     assert Secret("a") != Secret("b")
     assert Secret("a") != "a"
     assert hash(Secret("a")) == hash(Secret("a"))
+
+
+@pytest.mark.parametrize("key", ["abc\r\nX-Evil: 1", "abc\x00def", "clé-123", "tab\there"])
+def test_an_api_key_that_is_not_plain_ascii_is_refused(key: str) -> None:
+    """The key goes into a header as it is: a line break would inject one. Refused, unshown."""
+    with pytest.raises(ConfigError) as caught:
+        read_api_key(kaleyra(api_key_env="MY_KALEYRA_KEY"), {"MY_KALEYRA_KEY": key})
+    assert "MY_KALEYRA_KEY" in str(caught.value)
+    assert key not in str(caught.value) and "abc" not in str(caught.value)
