@@ -19,6 +19,7 @@ import argparse
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ from bulk_sender.runner import (
 __all__ = ["build_parser", "main"]
 
 EXIT_OK, EXIT_SOME_NOT_SENT, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
+#: A bug (sysexits' EX_SOFTWARE): distinct from every outcome of a run that worked as designed.
+EXIT_INTERNAL = 70
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bulk-sender: interrupted; run the same command again to resume", file=sys.stderr)
         return 128 + signal.SIGINT
+    except Exception as exc:  # a bug: keep its traceback for the report, exit distinctly
+        traceback.print_exc()
+        message = (
+            f"internal error ({type(exc).__name__}; a bug, the traceback is above). The journal "
+            "is consistent: rows that were in flight are unknown; run the same command to resume"
+        )
+        print(f"bulk-sender: {message}", file=sys.stderr)
+        _error_summary(args, EXIT_INTERNAL, message)
+        return EXIT_INTERNAL
 
 
 def _program() -> str:

@@ -23,6 +23,10 @@ Stopping: an account-level answer, ``error_threshold`` failed rows in a row, a j
 cannot be written, or :meth:`Engine.request_stop` (SIGINT/SIGTERM) set the stop reason. From
 then on no new request leaves; requests in flight finish and are recorded; every message not
 sent yet, queued or still in the file, is recorded ``not_sent`` so the run's record is whole.
+
+A worker that fails with an unexpected exception (a bug; expected failures are all handled
+above) is not a stop: the run ends at once with that exception, cancelling the other
+workers, as a crash would. Its rows in flight are ``unknown`` to the next run.
 """
 
 from __future__ import annotations

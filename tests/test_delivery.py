@@ -6,6 +6,7 @@ import socket
 import threading
 from pathlib import Path
 
+import orjson
 import pytest
 
 from bulk_sender.sandbox import Behaviour, Sandbox
@@ -228,8 +229,9 @@ def test_429_storm_slows_down_and_recovers(
 def test_a_worker_that_crashes_ends_the_run_instead_of_hanging(
     tmp_path: Path, sandbox: Sandbox, cli: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A bug in a worker (not an expected failure) surfaces as an error; the loader, blocked on
-    a full queue behind dead workers, would otherwise wait forever (pytest-timeout guards)."""
+    """A bug in a worker (not an expected failure) ends the run with exit 70 and its traceback;
+    the loader, blocked on a full queue behind dead workers, would otherwise wait forever
+    (pytest-timeout guards)."""
     from bulk_sender.client import KaleyraClient
 
     async def broken(self: KaleyraClient, body: bytes) -> object:
@@ -238,8 +240,15 @@ def test_a_worker_that_crashes_ends_the_run_instead_of_hanging(
     monkeypatch.setattr(KaleyraClient, "post", broken)
     numbers = [f"+9198765{i:05d}" for i in range(40)]  # 40 rows: more than the queue holds
     config = write_config(tmp_path / "config.toml", sandbox.url, sending={"concurrency": 2})
-    with pytest.raises(RuntimeError, match="a bug in the client"):
-        cli("send", _campaign(tmp_path, numbers), "--config", config, "--out", tmp_path / "r.csv")
+    summary = tmp_path / "summary.json"
+    run = cli(
+        "send", _campaign(tmp_path, numbers), "--config", config, "--out", tmp_path / "r.csv",
+        "--summary-json", summary,
+    )  # fmt: skip
+    assert run.code == 70
+    assert "RuntimeError: a bug in the client" in run.err  # the traceback, for the report
+    assert "bulk-sender: internal error (RuntimeError" in run.err
+    assert orjson.loads(summary.read_bytes())["exit_code"] == 70
     assert sandbox.received == []
 
 
