@@ -101,10 +101,7 @@ class _Connection(asyncio.Protocol):
 
     def expire(self) -> None:
         """The request's time is up: fail it and drop the connection (its answer may still come)."""
-        waiter, self._waiter = self._waiter, None
-        self.close()
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(TimeoutError())
+        self._settle_failed(TimeoutError())
 
     def close(self) -> None:
         """Drop the connection at once (an answer still due is not wanted)."""
@@ -181,22 +178,25 @@ class _Connection(asyncio.Protocol):
     # -- settling ------------------------------------------------------------------------------
 
     def _finish(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is None or waiter.done():
+        if self._waiter is None or self._waiter.done():
             return
         try:
             body = _decoded(b"".join(self._chunks), self._encoding)
         except _TooLarge:
-            self._waiter = waiter
             self._fail(f"the answer was larger than {MAX_ANSWER_BYTES} bytes once decompressed")
             return
+        waiter, self._waiter = self._waiter, None
         waiter.set_result(Answer(self._parser.get_status_code(), body, self._retry_after))
 
     def _fail(self, description: str) -> None:
+        self._settle_failed(_Broken(description))
+
+    def _settle_failed(self, error: Exception) -> None:
+        """Fail the request on this connection, if one is waiting, and drop the connection."""
         waiter, self._waiter = self._waiter, None
         self.close()
         if waiter is not None and not waiter.done():
-            waiter.set_exception(_Broken(description))
+            waiter.set_exception(error)
 
 
 class _TooLarge(Exception):

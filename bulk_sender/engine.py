@@ -136,18 +136,15 @@ class Engine:
         loader = asyncio.create_task(self._load_all(plan, queue, len(workers)), name="loader")
         tasks = [loader, *workers]
         try:
-            pending: set[asyncio.Task[None]] = set(tasks)
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
-                for task in done:
-                    # A worker that fails (a bug: expected failures are handled where they
-                    # happen) ends the run at once; the loader would wait for it forever.
-                    if task is not loader and (failure := task.exception()) is not None:
-                        raise failure
-            # The loader's failure (a file that breaks mid-way) waits for the workers to
-            # finish what was queued, as a stop does.
-            if (failure := loader.exception()) is not None:
-                raise failure
+            done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                # A worker that fails (a bug: expected failures are handled where they happen)
+                # ends the run at once; the loader would wait for it forever.
+                if (failure := task.exception()) is not None:
+                    raise failure
+            # The workers end on the loader's last sentinels, so it is done too; its failure
+            # (a file that breaks mid-way) surfaces after they finished what was queued.
+            await loader
         finally:
             for task in tasks:
                 task.cancel()
