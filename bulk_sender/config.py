@@ -49,6 +49,7 @@ WA_SOURCES: frozenset[str] = frozenset(
 )  # fmt: skip
 
 Delivery = Literal["at-most-once", "at-least-once"]
+Planner = Literal["auto", "process", "inline"]
 _SID_RE = re.compile(r"^[A-Za-z0-9]{6,64}$")
 _SENDER_RE = re.compile(r"^\+?[1-9][0-9]{6,14}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -164,6 +165,7 @@ class SendingSettings:
     timeout_seconds: float = 30.0
     delivery: Delivery = "at-most-once"
     error_threshold: int = 50
+    planner: Planner = "auto"
 
     def __post_init__(self) -> None:
         if not 0 < self.rate_per_second <= 100_000:
@@ -182,6 +184,12 @@ class SendingSettings:
             )
         if self.error_threshold < 0:
             raise ConfigError("[sending] error_threshold", "must be 0 (off) or a positive number")
+        if self.planner not in ("auto", "process", "inline"):
+            raise ConfigError(
+                "[sending] planner",
+                'must be "auto" (the default), "process" (plan rows in a second process) or '
+                '"inline" (plan them in the sending process)',
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -50,10 +50,13 @@ from bulk_sender.policy import Final, Retry, RetryPolicy
 from bulk_sender.ratecontrol import RateChange, RateController
 from bulk_sender.stats import RunStats
 
-__all__ = ["Engine", "Poster", "StopReason"]
+__all__ = ["Engine", "Plan", "Poster", "StopReason"]
 
 log = logging.getLogger("bulk_sender")
 _YIELD_EVERY = 128
+
+#: What a run sends: planned messages, or batches of them arriving asynchronously.
+Plan = Iterable[Planned] | AsyncIterable[Sequence[Planned]]
 
 
 class Poster(Protocol):
@@ -126,8 +129,12 @@ class Engine:
 
     # -- running -----------------------------------------------------------------------------
 
-    async def run(self, plan: Iterable[Planned]) -> StopReason | None:
-        """Send everything ``plan`` yields; return why the run stopped early, if it did."""
+    async def run(self, plan: Plan) -> StopReason | None:
+        """Send everything ``plan`` yields; return why the run stopped early, if it did.
+
+        ``plan`` is the messages themselves, or batches of them arriving asynchronously (from
+        the planning process, :mod:`bulk_sender.planner`).
+        """
         queue: asyncio.Queue[Planned | None] = asyncio.Queue(2 * self._settings.concurrency)
         workers = [
             asyncio.create_task(self._work(queue), name=f"worker-{i}")
@@ -156,10 +163,14 @@ class Engine:
         return self.stop_reason
 
     async def _load_all(
-        self, plan: Iterable[Planned], queue: asyncio.Queue[Planned | None], workers: int
+        self, plan: Plan, queue: asyncio.Queue[Planned | None], workers: int
     ) -> None:
         try:
-            await self._load(plan, queue)
+            if isinstance(plan, AsyncIterable):
+                async for batch in plan:
+                    await self._load(batch, queue)
+            else:
+                await self._load(plan, queue)
         finally:
             task = asyncio.current_task()
             if task is None or not task.cancelling():  # cancelled: the workers are too

@@ -291,10 +291,12 @@ class Journal:
 
     # -- resuming --------------------------------------------------------------------------
 
-    def resume_state(self, *, resend_unknown: bool = False) -> ResumeState:
+    def resume_state(self, *, resend_unknown: bool = False, seed: bool = True) -> ResumeState:
         """Turn rows left in flight into ``unknown`` and summarise what is done.
 
         With ``resend_unknown``, ``unknown`` messages count as not done, so they are sent again.
+        With ``seed=False`` the dedupe seed is left to whoever plans (the planning process
+        loads it itself with :meth:`ResumeState.start_seen_loader`).
         Built for a million rows in well under a second: two table scans whose results come
         back as one comma-joined string each (parsed by numpy), and the dedupe seed is loaded
         by a thread while the caller skips the finished rows of the campaign file.
@@ -336,7 +338,8 @@ class Journal:
         for item in filter(None, (retried or "").split(",")):
             key, attempts = item.split(":")
             state.attempts[unpack(int(key))] = int(attempts)
-        state.start_seen_loader(self.path)
+        if seed:
+            state.start_seen_loader(self.path)
         return state
 
     def _scan_states(self, is_final: str) -> tuple[dict[str, int], int, str, str]:

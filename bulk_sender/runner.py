@@ -27,11 +27,12 @@ import orjson
 
 from bulk_sender.campaign import Campaign, LoadStats
 from bulk_sender.client import KaleyraClient
-from bulk_sender.config import Secret, Settings, read_api_key
-from bulk_sender.engine import Engine, StopReason
+from bulk_sender.config import Secret, SendingSettings, Settings, read_api_key
+from bulk_sender.engine import Engine, Plan, StopReason
 from bulk_sender.errors import UsageError
 from bulk_sender.journal import Journal, Record, ResumeState, journal_path
 from bulk_sender.lock import hold_lock
+from bulk_sender.planner import PLAN_IN_PROCESS_ROWS, PlanJob, PlanProcess
 from bulk_sender.report import Totals, write_outputs, write_results_only
 from bulk_sender.stats import RunStats
 from bulk_sender.table import Table, open_table
@@ -181,11 +182,20 @@ def send(
         rows = Journal.known_rows(path, identity) if not options.restart else None
         if rows is None:
             rows = table.scan(no_line_breaks=frozenset({campaign.to_column}))
-        journal = Journal.open(path, identity=identity, restart=options.restart)
-        try:
+        # Started now, so that its start-up overlaps the journal's; given its job below.
+        planner = PlanProcess() if _plan_in_process(settings.sending, rows) else None
+        with contextlib.ExitStack() as cleanup:
+            if planner is not None:
+                cleanup.callback(planner.close)
+            journal = Journal.open(path, identity=identity, restart=options.restart)
+            cleanup.callback(journal.close)
             journal.set_meta("rows", str(rows))
             journal.set_meta("input", str(options.campaign))
-            state = journal.resume_state(resend_unknown=options.resend_unknown)
+            state = journal.resume_state(
+                resend_unknown=options.resend_unknown, seed=planner is None
+            )
+            if planner is not None:
+                planner.give(PlanJob.of(campaign, state, path))
             _announce(state, rows)
             log.info(
                 "bulk_sender.started",
@@ -204,7 +214,15 @@ def send(
             )
             stop = _run_loop(
                 _send_async(
-                    settings, options, campaign, journal, state, api_key, stats, rows, display
+                    settings,
+                    options,
+                    campaign,
+                    journal,
+                    _Source(campaign, state, planner),
+                    api_key,
+                    stats,
+                    rows,
+                    display,
                 )
             )
             totals = write_outputs(
@@ -215,8 +233,6 @@ def send(
                 failed=options.failed,
                 include_unknown=options.failed_include_unknown,
             )
-        finally:
-            journal.close()
     log.info(
         "bulk_sender.finished",
         extra={
@@ -230,6 +246,30 @@ def send(
         resumed_done=sum(state.done.values()), crashed_unknown=state.crashed,
         duration=time.monotonic() - started,
     )  # fmt: skip
+
+
+def _plan_in_process(sending: SendingSettings, rows: int) -> bool:
+    """Whether to plan in a second process: as configured, or (``auto``) for a large campaign
+    on a machine with a core to spare for it."""
+    if sending.planner != "auto":
+        return sending.planner == "process"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return rows >= PLAN_IN_PROCESS_ROWS and (cores or 1) > 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where the run's plan comes from: planned here, or by the planning process."""
+
+    campaign: Campaign
+    state: ResumeState
+    planner: PlanProcess | None
+
+    def plan(self) -> Plan:
+        """The plan, to be iterated inside the running loop."""
+        if self.planner is None:
+            return self.campaign.plan(self.state)
+        return self.planner.plan(self.campaign.stats)
 
 
 def _announce(state: ResumeState, rows: int) -> None:
@@ -271,7 +311,7 @@ async def _send_async(
     options: RunOptions,
     campaign: Campaign,
     journal: Journal,
-    state: ResumeState,
+    source: _Source,
     api_key: Secret,
     stats: RunStats,
     rows: int,
@@ -296,7 +336,7 @@ async def _send_async(
         ) as client:
             engine = Engine(settings=settings.sending, client=client, journal=journal, stats=stats)
             with _signals(engine), (display or _no_display)(stats, campaign.stats, rows):
-                return await engine.run(campaign.plan(state))
+                return await engine.run(source.plan())
     finally:
         journal.stop_writer()
         if sandbox is not None:

@@ -146,6 +146,7 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
         ("timeout_seconds = 0", "sending", "[sending] timeout_seconds"),
         ('delivery = "maybe"', "sending", "[sending] delivery"),
         ("error_threshold = -1", "sending", "[sending] error_threshold"),
+        ('planner = "thread"', "sending", "[sending] planner"),
         ("rate_per_sec = 10", "sending", "[sending] rate_per_sec"),
         ('apikey = "x"', "kaleyra", "[kaleyra] apikey"),
     ],
