@@ -6,6 +6,7 @@ The large ``send`` is not run here: the resume section's set-up is that run (it 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from harness import UNLIMITED_RATE, Bench, bulk_sender, expect, expect_count, progress, send_command
@@ -13,7 +14,7 @@ from procs import Measured, Server
 from results import Row, median, spread
 from workload import write_config
 
-__all__ = ["DryRuns", "dry_runs", "memory_rows", "preflight_rows", "small_send"]
+__all__ = ["DryRuns", "dry_runs", "memory_rows", "preflight_rows", "send_rss", "small_send"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,8 @@ def small_send(bench: Bench) -> Measured:
         m = bench.run("memory", "memory-send", command, also_busy=[server])
         expect(m, 0, f"bulk-sender send of {rows:,} rows")
         expect_count(server.stats()["accepted"], rows, "requests bulk-sender sent")
-    progress(f"memory: send of {rows:,} rows: peak RSS {m.max_rss_mib:.0f} MiB, {m.wall:.1f} s")
+    total, parts = send_rss(m)
+    progress(f"memory: send of {rows:,} rows: peak RSS {total:.0f} MiB{parts}, {m.wall:.1f} s")
     return m
 
 
@@ -78,13 +80,14 @@ def memory_rows(
     ratio_label = f"{_short(big)}/{_short(s)}"
     rows: list[Row] = []
     if small is not None and large is not None:
-        ratio = large.max_rss_mib / small.max_rss_mib
+        (small_total, small_parts), (large_total, large_parts) = send_rss(small), send_rss(large)
+        ratio = large_total / small_total
         rows += [
-            Row(section="memory", measure=f"send {s:,} rows: peak RSS (1 run)",
-                value=f"{small.max_rss_mib:.0f} MiB"),
-            Row(section="memory", measure=f"send {big:,} rows: peak RSS (1 run: resume set-up)",
-                value=f"{large.max_rss_mib:.0f} MiB", target="< 250 MiB",
-                ok=large.max_rss_mib < 250),
+            Row(section="memory", measure=f"send {s:,} rows: peak RSS{small_parts} (1 run)",
+                value=f"{small_total:.0f} MiB"),
+            Row(section="memory",
+                measure=f"send {big:,} rows: peak RSS{large_parts} (1 run: resume set-up)",
+                value=f"{large_total:.0f} MiB", target="< 250 MiB", ok=large_total < 250),
             Row(section="memory", measure=f"send: peak RSS {ratio_label}", value=f"{ratio:.2f}x",
                 target="<= 1.3x", ok=ratio <= 1.3),
         ]  # fmt: skip
@@ -102,6 +105,25 @@ def memory_rows(
                 value=f"{ratio:.2f}x", target="<= 1.3x", ok=ratio <= 1.3),
         ]  # fmt: skip
     return rows
+
+
+def send_rss(m: Measured) -> tuple[float, str]:
+    """A send's peak RSS in MiB, with the planning process's added, and how it is made up.
+
+    ``wait4`` reports the larger of the sender's and its reaped child's peaks, not their sum;
+    the sender logs both exactly (``bulk_sender.finished peak_rss_mib=.. planner_peak_rss_mib=..``),
+    so the sum of the two peaks is taken from there: an upper bound of the pair's peak at once.
+    """
+    found = _FINISHED.search(m.stderr.read_text(encoding="utf-8", errors="replace"))
+    if found is None or found["planner"] is None:
+        return m.max_rss_mib, ""
+    own, planner = int(found["own"]), int(found["planner"])
+    return float(own + planner), f" (sender {own} + planning process {planner})"
+
+
+_FINISHED = re.compile(
+    r"bulk_sender\.finished .*?peak_rss_mib=(?P<own>\d+)(?: planner_peak_rss_mib=(?P<planner>\d+))?"
+)
 
 
 def _short(n: int) -> str:

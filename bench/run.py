@@ -132,8 +132,13 @@ METHOD_NOTES = (
     "server's monotonic clock; busiest window = most arrivals in any [t, t + 1 s).",
     "- The large `send`'s peak RSS comes from the resume set-up run: the same command on the "
     "same campaign, which sends all but `--resume-left` rows, stops on E110 and writes the "
-    "results, so the large campaign is sent once per bench run. Peak RSS is the child's own "
-    "`ru_maxrss` (from `os.wait4`).",
+    "results, so the large campaign is sent once per bench run. A dry run's peak RSS is the "
+    "process's `ru_maxrss` (from `os.wait4`). A send of 20,000 rows or more plans its rows in "
+    "a second process: its peak RSS is the sum of the sender's and the planning process's "
+    "peaks, as the sender logs them on exit (`bulk_sender.finished peak_rss_mib=.. "
+    "planner_peak_rss_mib=..`, from `getrusage`); `wait4` alone would give only the larger.",
+    "- CPU per second of wall counts both processes: `wait4` includes the reaped planning "
+    "process's CPU time.",
     "- Every measured process runs with a bytecode cache (`PYTHONPYCACHEPREFIX` under the "
     "bench's out directory, warmed by one unmeasured run of each kind first): this machine "
     "sets `PYTHONDONTWRITEBYTECODE=1`, under which the editable install would compile "

@@ -8,6 +8,9 @@ Data flows one way::
                         v                                                POST, classify, decide
                      journal  <----------------------------------------  journal: outcome, queued
 
+The plan is iterated here, or arrives in batches from the planning process
+(:mod:`bulk_sender.planner`); the engine treats both alike.
+
 Concurrency is bounded by the number of workers (``concurrency``), never by the client's pool
 alone. Every attempt, retries included, passes the rate limiter twice: once to start (before
 its ``in_flight`` record) and once to leave (after it), so journal latency cannot bunch

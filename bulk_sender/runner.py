@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import secrets
 import signal
 import time
@@ -239,6 +240,7 @@ def send(
             "event": "bulk_sender.finished",
             "outcome": "stopped" if stop is not None else "finished",
             **{f"total_{k}": v for k, v in totals.statuses.items()},
+            **_peak_memory(planned_apart=planner is not None),
         },
     )
     return RunResult(
@@ -246,6 +248,15 @@ def send(
         resumed_done=sum(state.done.values()), crashed_unknown=state.crashed,
         duration=time.monotonic() - started,
     )  # fmt: skip
+
+
+def _peak_memory(*, planned_apart: bool) -> dict[str, int]:
+    """Peak RSS in MiB of this process and, once reaped, of the planning process (Linux: KiB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    if not planned_apart:
+        return {"peak_rss_mib": own}
+    planner = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
+    return {"peak_rss_mib": own, "planner_peak_rss_mib": planner}
 
 
 def _plan_in_process(sending: SendingSettings, rows: int) -> bool:
