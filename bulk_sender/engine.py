@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -170,8 +170,13 @@ class Engine:
     ) -> None:
         try:
             if isinstance(plan, AsyncIterable):
-                async for batch in plan:
-                    await self._load(batch, queue)
+                batches = aiter(plan)
+                try:
+                    async for batch in batches:
+                        await self._load(batch, queue)
+                finally:  # an early end (a crash) closes the stream now, not at loop shutdown
+                    if isinstance(batches, AsyncGenerator):
+                        await batches.aclose()
             else:
                 await self._load(plan, queue)
         finally:

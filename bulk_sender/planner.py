@@ -4,29 +4,42 @@ Turning rows into requests (reading the CSV, checking phone numbers, deduplicati
 bodies) costs about as much CPU as sending them. In one process that work shares the GIL with
 the event loop and the journal's thread; in a child process it runs on another core.
 
-The child is ``python -m bulk_sender.planner``, started early (its imports overlap the
-parent's journal work) and given one :class:`PlanJob` on its stdin once the resume state is
-known. It runs the very same :meth:`Campaign.plan` and streams what it yields back on its
-stdout as length-prefixed pickle frames, in batches::
+The child is ``python -P -m bulk_sender.planner FD`` (``-P``: nothing is imported from the
+working directory), started early (its imports overlap the parent's journal work) and given
+one :class:`PlanJob` on its stdin once the resume state is known. It runs the very same
+:meth:`Campaign.plan` and streams what it yields back over its end of a socket pair (``FD``;
+its stdout goes to stderr, so nothing printed can get into the stream) as length-prefixed
+pickle frames::
 
+    ("hello", PROTOCOL)                              first: the right program is talking
     ("batch", [(record tuple, body or None), ...], LoadStats)
     ("end", LoadStats)
     ("input_error", path, reason, line, LoadStats)   the file broke part-way: exit 2
-    ("crash", traceback text)                        a bug in the child
+    ("journal_error", message)                       the dedupe seed could not be read: exit 3
+    ("crash", traceback text)                        a bug in the child: exit 70
 
-A pipe holds little, so the child runs at most a batch or two ahead of the sender and memory
-stays constant. The child is in its own session, so a Ctrl-C at the terminal or a signal to
-the process group reaches only the parent, which decides; the child never stops half-way on
-its own. When the parent goes (it ends, or dies), the child's next write fails and it exits.
+The socket holds little, so the child runs at most a few batches ahead of the sender and
+memory stays constant. The child ignores SIGINT, SIGTERM and SIGHUP and has its own session:
+a Ctrl-C, a signal to the process group or to every process of the job reaches the parent,
+which decides; the child never stops half-way on its own. When the parent goes (it ends, or
+dies), the child's next write fails and it exits.
 """
 
 from __future__ import annotations
+
+import signal
+
+# First, before the imports below take their time: the parent decides when planning stops.
+if __name__ == "__main__":
+    for _signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(_signum, signal.SIG_IGN)
 
 import asyncio
 import contextlib
 import dataclasses
 import os
 import pickle
+import socket
 import struct
 import subprocess
 import sys
@@ -35,12 +48,12 @@ import traceback
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from bulk_sender.campaign import Campaign, LoadStats, Planned
 from bulk_sender.config import CampaignSettings
 from bulk_sender.errors import InputFileError
-from bulk_sender.journal import Record, ResumeState
+from bulk_sender.journal import JournalError, Record, ResumeState
 from bulk_sender.table import Table
 
 __all__ = ["PLAN_IN_PROCESS_ROWS", "PlanJob", "PlanProcess", "PlannerCrashedError"]
@@ -50,6 +63,8 @@ __all__ = ["PLAN_IN_PROCESS_ROWS", "PlanJob", "PlanProcess", "PlannerCrashedErro
 PLAN_IN_PROCESS_ROWS = 20_000
 
 _FRAME = struct.Struct("!I")
+_MAX_FRAME = 1 << 28  # far above any batch: a size beyond it is not a frame of ours
+PROTOCOL = 1
 _FIRST_BATCH = 64  # small, so the first request leaves early
 _BATCH = 1024
 
@@ -83,20 +98,31 @@ class PlanJob:
 
 
 def command() -> list[str]:
-    """How the child is started (the interpreter running this very process)."""
-    return [sys.executable, "-m", "bulk_sender.planner"]
+    """How the child is started: the interpreter running this very process, without ``''``
+    (the working directory) on its path."""
+    return [sys.executable, "-P", "-m", "bulk_sender.planner"]
 
 
 class PlanProcess:
-    """The parent's end: start the child, give it its job, stream its plan into ``stats``."""
+    """The parent's end: start the child, give it its job, stream its plan into ``stats``.
+
+    Raises :class:`OSError` if the child cannot be started at all.
+    """
 
     def __init__(self, argv: Sequence[str] | None = None) -> None:
-        self._proc = subprocess.Popen(
-            list(argv or command()),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-        )
+        self._sock, theirs = socket.socketpair()
+        try:
+            self._proc = subprocess.Popen(
+                [*(argv or command()), str(theirs.fileno())],
+                stdin=subprocess.PIPE,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+            )
+        except BaseException:
+            self._sock.close()
+            raise
+        finally:
+            theirs.close()
         self._feeder: threading.Thread | None = None
 
     @property
@@ -129,15 +155,11 @@ class PlanProcess:
         Raises :class:`InputFileError` where the inline plan would have, and
         :class:`PlannerCrashedError` if the child fails or ends without finishing.
         """
-        assert self._proc.stdout is not None
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=1 << 20)
-        # The transport closes the pipe it is given: give it a copy of the descriptor.
-        pipe = os.fdopen(os.dup(self._proc.stdout.fileno()), "rb", buffering=0)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), pipe
-        )
+        reader, writer = await asyncio.open_connection(sock=self._sock, limit=1 << 20)
         try:
+            hello = await self._next_frame(reader)
+            if hello != ("hello", PROTOCOL):
+                raise PlannerCrashedError(f"the planning process said {hello!r} first")
             while True:
                 frame = await self._next_frame(reader)
                 kind = frame[0]
@@ -151,21 +173,31 @@ class PlanProcess:
                 elif kind == "input_error":
                     _copy_stats(frame[4], stats)
                     raise InputFileError(frame[1], frame[2], line=frame[3])
+                elif kind == "journal_error":
+                    raise JournalError(frame[1])
                 else:
                     raise PlannerCrashedError(f"the planning process failed:\n{frame[1]}")
         finally:
-            transport.close()
+            writer.close()
 
     async def _next_frame(self, reader: asyncio.StreamReader) -> tuple[Any, ...]:
         try:
             (size,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
+            if size > _MAX_FRAME:
+                raise PlannerCrashedError(f"the planning process sent a {size}-byte frame")
             frame: tuple[Any, ...] = pickle.loads(await reader.readexactly(size))
-        except asyncio.IncompleteReadError:
-            code = await asyncio.to_thread(self._proc.wait)
+        except (asyncio.IncompleteReadError, ConnectionError):
             raise PlannerCrashedError(
-                f"the planning process ended before the end of the campaign (exit code {code})"
+                "the planning process ended before the end of the campaign (exit code "
+                f"{await asyncio.to_thread(self._exit_code)})"
             ) from None
         return frame
+
+    def _exit_code(self) -> int | None:
+        try:
+            return self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            return None
 
     def close(self) -> None:
         """End the child (it is done by now, unless the run ended early) and reap it."""
@@ -174,10 +206,10 @@ class PlanProcess:
         self._proc.wait()
         if self._feeder is not None:
             self._feeder.join()
-        for pipe in (self._proc.stdin, self._proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
+        if self._proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+        self._sock.close()
 
 
 def _copy_stats(source: LoadStats, target: LoadStats) -> None:
@@ -190,6 +222,7 @@ def _copy_stats(source: LoadStats, target: LoadStats) -> None:
 
 def _frames(job: PlanJob) -> Iterator[tuple[Any, ...]]:
     """What the child sends: the plan in batches, then how it ended."""
+    yield ("hello", PROTOCOL)
     campaign = Campaign(job.table, job.settings)
     state = ResumeState(rows_done=job.rows_done, parts_done=job.parts_done, attempts=job.attempts)
     if not job.settings.allow_duplicates:
@@ -207,36 +240,43 @@ def _frames(job: PlanJob) -> Iterator[tuple[Any, ...]]:
             yield ("batch", batch, campaign.stats)
         yield ("input_error", str(exc.path), exc.reason, exc.line, campaign.stats)
         return
+    except JournalError as exc:
+        yield ("journal_error", str(exc))
+        return
     if batch:
         yield ("batch", batch, campaign.stats)
     yield ("end", campaign.stats)
 
 
-def _send(out: IO[bytes], frame: tuple[Any, ...]) -> None:
+def _send(out: socket.socket, frame: tuple[Any, ...]) -> None:
     data = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(_FRAME.pack(len(data)))
-    out.write(data)
+    out.sendall(_FRAME.pack(len(data)) + data)
 
 
-def main() -> int:
-    """The child: read one job from stdin, stream its plan to stdout."""
-    # Frames go to a private copy of stdout; anything else printing goes to stderr instead.
-    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    try:
-        job: PlanJob = pickle.load(sys.stdin.buffer)
+def main(argv: Sequence[str] | None = None) -> int:
+    """The child: read one job from stdin, stream its plan to the socket named in ``argv``."""
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print goes to stderr
+    args = sys.argv[1:] if argv is None else argv
+    with socket.socket(fileno=int(args[0])) as out:
+        try:
+            job: PlanJob = pickle.load(sys.stdin.buffer)
+        except Exception:  # the parent is gone, or died while it was sending the job
+            return 1
         try:
             for frame in _frames(job):
                 _send(out, frame)
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError | ConnectionResetError):
+                return 0  # the parent is gone, or stopped reading: nobody needs the rest
+            _crashed(out)
         except Exception:  # a bug: the parent reports it
-            _send(out, ("crash", traceback.format_exc()))
-        out.flush()
-    except (BrokenPipeError, EOFError):  # the parent is gone, or never sent a job
-        return 0
-    finally:
-        with contextlib.suppress(OSError):
-            out.close()
+            _crashed(out)
     return 0
+
+
+def _crashed(out: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        _send(out, ("crash", traceback.format_exc()))
 
 
 if __name__ == "__main__":

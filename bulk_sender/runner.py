@@ -18,6 +18,7 @@ import os
 import resource
 import secrets
 import signal
+import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -184,7 +185,7 @@ def send(
         if rows is None:
             rows = table.scan(no_line_breaks=frozenset({campaign.to_column}))
         # Started now, so that its start-up overlaps the journal's; given its job below.
-        planner = PlanProcess() if _plan_in_process(settings.sending, rows) else None
+        planner = _start_planner(settings.sending, rows)
         with contextlib.ExitStack() as cleanup:
             if planner is not None:
                 cleanup.callback(planner.close)
@@ -264,8 +265,39 @@ def _plan_in_process(sending: SendingSettings, rows: int) -> bool:
     on a machine with a core to spare for it."""
     if sending.planner != "auto":
         return sending.planner == "process"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return rows >= PLAN_IN_PROCESS_ROWS and (cores or 1) > 1
+    return rows >= PLAN_IN_PROCESS_ROWS and _cores() > 1 and bool(sys.executable)
+
+
+def _start_planner(sending: SendingSettings, rows: int) -> PlanProcess | None:
+    """The planning process, if this run uses one; ``auto`` plans inline if it cannot start."""
+    if not _plan_in_process(sending, rows):
+        return None
+    try:
+        return PlanProcess()
+    except OSError as exc:
+        if sending.planner == "process":
+            raise UsageError(
+                f'[sending] planner = "process": cannot start the planning process ({exc}); '
+                'set it to "inline" or "auto"'
+            ) from None
+        log.warning(
+            "bulk_sender.planning_inline",
+            extra={"event": "bulk_sender.planning_inline", "reason": str(exc)},
+        )
+        return None
+
+
+_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # "max 100000", or "<quota> <period>" (docker --cpus)
+
+
+def _cores() -> float:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota."""
+    cores = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = _CPU_MAX.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, int(quota) / int(period))
+    return cores
 
 
 @dataclass(frozen=True, slots=True)

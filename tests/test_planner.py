@@ -7,6 +7,7 @@ import contextlib
 import os
 import pickle
 import signal
+import socket
 import sqlite3
 import struct
 import subprocess
@@ -15,15 +16,24 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 import pytest
+import uvloop
 
+from bulk_sender import runner
 from bulk_sender.campaign import Campaign, LoadStats, Planned
 from bulk_sender.config import CampaignSettings, SendingSettings
-from bulk_sender.errors import InputFileError
-from bulk_sender.journal import Journal, journal_path
-from bulk_sender.planner import PLAN_IN_PROCESS_ROWS, PlanJob, PlannerCrashedError, PlanProcess
+from bulk_sender.errors import InputFileError, UsageError
+from bulk_sender.journal import Journal, JournalError, journal_path
+from bulk_sender.planner import (
+    PLAN_IN_PROCESS_ROWS,
+    PlanJob,
+    PlannerCrashedError,
+    PlanProcess,
+    command,
+)
 from bulk_sender.runner import _plan_in_process
 from bulk_sender.sandbox import Sandbox
 from tests.conftest import (
@@ -229,27 +239,71 @@ def test_a_child_that_dies_is_not_taken_for_the_end(tmp_path: Path) -> None:
         asyncio.run(run())
 
 
-def _frame(stream: object) -> tuple[object, ...]:
-    read = stream.read  # type: ignore[attr-defined]
-    (size,) = struct.unpack("!I", read(4))
-    frame: tuple[object, ...] = pickle.loads(read(size))
+def _frame(stream: BinaryIO) -> tuple[object, ...]:
+    (size,) = struct.unpack("!I", stream.read(4))
+    frame: tuple[object, ...] = pickle.loads(stream.read(size))
     return frame
 
 
 def test_child_exits_when_its_reader_goes(tmp_path: Path) -> None:
     """The child stops at its next write once the parent stops reading (or dies)."""
     campaign = _campaign(tmp_path / "c.csv", [f"+9197{i:08d},r" for i in range(50_000)])
+    mine, theirs = socket.socketpair()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bulk_sender.planner"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
+        [*command(), str(theirs.fileno())], stdin=subprocess.PIPE, pass_fds=(theirs.fileno(),)
     )
-    assert proc.stdin is not None and proc.stdout is not None
+    theirs.close()
+    assert proc.stdin is not None
     proc.stdin.write(pickle.dumps(_job(tmp_path, campaign)))
     proc.stdin.close()
-    assert _frame(proc.stdout)[0] == "batch"
-    proc.stdout.close()
+    with mine, mine.makefile("rb") as stream:
+        assert _frame(stream) == ("hello", 1)
+        assert _frame(stream)[0] == "batch"
     assert proc.wait(timeout=60) == 0
+
+
+def test_a_seed_that_cannot_be_read_is_a_journal_error(tmp_path: Path) -> None:
+    """The child's dedupe seed read failing gives the parent a JournalError (exit 3), as inline."""
+    campaign = _campaign(tmp_path / "c.csv", ["+919876500000,a"])
+    (tmp_path / "broken.journal").write_bytes(b"not a database at all" * 100)
+    job = PlanJob(
+        table=campaign.table, settings=campaign.settings, journal=tmp_path / "broken.journal"
+    )
+
+    async def run() -> None:
+        with PlanProcess() as planner:
+            planner.give(job)
+            await _collect(planner, LoadStats())
+
+    with pytest.raises(JournalError, match="cannot read the journal"):
+        asyncio.run(run())
+
+
+def _descriptors() -> int:
+    return len(list(Path("/proc/self/fd").iterdir()))
+
+
+def test_working_directory_cannot_reach_the_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``csv.py`` that prints and exits, in the directory the run starts from, is not imported
+    by the child (``-P``); and on uvloop the stream leaves no descriptor behind."""
+    lines = [f"+9198765{i:05d},r{i}" for i in range(3000)]
+    campaign = _campaign(tmp_path / "c.csv", lines)
+    expected = list(_campaign(tmp_path / "c.csv", lines).plan())
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "csv.py").write_text("print('hello from csv.py')\nraise SystemExit(0)\n")
+    monkeypatch.chdir(cwd)
+
+    async def run() -> list[Planned]:
+        with PlanProcess() as planner:
+            planner.give(_job(tmp_path, campaign))
+            return await _collect(planner, LoadStats())
+
+    descriptors = _descriptors()
+    assert uvloop.run(run()) == expected
+    assert _descriptors() == descriptors
 
 
 def test_child_is_out_of_the_terminals_reach(tmp_path: Path) -> None:
@@ -294,6 +348,39 @@ def test_ctrl_c_to_the_process_group_stops_gracefully(tmp_path: Path, sandbox: S
     assert max(Counter(r.to for r in sandbox.accepted()).values()) == 1
 
 
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_sigterm_to_every_process_of_the_job_stops_gracefully(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """SIGTERM to the sender and its planning process at once (systemd's stop, ``kill`` of
+    both): a graceful stop (exit 143) with every row recorded; the child ignores it."""
+    numbers = [f"+919{i:09d}" for i in range(20_000)]
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in numbers])
+    config = write_config(
+        tmp_path / "config.toml",
+        sandbox.url,
+        sending={"rate_per_second": 60, "concurrency": 4, "planner": "process"},
+    )
+    out = tmp_path / "r.csv"
+    proc = spawn("send", campaign, "--config", config, "--out", out)
+    deadline = time.monotonic() + 60
+    while len(sandbox.received) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    children = _children(proc.pid)
+    assert len(children) == 1
+    for pid in (*children, proc.pid):
+        os.kill(pid, signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert "Stopped by SIGTERM" in stdout
+    rows = read_results(out)
+    assert len(rows) == 20_000
+    assert {r["status"] for r in rows} <= {"sent", "not_sent"}
+
+
 @pytest.mark.parametrize(
     ("planner", "rows", "expected"),
     [
@@ -308,9 +395,40 @@ def test_when_a_planning_process_is_used(planner: str, rows: int, expected: bool
     assert _plan_in_process(sending, rows) is expected
 
 
-def test_large_campaign_on_two_cores_plans_in_a_process(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_large_campaign_on_two_cores_plans_in_a_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``auto`` plans a large campaign in a process only with a second core to run it on."""
+    monkeypatch.setattr(runner, "_CPU_MAX", tmp_path / "no-cgroup-quota")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert _plan_in_process(SendingSettings(), PLAN_IN_PROCESS_ROWS) is True
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert _plan_in_process(SendingSettings(), PLAN_IN_PROCESS_ROWS) is False
+
+
+def test_a_cpu_quota_of_one_core_plans_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container limited to one core (cgroup v2 ``cpu.max``) plans inline under ``auto``."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    cpu_max = tmp_path / "cpu.max"
+    monkeypatch.setattr(runner, "_CPU_MAX", cpu_max)
+    cpu_max.write_text("100000 100000\n")
+    assert _plan_in_process(SendingSettings(), PLAN_IN_PROCESS_ROWS) is False
+    cpu_max.write_text("max 100000\n")
+    assert _plan_in_process(SendingSettings(), PLAN_IN_PROCESS_ROWS) is True
+
+
+def test_a_planner_that_cannot_start_falls_back_inline_only_under_auto(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``auto`` plans inline (with a warning) if the child cannot start; ``process`` refuses."""
+
+    def cannot_start() -> PlanProcess:
+        raise OSError("no such interpreter")
+
+    monkeypatch.setattr(runner, "PlanProcess", cannot_start)
+    monkeypatch.setattr(runner, "_plan_in_process", lambda sending, rows: True)
+    assert runner._start_planner(SendingSettings(), 1) is None
+    with pytest.raises(UsageError, match='planner = "process": cannot start'):
+        runner._start_planner(SendingSettings(planner="process"), 1)
