@@ -39,6 +39,9 @@ _COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("planning rows into bodies (campaign.py, payload.py)", (
         "bulk_sender/campaign.py", "bulk_sender/payload.py",
     )),
+    ("planned rows arriving from the planning process (planner.py, pickle)", (
+        "bulk_sender/planner.py",
+    )),
     ("engine: classify, retry, stats (engine.py, outcome.py, ...)", (
         "bulk_sender/engine.py", "bulk_sender/outcome.py", "bulk_sender/policy.py",
         "bulk_sender/stats.py", "bulk_sender/ratecontrol.py",

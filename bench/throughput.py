@@ -163,7 +163,8 @@ def profile_run(bench: Bench, server: Server, campaign: Path, config: Path) -> l
         return [f"No profile: py-spy exited {m.exit_code}; see {m.stderr}."]
     rate = bench.sizes.throughput_rows / m.wall
     head = [
-        f"py-spy {profiling.RATE} Hz, every thread, idle time included; the profiled run took "
+        f"py-spy {profiling.RATE} Hz, every thread of the sending process (not the planning "
+        "process), idle time included; the profiled run took "
         f"{m.wall:.1f} s ({rate:,.0f} msg/s under the profiler). Raw stacks: {raw}."
     ]
     return head + profiling.summarise(raw).lines()
