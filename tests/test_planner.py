@@ -313,11 +313,10 @@ def test_child_is_out_of_the_terminals_reach(tmp_path: Path) -> None:
         assert os.getpgid(planner.pid) != os.getpgid(0)
 
 
-def test_ctrl_c_to_the_process_group_stops_gracefully(tmp_path: Path, sandbox: Sandbox) -> None:
-    """SIGINT to the whole group, as a terminal's Ctrl-C sends it: a graceful stop (exit 130)
-    with every row recorded, not a planner killed half-way (which would exit 70)."""
-    # More rows than the pipe and the reader's buffer hold, so the child is still planning
-    # (blocked on its pipe) when the signal comes.
+def _slow_large_send(tmp_path: Path, sandbox: Sandbox) -> tuple[Path, Path, Path]:
+    """A campaign, config and results path for a slow send planned in a process. More rows than
+    the socket and the reader's buffer hold, so the child is still planning (blocked on its
+    socket) when a signal comes."""
     numbers = [f"+919{i:09d}" for i in range(20_000)]
     campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in numbers])
     config = write_config(
@@ -325,7 +324,32 @@ def test_ctrl_c_to_the_process_group_stops_gracefully(tmp_path: Path, sandbox: S
         sandbox.url,
         sending={"rate_per_second": 60, "concurrency": 4, "planner": "process"},
     )
-    out = tmp_path / "r.csv"
+    return campaign, config, tmp_path / "r.csv"
+
+
+def _wait_for_requests(sandbox: Sandbox, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(sandbox.received) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _assert_stopped_whole(
+    proc: subprocess.Popen[str], signame: str, code: int, out: Path, sandbox: Sandbox
+) -> None:
+    """A graceful stop: its exit code, every row in the results, nobody reached twice."""
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    assert f"Stopped by {signame}" in stdout
+    rows = read_results(out)
+    assert len(rows) == 20_000
+    assert {r["status"] for r in rows} <= {"sent", "not_sent"}
+    assert max(Counter(r.to for r in sandbox.accepted()).values()) == 1
+
+
+def test_ctrl_c_to_the_process_group_stops_gracefully(tmp_path: Path, sandbox: Sandbox) -> None:
+    """SIGINT to the whole group, as a terminal's Ctrl-C sends it: a graceful stop (exit 130)
+    with every row recorded, not a planner killed half-way (which would exit 70)."""
+    campaign, config, out = _slow_large_send(tmp_path, sandbox)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bulk_sender", "send", str(campaign), "--config", str(config),
          "--out", str(out)],
@@ -335,17 +359,9 @@ def test_ctrl_c_to_the_process_group_stops_gracefully(tmp_path: Path, sandbox: S
         text=True,
         start_new_session=True,  # its own group, as a shell gives a foreground job
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while len(sandbox.received) < 20 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for_requests(sandbox, 20)
     os.killpg(proc.pid, signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert "Stopped by SIGINT" in stdout
-    rows = read_results(out)
-    assert len(rows) == 20_000
-    assert {r["status"] for r in rows} <= {"sent", "not_sent"}
-    assert max(Counter(r.to for r in sandbox.accepted()).values()) == 1
+    _assert_stopped_whole(proc, "SIGINT", 130, out, sandbox)
 
 
 def _children(pid: int) -> list[int]:
@@ -357,28 +373,14 @@ def test_sigterm_to_every_process_of_the_job_stops_gracefully(
 ) -> None:
     """SIGTERM to the sender and its planning process at once (systemd's stop, ``kill`` of
     both): a graceful stop (exit 143) with every row recorded; the child ignores it."""
-    numbers = [f"+919{i:09d}" for i in range(20_000)]
-    campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in numbers])
-    config = write_config(
-        tmp_path / "config.toml",
-        sandbox.url,
-        sending={"rate_per_second": 60, "concurrency": 4, "planner": "process"},
-    )
-    out = tmp_path / "r.csv"
+    campaign, config, out = _slow_large_send(tmp_path, sandbox)
     proc = spawn("send", campaign, "--config", config, "--out", out)
-    deadline = time.monotonic() + 60
-    while len(sandbox.received) < 20 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for_requests(sandbox, 20)
     children = _children(proc.pid)
     assert len(children) == 1
     for pid in (*children, proc.pid):
         os.kill(pid, signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143, stderr
-    assert "Stopped by SIGTERM" in stdout
-    rows = read_results(out)
-    assert len(rows) == 20_000
-    assert {r["status"] for r in rows} <= {"sent", "not_sent"}
+    _assert_stopped_whole(proc, "SIGTERM", 143, out, sandbox)
 
 
 @pytest.mark.parametrize(
