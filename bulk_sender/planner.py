@@ -37,6 +37,7 @@ if __name__ == "__main__":
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import pickle
 import socket
@@ -51,12 +52,20 @@ from pathlib import Path
 from typing import Any
 
 from bulk_sender.campaign import Campaign, LoadStats, Planned
-from bulk_sender.config import CampaignSettings
-from bulk_sender.errors import InputFileError
+from bulk_sender.config import CampaignSettings, SendingSettings
+from bulk_sender.errors import InputFileError, UsageError
 from bulk_sender.journal import JournalError, Record, ResumeState
 from bulk_sender.table import Table
 
-__all__ = ["PLAN_IN_PROCESS_ROWS", "PlanJob", "PlanProcess", "PlannerCrashedError"]
+__all__ = [
+    "PLAN_IN_PROCESS_ROWS",
+    "PlanJob",
+    "PlanProcess",
+    "PlannerCrashedError",
+    "start_planner",
+]
+
+log = logging.getLogger("bulk_sender")
 
 #: From this many data rows on, ``send`` plans in a second process (when it has two cores):
 #: below it, the child's start-up (about 0.3 s of CPU) costs more than it saves.
@@ -210,6 +219,46 @@ class PlanProcess:
             with contextlib.suppress(OSError):
                 self._proc.stdin.close()
         self._sock.close()
+
+
+def _plan_in_process(sending: SendingSettings, rows: int) -> bool:
+    """Whether to plan in a second process: as configured, or (``auto``) for a large campaign
+    on a machine with a core to spare for it."""
+    if sending.planner != "auto":
+        return sending.planner == "process"
+    return rows >= PLAN_IN_PROCESS_ROWS and _cores() > 1 and bool(sys.executable)
+
+
+def start_planner(sending: SendingSettings, rows: int) -> PlanProcess | None:
+    """The planning process, if this run uses one; ``auto`` plans inline if it cannot start."""
+    if not _plan_in_process(sending, rows):
+        return None
+    try:
+        return PlanProcess()
+    except OSError as exc:
+        if sending.planner == "process":
+            raise UsageError(
+                f'[sending] planner = "process": cannot start the planning process ({exc}); '
+                'set it to "inline" or "auto"'
+            ) from None
+        log.warning(
+            "bulk_sender.planning_inline",
+            extra={"event": "bulk_sender.planning_inline", "reason": str(exc)},
+        )
+        return None
+
+
+_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # "max 100000", or "<quota> <period>" (docker --cpus)
+
+
+def _cores() -> float:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota."""
+    cores = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = _CPU_MAX.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, int(quota) / int(period))
+    return cores
 
 
 def _copy_stats(source: LoadStats, target: LoadStats) -> None:

@@ -18,7 +18,6 @@ import os
 import resource
 import secrets
 import signal
-import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -29,12 +28,12 @@ import orjson
 
 from bulk_sender.campaign import Campaign, LoadStats
 from bulk_sender.client import KaleyraClient
-from bulk_sender.config import Secret, SendingSettings, Settings, read_api_key
+from bulk_sender.config import Secret, Settings, read_api_key
 from bulk_sender.engine import Engine, Plan, StopReason
 from bulk_sender.errors import UsageError
 from bulk_sender.journal import Journal, Record, ResumeState, journal_path
 from bulk_sender.lock import hold_lock
-from bulk_sender.planner import PLAN_IN_PROCESS_ROWS, PlanJob, PlanProcess
+from bulk_sender.planner import PlanJob, start_planner
 from bulk_sender.report import Totals, write_outputs, write_results_only
 from bulk_sender.stats import RunStats
 from bulk_sender.table import Table, open_table
@@ -185,7 +184,7 @@ def send(
         if rows is None:
             rows = table.scan(no_line_breaks=frozenset({campaign.to_column}))
         # Started now, so that its start-up overlaps the journal's; given its job below.
-        planner = _start_planner(settings.sending, rows)
+        planner = start_planner(settings.sending, rows)
         with contextlib.ExitStack() as cleanup:
             if planner is not None:
                 cleanup.callback(planner.close)
@@ -220,7 +219,7 @@ def send(
                     options,
                     campaign,
                     journal,
-                    _Source(campaign, state, planner),
+                    campaign.plan(state) if planner is None else planner.plan(campaign.stats),
                     api_key,
                     stats,
                     rows,
@@ -258,61 +257,6 @@ def _peak_memory(*, planned_apart: bool) -> dict[str, int]:
         return {"peak_rss_mib": own}
     planner = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
     return {"peak_rss_mib": own, "planner_peak_rss_mib": planner}
-
-
-def _plan_in_process(sending: SendingSettings, rows: int) -> bool:
-    """Whether to plan in a second process: as configured, or (``auto``) for a large campaign
-    on a machine with a core to spare for it."""
-    if sending.planner != "auto":
-        return sending.planner == "process"
-    return rows >= PLAN_IN_PROCESS_ROWS and _cores() > 1 and bool(sys.executable)
-
-
-def _start_planner(sending: SendingSettings, rows: int) -> PlanProcess | None:
-    """The planning process, if this run uses one; ``auto`` plans inline if it cannot start."""
-    if not _plan_in_process(sending, rows):
-        return None
-    try:
-        return PlanProcess()
-    except OSError as exc:
-        if sending.planner == "process":
-            raise UsageError(
-                f'[sending] planner = "process": cannot start the planning process ({exc}); '
-                'set it to "inline" or "auto"'
-            ) from None
-        log.warning(
-            "bulk_sender.planning_inline",
-            extra={"event": "bulk_sender.planning_inline", "reason": str(exc)},
-        )
-        return None
-
-
-_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # "max 100000", or "<quota> <period>" (docker --cpus)
-
-
-def _cores() -> float:
-    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota."""
-    cores = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-    with contextlib.suppress(OSError, ValueError):
-        quota, period = _CPU_MAX.read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, int(quota) / int(period))
-    return cores
-
-
-@dataclass(frozen=True, slots=True)
-class _Source:
-    """Where the run's plan comes from: planned here, or by the planning process."""
-
-    campaign: Campaign
-    state: ResumeState
-    planner: PlanProcess | None
-
-    def plan(self) -> Plan:
-        """The plan, to be iterated inside the running loop."""
-        if self.planner is None:
-            return self.campaign.plan(self.state)
-        return self.planner.plan(self.campaign.stats)
 
 
 def _announce(state: ResumeState, rows: int) -> None:
@@ -354,7 +298,7 @@ async def _send_async(
     options: RunOptions,
     campaign: Campaign,
     journal: Journal,
-    source: _Source,
+    plan: Plan,
     api_key: Secret,
     stats: RunStats,
     rows: int,
@@ -379,7 +323,7 @@ async def _send_async(
         ) as client:
             engine = Engine(settings=settings.sending, client=client, journal=journal, stats=stats)
             with _signals(engine), (display or _no_display)(stats, campaign.stats, rows):
-                return await engine.run(source.plan())
+                return await engine.run(plan)
     finally:
         journal.stop_writer()
         if sandbox is not None:

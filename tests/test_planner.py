@@ -22,7 +22,7 @@ import orjson
 import pytest
 import uvloop
 
-from bulk_sender import runner
+from bulk_sender import planner as planning
 from bulk_sender.campaign import Campaign, LoadStats, Planned
 from bulk_sender.config import CampaignSettings, SendingSettings
 from bulk_sender.errors import InputFileError, UsageError
@@ -32,9 +32,9 @@ from bulk_sender.planner import (
     PlanJob,
     PlannerCrashedError,
     PlanProcess,
+    _plan_in_process,
     command,
 )
-from bulk_sender.runner import _plan_in_process
 from bulk_sender.sandbox import Sandbox
 from tests.conftest import (
     API_KEY,
@@ -401,7 +401,7 @@ def test_large_campaign_on_two_cores_plans_in_a_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``auto`` plans a large campaign in a process only with a second core to run it on."""
-    monkeypatch.setattr(runner, "_CPU_MAX", tmp_path / "no-cgroup-quota")
+    monkeypatch.setattr(planning, "_CPU_MAX", tmp_path / "no-cgroup-quota")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert _plan_in_process(SendingSettings(), PLAN_IN_PROCESS_ROWS) is True
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
@@ -414,7 +414,7 @@ def test_a_cpu_quota_of_one_core_plans_inline(
     """A container limited to one core (cgroup v2 ``cpu.max``) plans inline under ``auto``."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     cpu_max = tmp_path / "cpu.max"
-    monkeypatch.setattr(runner, "_CPU_MAX", cpu_max)
+    monkeypatch.setattr(planning, "_CPU_MAX", cpu_max)
     cpu_max.write_text("100000 100000\n")
     assert _plan_in_process(SendingSettings(), PLAN_IN_PROCESS_ROWS) is False
     cpu_max.write_text("max 100000\n")
@@ -429,8 +429,8 @@ def test_a_planner_that_cannot_start_falls_back_inline_only_under_auto(
     def cannot_start() -> PlanProcess:
         raise OSError("no such interpreter")
 
-    monkeypatch.setattr(runner, "PlanProcess", cannot_start)
-    monkeypatch.setattr(runner, "_plan_in_process", lambda sending, rows: True)
-    assert runner._start_planner(SendingSettings(), 1) is None
+    monkeypatch.setattr(planning, "PlanProcess", cannot_start)
+    monkeypatch.setattr(planning, "_plan_in_process", lambda sending, rows: True)
+    assert planning.start_planner(SendingSettings(), 1) is None
     with pytest.raises(UsageError, match='planner = "process": cannot start'):
-        runner._start_planner(SendingSettings(planner="process"), 1)
+        planning.start_planner(SendingSettings(planner="process"), 1)
