@@ -1,7 +1,7 @@
 """The peer a user would write instead of bulk-sender: one session, N workers, orjson, no files.
 
 It sends the same requests as ``bulk-sender send`` (the body is built field for field like
-``bulk_sender/payload.py``; ``bench/run.py`` checks the bytes are equal) to the same server,
+``bulk_sender/sending/payload.py``; ``bench/run.py`` checks the bytes are equal) to the same server,
 reading the recipients from a list made in-process: no CSV, no validation, no journal, no
 results file, no rate limit. It runs on uvloop when that is importable, as bulk-sender does,
 and prints one JSON line: ``{"sent": n, "failed": n, "seconds": s}``.

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import phonenumbers
 
-from bulk_sender.journal import Journal, Record
-from bulk_sender.phone import normalise
+from bulk_sender.input.phone import normalise
+from bulk_sender.record.journal import Journal, Record
 
 
 def fsync_and_commit(folder: Path, loops: int = 200) -> tuple[float, float]:

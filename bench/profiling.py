@@ -26,25 +26,25 @@ RATE = 250  # samples per second per thread
 
 # (component, path fragments); checked innermost frame first, the first match names the sample
 _COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("phone-number validation (phone.py, phonenumbers)", ("phonenumbers/", "bulk_sender/phone.py")),
-    ("CSV reading and checks (table.py, csv)", ("bulk_sender/table.py",)),
-    ("results and failed export (report.py)", ("bulk_sender/report.py",)),
-    ("journal, main-thread side (records, futures, reads)", ("bulk_sender/journal.py",)),
+    ("phone-number validation (phone.py, phonenumbers)", ("phonenumbers/", "input/phone.py")),
+    ("CSV reading and checks (table.py, csv)", ("input/table.py",)),
+    ("results and failed export (report.py)", ("record/results.py",)),
+    ("journal, main-thread side (records, futures, reads)", ("record/journal.py",)),
     ("HTTP client: writes, parsing, pool (client.py, httptools)", (
-        "bulk_sender/client.py", "httptools/",
+        "sending/client.py", "httptools/",
     )),
-    ("rate limiter (limiter.py, aiolimiter)", ("bulk_sender/limiter.py", "aiolimiter/")),
+    ("rate limiter (limiter.py, aiolimiter)", ("sending/limiter.py", "aiolimiter/")),
     ("logging and progress (ui.py, logging)", ("logging/", "bulk_sender/ui.py")),
     ("pandas", ("pandas/",)),
     ("planning rows into bodies (campaign.py, payload.py)", (
-        "bulk_sender/campaign.py", "bulk_sender/payload.py",
+        "input/campaign.py", "sending/payload.py",
     )),
     ("planned rows arriving from the planning process (planner.py, pickle)", (
-        "bulk_sender/planner.py",
+        "input/plan_process.py",
     )),
     ("engine: classify, retry, stats (engine.py, outcome.py, ...)", (
-        "bulk_sender/engine.py", "bulk_sender/outcome.py", "bulk_sender/policy.py",
-        "bulk_sender/stats.py", "bulk_sender/ratecontrol.py",
+        "sending/engine.py", "sending/outcome.py", "sending/policy.py",
+        "sending/stats.py", "sending/ratecontrol.py",
     )),
     ("config and settings (config.py)", ("bulk_sender/config.py",)),
 )  # fmt: skip

@@ -34,7 +34,7 @@ TMPFS = Path("/dev/shm")
 
 def check_same_bodies(count: int = 20) -> None:
     """Fail unless bare_loop.py builds byte-for-byte the bodies bulk-sender builds."""
-    from bulk_sender.payload import Fields, build_body
+    from bulk_sender.sending.payload import Fields, build_body
 
     for person in recipients(count):
         ours = build_body(

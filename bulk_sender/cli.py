@@ -25,9 +25,8 @@ from typing import Any
 
 from bulk_sender import __version__
 from bulk_sender.config import Settings, load_settings
-from bulk_sender.engine import StopReason
 from bulk_sender.errors import UsageError
-from bulk_sender.journal import JournalError
+from bulk_sender.record.journal import JournalError
 from bulk_sender.runner import (
     RunOptions,
     RunResult,
@@ -35,6 +34,7 @@ from bulk_sender.runner import (
     dry_run,
     send,
 )
+from bulk_sender.sending.engine import StopReason
 
 __all__ = ["build_parser", "main"]
 
@@ -237,7 +237,7 @@ def stop_line(result: RunResult, settings: Settings) -> str | None:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
-    from bulk_sender.sandbox import Account, Faults, run_forever
+    from bulk_sender.sandbox.server import Account, Faults, run_forever
 
     settings = load_settings(args.config)
     key = os.environ.get(settings.kaleyra.api_key_env) or "sandbox-key"

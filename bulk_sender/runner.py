@@ -26,17 +26,17 @@ from typing import Any
 
 import orjson
 
-from bulk_sender.campaign import Campaign, LoadStats
-from bulk_sender.client import KaleyraClient
 from bulk_sender.config import Secret, Settings, read_api_key
-from bulk_sender.engine import Engine, Plan, StopReason
 from bulk_sender.errors import UsageError
-from bulk_sender.journal import Journal, Record, ResumeState, journal_path
-from bulk_sender.lock import hold_lock
-from bulk_sender.planner import PlanJob, start_planner
-from bulk_sender.report import Totals, write_outputs, write_results_only
-from bulk_sender.stats import RunStats
-from bulk_sender.table import Table, open_table
+from bulk_sender.input.campaign import Campaign, LoadStats
+from bulk_sender.input.plan_process import PlanJob, start_planner
+from bulk_sender.input.table import Table, open_table
+from bulk_sender.record.journal import Journal, Record, ResumeState, journal_path
+from bulk_sender.record.lock import hold_lock
+from bulk_sender.record.results import Totals, write_outputs, write_results_only
+from bulk_sender.sending.client import KaleyraClient
+from bulk_sender.sending.engine import Engine, Plan, StopReason
+from bulk_sender.sending.stats import RunStats
 
 __all__ = [
     "RunOptions",
@@ -307,7 +307,7 @@ async def _send_async(
     kaleyra = settings.kaleyra
     sandbox = None
     if options.sandbox:
-        from bulk_sender.sandbox import Account, Sandbox
+        from bulk_sender.sandbox.server import Account, Sandbox
 
         sandbox = Sandbox(
             Account(sid=kaleyra.sid, api_key=api_key.reveal(), senders=frozenset({kaleyra.sender}))

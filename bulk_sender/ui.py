@@ -23,9 +23,9 @@ from typing import Any, TextIO
 
 import orjson
 
-from bulk_sender.campaign import LoadStats
+from bulk_sender.input.campaign import LoadStats
 from bulk_sender.runner import RunResult
-from bulk_sender.stats import RunStats
+from bulk_sender.sending.stats import RunStats
 
 __all__ = [
     "DRY_RUN_STATUSES",

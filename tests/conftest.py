@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bulk_sender.cli import main
-from bulk_sender.sandbox import Account, Sandbox, ThreadedSandbox
+from bulk_sender.sandbox.server import Account, Sandbox, ThreadedSandbox
 
 KEY_ENV = "BULK_SENDER_TEST_KEY"
 API_KEY = "test-key-9f8e7d6c5b4a"

@@ -10,8 +10,8 @@ import orjson
 from hypothesis import strategies as st
 
 from bulk_sender.config import WA_SOURCES
-from bulk_sender.outcome import ACCOUNT_CODES, Kind, Outcome
-from bulk_sender.payload import Fields
+from bulk_sender.sending.outcome import ACCOUNT_CODES, Kind, Outcome
+from bulk_sender.sending.payload import Fields
 
 __all__ = [
     "account_codes",

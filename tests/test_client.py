@@ -27,9 +27,9 @@ import pytest
 import trustme
 import uvloop
 
-from bulk_sender.client import MAX_ANSWER_BYTES, Answer, KaleyraClient
 from bulk_sender.config import Secret
 from bulk_sender.errors import TransportError
+from bulk_sender.sending.client import MAX_ANSWER_BYTES, Answer, KaleyraClient
 
 pytestmark = pytest.mark.timeout(10)
 

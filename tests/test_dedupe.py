@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulk_sender.dedupe import FirstSeen, pack, unpack
+from bulk_sender.input.dedupe import FirstSeen, pack, unpack
 
 numbers = st.integers(min_value=10_000_000, max_value=10**15 - 1)
 

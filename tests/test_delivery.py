@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bulk_sender.sandbox import Behaviour, Sandbox
+from bulk_sender.sandbox.server import Behaviour, Sandbox
 from tests.conftest import CliRunner, Run, read_results, write_config, write_csv
 
 A, B, C = "+919876543210", "+919876543211", "+919876543212"
@@ -232,7 +232,7 @@ def test_a_worker_that_crashes_ends_the_run_instead_of_hanging(
     """A bug in a worker (not an expected failure) ends the run with exit 70 and its traceback;
     the loader, blocked on a full queue behind dead workers, would otherwise wait forever
     (pytest-timeout guards)."""
-    from bulk_sender.client import KaleyraClient
+    from bulk_sender.sending.client import KaleyraClient
 
     async def broken(self: KaleyraClient, body: bytes) -> object:
         raise RuntimeError("a bug in the client")
@@ -259,7 +259,7 @@ def test_a_worker_sends_only_after_its_last_outcome_is_on_disk(
     ``concurrency`` rows in flight: each worker's earlier outcome is already committed."""
     import sqlite3
 
-    from bulk_sender.client import Answer, KaleyraClient
+    from bulk_sender.sending.client import Answer, KaleyraClient
 
     out = tmp_path / "r.csv"
     in_flight_seen: list[int] = []

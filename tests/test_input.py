@@ -9,7 +9,7 @@ import openpyxl
 import orjson
 import pytest
 
-from bulk_sender.sandbox import Sandbox
+from bulk_sender.sandbox.server import Sandbox
 from tests.conftest import CliRunner, read_results, write_config, write_csv
 
 GOOD = "+919876543210"

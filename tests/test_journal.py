@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bulk_sender.dedupe import unpack
-from bulk_sender.journal import Journal, Record
+from bulk_sender.input.dedupe import unpack
+from bulk_sender.record.journal import Journal, Record
 
 
 def _journal(tmp_path: Path, records: list[Record]) -> Journal:
@@ -106,7 +106,7 @@ def test_writes_queued_behind_a_failed_commit_fail_too(
     import sqlite3
     import time
 
-    from bulk_sender import journal as journal_module
+    from bulk_sender.record import journal as journal_module
 
     def broken(db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
         time.sleep(0.3)  # long enough for the second write to queue behind this commit

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulk_sender.limiter import PacedLimiter, bucket_size
+from bulk_sender.sending.limiter import PacedLimiter, bucket_size
 
 T = TypeVar("T")
 

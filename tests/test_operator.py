@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from bulk_sender.sandbox import Behaviour, Sandbox
+from bulk_sender.sandbox.server import Behaviour, Sandbox
 from tests.conftest import API_KEY, CliRunner, read_results, spawn, write_config, write_csv
 
 SUMMARY_FIELDS = {

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulk_sender.errors import TransportError
-from bulk_sender.outcome import (
+from bulk_sender.sending.outcome import (
     ACCOUNT_CODES,
     RETRY_AFTER_CAP,
     Kind,

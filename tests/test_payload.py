@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bulk_sender.config import WA_SOURCES
-from bulk_sender.payload import REF_MAX, Fields, build_body, clip_ref
+from bulk_sender.sending.payload import REF_MAX, Fields, build_body, clip_ref
 from tests.seed import SEED_SAMPLE, SEED_TEXT
 from tests.strategies_http import payload_fields
 

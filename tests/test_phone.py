@@ -1,4 +1,4 @@
-"""Tests for bulk_sender.phone: E.164 normalisation, its reasons, and the quick path's proof."""
+"""Tests for input/phone.py: E.164 normalisation, its reasons, and the quick path's proof."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumber
 
-from bulk_sender.phone import (
+from bulk_sender.input.phone import (
     _QUICK,
     _REFERENCE,
     PhoneVerdict,

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bulk_sender.config import Delivery
-from bulk_sender.outcome import Kind, Outcome
-from bulk_sender.policy import Decision, Final, Retry, RetryPolicy, Stop, backoff
+from bulk_sender.sending.outcome import Kind, Outcome
+from bulk_sender.sending.policy import Decision, Final, Retry, RetryPolicy, Stop, backoff
 from tests.strategies_http import outcomes
 
 max_attempts = st.integers(min_value=1, max_value=20)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulk_sender.ratecontrol import RateChange, RateController
+from bulk_sender.sending.ratecontrol import RateChange, RateController
 from tests.strategies_http import rate_events
 
 

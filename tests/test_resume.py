@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bulk_sender.sandbox import Behaviour, Sandbox
+from bulk_sender.sandbox.server import Behaviour, Sandbox
 from tests.conftest import CliRunner, read_results, spawn, write_config, write_csv
 
 

@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 import pytest
 
-from bulk_sender.sandbox import (
+from bulk_sender.sandbox.server import (
     Account,
     Behaviour,
     Faults,
@@ -724,7 +724,7 @@ def test_run_forever_prints_its_url_and_stops_on_sigterm() -> None:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
     }
     code = (
-        "from bulk_sender.sandbox import Account, Faults, run_forever\n"
+        "from bulk_sender.sandbox.server import Account, Faults, run_forever\n"
         "run_forever(host='127.0.0.1', port=0, account=Account(), faults=Faults())\n"
     )
     with subprocess.Popen(

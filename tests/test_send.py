@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bulk_sender.sandbox import Behaviour, Sandbox
+from bulk_sender.sandbox.server import Behaviour, Sandbox
 from tests.conftest import (
     API_KEY,
     BODY,

@@ -1,4 +1,4 @@
-"""Tests for bulk_sender.table: reading campaign files, their errors, and writing them back."""
+"""Tests for input/table.py: reading campaign files, their errors, and writing them back."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulk_sender.errors import ConfigError, InputFileError
-from bulk_sender.table import _BLOCK, Chunk, Table, TableFormat, open_table, write_table
+from bulk_sender.input.table import _BLOCK, Chunk, Table, TableFormat, open_table, write_table
 from tests.strategies import table_cells, table_headers
 
 FILES = Path(__file__).parent / "data" / "files"

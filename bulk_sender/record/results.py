@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from bulk_sender.journal import Record
-from bulk_sender.phone import split_recipients
-from bulk_sender.table import Table, publish, write_table
+from bulk_sender.input.phone import split_recipients
+from bulk_sender.input.table import Table, publish, write_table
+from bulk_sender.record.journal import Record
 
 __all__ = ["RESULT_COLUMNS", "RETRY_STATUSES", "Totals", "write_outputs", "write_results_only"]
 

@@ -4,12 +4,12 @@ Turning rows into requests (reading the CSV, checking phone numbers, deduplicati
 bodies) costs about as much CPU as sending them. In one process that work shares the GIL with
 the event loop and the journal's thread; in a child process it runs on another core.
 
-The child is ``python -P -m bulk_sender.planner FD`` (``-P``: nothing is imported from the
-working directory), started early (its imports overlap the parent's journal work) and given
-one :class:`PlanJob` on its stdin once the resume state is known. It runs the very same
-:meth:`Campaign.plan` and streams what it yields back over its end of a socket pair (``FD``;
-its stdout goes to stderr, so nothing printed can get into the stream) as length-prefixed
-pickle frames::
+The child is ``python -P -m bulk_sender.input.plan_process FD`` (``-P``: nothing is
+imported from the working directory), started early (its imports overlap the parent's
+journal work) and given one :class:`PlanJob` on its stdin once the resume state is known.
+It runs the very same :meth:`Campaign.plan` and streams what it yields back over its end
+of a socket pair (``FD``; its stdout goes to stderr, so nothing printed can get into the
+stream) as length-prefixed pickle frames::
 
     ("hello", PROTOCOL)                              first: the right program is talking
     ("batch", [(record tuple, body or None), ...], LoadStats)
@@ -51,11 +51,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bulk_sender.campaign import Campaign, LoadStats, Planned
 from bulk_sender.config import CampaignSettings, SendingSettings
 from bulk_sender.errors import InputFileError, UsageError
-from bulk_sender.journal import JournalError, Record, ResumeState
-from bulk_sender.table import Table
+from bulk_sender.input.campaign import Campaign, LoadStats, Planned
+from bulk_sender.input.table import Table
+from bulk_sender.record.journal import JournalError, Record, ResumeState
 
 __all__ = [
     "PLAN_IN_PROCESS_ROWS",
@@ -109,7 +109,7 @@ class PlanJob:
 def command() -> list[str]:
     """How the child is started: the interpreter running this very process, without ``''``
     (the working directory) on its path."""
-    return [sys.executable, "-P", "-m", "bulk_sender.planner"]
+    return [sys.executable, "-P", "-m", "bulk_sender.input.plan_process"]
 
 
 class PlanProcess:

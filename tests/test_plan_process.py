@@ -22,12 +22,11 @@ import orjson
 import pytest
 import uvloop
 
-from bulk_sender import planner as planning
-from bulk_sender.campaign import Campaign, LoadStats, Planned
 from bulk_sender.config import CampaignSettings, SendingSettings
 from bulk_sender.errors import InputFileError, UsageError
-from bulk_sender.journal import Journal, JournalError, journal_path
-from bulk_sender.planner import (
+from bulk_sender.input import plan_process as planning
+from bulk_sender.input.campaign import Campaign, LoadStats, Planned
+from bulk_sender.input.plan_process import (
     PLAN_IN_PROCESS_ROWS,
     PlanJob,
     PlannerCrashedError,
@@ -35,7 +34,8 @@ from bulk_sender.planner import (
     _plan_in_process,
     command,
 )
-from bulk_sender.sandbox import Sandbox
+from bulk_sender.record.journal import Journal, JournalError, journal_path
+from bulk_sender.sandbox.server import Sandbox
 from tests.conftest import (
     API_KEY,
     KEY_ENV,
@@ -158,7 +158,7 @@ def _job(tmp_path: Path, campaign: Campaign) -> PlanJob:
 
 
 def _campaign(path: Path, lines: Sequence[str]) -> Campaign:
-    from bulk_sender.table import open_table
+    from bulk_sender.input.table import open_table
 
     path.write_text("\n".join(["to,ref", *lines]) + "\n", encoding="utf-8")
     return Campaign(open_table(path), CampaignSettings(body_text="Hello", default_region="IN"))

@@ -6,7 +6,7 @@ commit fsyncs the write-ahead log. All writes go through one writer thread that 
 whatever is queued into one transaction (group commit), so the fsync is paid once per batch,
 not once per message.
 
-The protocol that makes resume exact (see :mod:`bulk_sender.engine`):
+The protocol that makes resume exact (see :mod:`bulk_sender.sending.engine`):
 
 1. before a request goes to the network its ``in_flight`` record is committed
    (:meth:`Journal.write` of an ``in_flight`` record, awaited);
@@ -40,9 +40,9 @@ from typing import Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from bulk_sender.dedupe import PART_BITS as _PART_BITS
-from bulk_sender.dedupe import unpack
 from bulk_sender.errors import BulkSenderError, CampaignMismatchError
+from bulk_sender.input.dedupe import PART_BITS as _PART_BITS
+from bulk_sender.input.dedupe import unpack
 
 __all__ = [
     "FINAL_STATUSES",

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 
 from bulk_sender.config import Delivery
-from bulk_sender.outcome import Kind, Outcome
+from bulk_sender.sending.outcome import Kind, Outcome
 
 __all__ = ["Final", "Retry", "RetryPolicy", "Stop", "backoff"]
 

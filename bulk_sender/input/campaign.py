@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 import orjson
 
 from bulk_sender.config import CampaignSettings
-from bulk_sender.dedupe import FirstSeen
 from bulk_sender.errors import InputFileError, UsageError
-from bulk_sender.journal import Record, ResumeState
-from bulk_sender.payload import BODY_TEXT_MAX, REF_MAX, Fields, build_body, clip_ref
-from bulk_sender.phone import normalise, split_recipients
-from bulk_sender.table import Table
+from bulk_sender.input.dedupe import FirstSeen
+from bulk_sender.input.phone import normalise, split_recipients
+from bulk_sender.input.table import Table
+from bulk_sender.record.journal import Record, ResumeState
+from bulk_sender.sending.payload import BODY_TEXT_MAX, REF_MAX, Fields, build_body, clip_ref
 
 __all__ = ["OPTIONAL_COLUMNS", "TO_ALIASES", "Campaign", "LoadStats", "Planned", "canonical"]
 

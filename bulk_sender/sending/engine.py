@@ -9,7 +9,7 @@ Data flows one way::
                      journal  <----------------------------------------  journal: outcome, queued
 
 The plan is iterated here, or arrives in batches from the planning process
-(:mod:`bulk_sender.planner`); the engine treats both alike.
+(:mod:`bulk_sender.input.plan_process`); the engine treats both alike.
 
 Concurrency is bounded by the number of workers (``concurrency``), never by the client's pool
 alone. Every attempt, retries included, passes the rate limiter twice: once to start (before
@@ -42,16 +42,16 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, S
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from bulk_sender.campaign import Planned
-from bulk_sender.client import Answer
 from bulk_sender.config import SendingSettings
 from bulk_sender.errors import TransportError
-from bulk_sender.journal import Journal, JournalError, Record, utc_now
-from bulk_sender.limiter import PacedLimiter
-from bulk_sender.outcome import Kind, Outcome, classify_answer, classify_failure
-from bulk_sender.policy import Final, Retry, RetryPolicy
-from bulk_sender.ratecontrol import RateChange, RateController
-from bulk_sender.stats import RunStats
+from bulk_sender.input.campaign import Planned
+from bulk_sender.record.journal import Journal, JournalError, Record, utc_now
+from bulk_sender.sending.client import Answer
+from bulk_sender.sending.limiter import PacedLimiter
+from bulk_sender.sending.outcome import Kind, Outcome, classify_answer, classify_failure
+from bulk_sender.sending.policy import Final, Retry, RetryPolicy
+from bulk_sender.sending.ratecontrol import RateChange, RateController
+from bulk_sender.sending.stats import RunStats
 
 __all__ = ["Engine", "Plan", "Poster", "StopReason"]
 
@@ -136,7 +136,7 @@ class Engine:
         """Send everything ``plan`` yields; return why the run stopped early, if it did.
 
         ``plan`` is the messages themselves, or batches of them arriving asynchronously (from
-        the planning process, :mod:`bulk_sender.planner`).
+        the planning process, :mod:`bulk_sender.input.plan_process`).
         """
         queue: asyncio.Queue[Planned | None] = asyncio.Queue(2 * self._settings.concurrency)
         workers = [

@@ -1,0 +1,1 @@
+"""Reading a campaign: files and frames -> checked, deduplicated, planned messages."""

@@ -1,0 +1,1 @@
+"""A Kaleyra-compatible server for rehearsals and tests."""

@@ -1,0 +1,1 @@
+"""Sending: request bodies, the HTTP transport, outcomes, retries, the rate, the engine."""
