@@ -15,7 +15,8 @@ from pathlib import Path
 import phonenumbers
 
 from bulk_sender.input.phone import normalise
-from bulk_sender.record.journal import Journal, Record
+from bulk_sender.model import Record
+from bulk_sender.record.journal import Journal
 
 
 def fsync_and_commit(folder: Path, loops: int = 200) -> tuple[float, float]:

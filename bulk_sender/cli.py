@@ -26,6 +26,7 @@ from typing import Any
 from bulk_sender import __version__
 from bulk_sender.config import Settings, load_settings
 from bulk_sender.errors import UsageError
+from bulk_sender.model import UNSENT, Status
 from bulk_sender.record.journal import JournalError
 from bulk_sender.runner import (
     RunOptions,
@@ -187,13 +188,13 @@ def exit_code(result: RunResult) -> int:
     """The exit code a run's result calls for (see the module docstring)."""
     statuses = result.totals.statuses
     if result.dry_run:
-        return EXIT_SOME_NOT_SENT if statuses.get("invalid", 0) else EXIT_OK
+        return EXIT_SOME_NOT_SENT if statuses.get(Status.INVALID, 0) else EXIT_OK
     stop = result.stop
     if stop is not None and stop.kind == "signal":
         return 128 + signal.Signals[stop.code].value
     if stop is not None:
         return EXIT_STOPPED
-    unsent = sum(n for status, n in statuses.items() if status not in ("sent", "duplicate"))
+    unsent = sum(n for status, n in statuses.items() if status in UNSENT)
     return EXIT_SOME_NOT_SENT if unsent else EXIT_OK
 
 
@@ -217,7 +218,7 @@ def stop_line(result: RunResult, settings: Settings) -> str | None:
     stop: StopReason | None = result.stop
     if stop is None:
         return None
-    remaining = result.totals.statuses.get("not_sent", 0)
+    remaining = result.totals.statuses.get(Status.NOT_SENT, 0)
     again = f"run the same command again to send the remaining {remaining:,} rows."
     if stop.kind == "account":
         what, todo = _ACCOUNT_ADVICE.get(

@@ -31,7 +31,8 @@ from bulk_sender.errors import UsageError
 from bulk_sender.input.campaign import Campaign, LoadStats
 from bulk_sender.input.plan_process import PlanJob, start_planner
 from bulk_sender.input.table import Table, open_table
-from bulk_sender.record.journal import Journal, Record, ResumeState, journal_path
+from bulk_sender.model import Record, Status
+from bulk_sender.record.journal import Journal, ResumeState, journal_path
 from bulk_sender.record.lock import hold_lock
 from bulk_sender.record.results import Totals, write_outputs, write_results_only
 from bulk_sender.sending.client import KaleyraClient
@@ -120,7 +121,7 @@ def dry_run(settings: Settings, campaign_path: Path, verdicts: Path | None) -> R
 
     def counted() -> Iterator[Record]:
         for item in campaign.plan(bodies=False):
-            record = item.record if item.body is None else item.record._replace(status="valid")
+            record = item.record if item.body is None else item.record._replace(status=Status.VALID)
             totals.messages += 1
             totals.statuses[record.status] += 1
             yield record

@@ -24,12 +24,11 @@ from typing import Any, TextIO
 import orjson
 
 from bulk_sender.input.campaign import LoadStats
+from bulk_sender.model import DRY_RUN_STATUSES, RESULT_STATUSES, Status
 from bulk_sender.runner import RunResult
 from bulk_sender.sending.stats import RunStats
 
 __all__ = [
-    "DRY_RUN_STATUSES",
-    "STATUSES",
     "Progress",
     "setup_logging",
     "summary_dict",
@@ -37,9 +36,6 @@ __all__ = [
     "write_summary_json",
 ]
 
-STATUSES: tuple[str, ...] = ("sent", "failed", "invalid", "duplicate", "unknown", "not_sent")
-#: A dry run's verdicts: ``valid`` rows would be sent.
-DRY_RUN_STATUSES: tuple[str, ...] = ("valid", "invalid", "duplicate")
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {
     "message", "asctime", "event",
 }  # fmt: skip
@@ -140,7 +136,7 @@ class Progress:
                     "event": "bulk_sender.progress",
                     "done": done,
                     "total": total,
-                    **{s: stats.statuses[s] for s in STATUSES},
+                    **{s.value: stats.statuses[s] for s in RESULT_STATUSES},
                     "rate": round(meter.rate(stats.requests), 1),
                     "target_rate": round(stats.rate, 1),
                 },
@@ -253,7 +249,8 @@ def summary_dict(result: RunResult, *, exit_code: int, command: list[str]) -> di
         "rows": totals.rows,
         "messages": totals.messages,
         "statuses": {
-            s: totals.statuses.get(s, 0) for s in (DRY_RUN_STATUSES if result.dry_run else STATUSES)
+            s.value: totals.statuses.get(s, 0)
+            for s in (DRY_RUN_STATUSES if result.dry_run else RESULT_STATUSES)
         },
         "codes": dict(totals.codes.most_common()),
         "warnings": totals.warnings,
@@ -266,7 +263,7 @@ def summary_dict(result: RunResult, *, exit_code: int, command: list[str]) -> di
         "this_run": {
             "requests": requests,
             "retries": stats.retries if stats is not None else 0,
-            "statuses": dict(stats.statuses) if stats is not None else {},
+            "statuses": {str(k): v for k, v in stats.statuses.items()} if stats is not None else {},
             "already_done_before": result.resumed_done,
             "unknown_after_crash": result.crashed_unknown,
         },
@@ -333,7 +330,7 @@ def summary_text(doc: dict[str, Any], stop_line: str | None) -> str:
         lines.append(stop_line)
     if doc["resume_command"]:
         lines.append(f"  to resume: {doc['resume_command']}")
-        if doc["statuses"].get("not_sent"):
+        if doc["statuses"].get(Status.NOT_SENT):
             lines.append(
                 "  (the not_sent rows are also in the failed export: send them by resuming or "
                 "from the export, never both)"

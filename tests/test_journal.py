@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bulk_sender.input.dedupe import unpack
-from bulk_sender.record.journal import Journal, Record
+from bulk_sender.model import Record
+from bulk_sender.record.journal import Journal
 
 
 def _journal(tmp_path: Path, records: list[Record]) -> Journal:

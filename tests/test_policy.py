@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bulk_sender.config import Delivery
+from bulk_sender.model import Status
 from bulk_sender.sending.outcome import Kind, Outcome
 from bulk_sender.sending.policy import Decision, Final, Retry, RetryPolicy, Stop, backoff
 from tests.strategies_http import outcomes
@@ -55,7 +56,7 @@ def test_retryable_errors_get_exactly_max_attempts(
     outcome = data.draw(outcomes(kind))
     count, decision = attempts_until_final(policy, outcome, random)
     assert count == policy.max_attempts
-    assert decision == Final("failed")
+    assert decision == Final(Status.FAILED)
 
 
 @given(policy=policies(), data=st.data(), random=randoms)
@@ -65,7 +66,7 @@ def test_throttled_gets_its_own_budget(
     """A row throttled every time is attempted exactly max_attempts times, then failed."""
     count, decision = attempts_until_final(policy, data.draw(outcomes(Kind.THROTTLED)), random)
     assert count == policy.max_attempts
-    assert decision == Final("failed")
+    assert decision == Final(Status.FAILED)
 
 
 @given(policy=policies(), data=st.data(), random=randoms)
@@ -77,7 +78,7 @@ def test_throttles_do_not_use_up_the_error_budget(
     error = data.draw(outcomes(Kind.SERVER_ERROR))
     decision = policy.decide(error, errors=1, throttles=throttles, random=random)
     if policy.max_attempts == 1:
-        assert decision == Final("failed")
+        assert decision == Final(Status.FAILED)
     else:
         assert isinstance(decision, Retry)
 
@@ -106,7 +107,7 @@ def test_ambiguous_at_most_once_is_never_retried(
     count, decision = attempts_until_final(
         at_most_once, data.draw(outcomes(Kind.AMBIGUOUS)), random
     )
-    assert (count, decision) == (1, Final("unknown"))
+    assert (count, decision) == (1, Final(Status.UNKNOWN))
 
 
 @given(policy=policies(), data=st.data(), random=randoms)
@@ -123,7 +124,7 @@ def test_ambiguous_at_least_once_retries_then_unknown(
     count, decision = attempts_until_final(
         at_least_once, data.draw(outcomes(Kind.AMBIGUOUS)), random
     )
-    assert (count, decision) == (policy.max_attempts, Final("unknown"))
+    assert (count, decision) == (policy.max_attempts, Final(Status.UNKNOWN))
 
 
 @given(
@@ -135,7 +136,11 @@ def test_ambiguous_at_least_once_retries_then_unknown(
 )
 @pytest.mark.parametrize(
     ("kind", "expected"),
-    [(Kind.SENT, Final("sent")), (Kind.ROW_FAILED, Final("failed")), (Kind.ACCOUNT, Stop())],
+    [
+        (Kind.SENT, Final(Status.SENT)),
+        (Kind.ROW_FAILED, Final(Status.FAILED)),
+        (Kind.ACCOUNT, Stop()),
+    ],
 )
 def test_terminal_kinds_end_at_once(
     kind: Kind,

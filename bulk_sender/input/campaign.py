@@ -25,7 +25,8 @@ from bulk_sender.errors import InputFileError, UsageError
 from bulk_sender.input.dedupe import FirstSeen
 from bulk_sender.input.phone import normalise, split_recipients
 from bulk_sender.input.table import Table
-from bulk_sender.record.journal import Record, ResumeState
+from bulk_sender.model import Record, Status
+from bulk_sender.record.journal import ResumeState
 from bulk_sender.sending.payload import BODY_TEXT_MAX, REF_MAX, Fields, build_body, clip_ref
 
 __all__ = ["OPTIONAL_COLUMNS", "TO_ALIASES", "Campaign", "LoadStats", "Planned", "canonical"]
@@ -238,7 +239,7 @@ class Campaign:
                 stats.add_invalid(category, row)
                 yield Planned(
                     Record(
-                        row=row, part=part, parts=parts, to=raw, status="invalid",
+                        row=row, part=part, parts=parts, to=raw, status=Status.INVALID,
                         error=reason, ref=ref, ref1=ref1, ref2=ref2,
                     ),
                     None,
@@ -249,7 +250,7 @@ class Campaign:
                 if first != key:
                     yield Planned(
                         Record(
-                            row=row, part=part, parts=parts, to=e164, status="duplicate",
+                            row=row, part=part, parts=parts, to=e164, status=Status.DUPLICATE,
                             error=f"same number as row {first[0]}", ref=ref, ref1=ref1, ref2=ref2,
                         ),
                         None,
@@ -264,7 +265,7 @@ class Campaign:
                 if stats.example_body is None:
                     stats.example_body = body
             record = Record(
-                row=row, part=part, parts=parts, to=e164, status="not_sent", attempts=attempts,
+                row=row, part=part, parts=parts, to=e164, status=Status.NOT_SENT, attempts=attempts,
                 ref=ref, ref1=ref1, ref2=ref2, warning=warning,
             )  # fmt: skip
             yield Planned(record, body)

@@ -55,7 +55,8 @@ from bulk_sender.config import CampaignSettings, SendingSettings
 from bulk_sender.errors import InputFileError, UsageError
 from bulk_sender.input.campaign import Campaign, LoadStats, Planned
 from bulk_sender.input.table import Table
-from bulk_sender.record.journal import JournalError, Record, ResumeState
+from bulk_sender.model import Record
+from bulk_sender.record.journal import JournalError, ResumeState
 
 __all__ = [
     "PLAN_IN_PROCESS_ROWS",

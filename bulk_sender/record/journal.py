@@ -29,13 +29,12 @@ import itertools
 import queue
 import sqlite3
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -43,19 +42,15 @@ import numpy.typing as npt
 from bulk_sender.errors import BulkSenderError, CampaignMismatchError
 from bulk_sender.input.dedupe import PART_BITS as _PART_BITS
 from bulk_sender.input.dedupe import unpack
+from bulk_sender.model import FINAL, Record, Status, utc_now
 
 __all__ = [
-    "FINAL_STATUSES",
     "Journal",
     "JournalError",
-    "Record",
     "ResumeState",
     "journal_path",
-    "utc_now",
 ]
 
-#: Statuses after which a message is never sent again (``unknown`` only by ``--resend-unknown``).
-FINAL_STATUSES: Final = frozenset({"sent", "failed", "invalid", "duplicate", "unknown"})
 _SCHEMA_VERSION = "1"
 
 
@@ -66,30 +61,6 @@ class JournalError(BulkSenderError):
 def journal_path(results: Path) -> Path:
     """Where the journal of the results file ``results`` lives: beside it."""
     return results.with_name(results.name + ".journal")
-
-
-class Record(NamedTuple):
-    """One message's row in the journal, and in the results file.
-
-    A named tuple rather than a dataclass: one is made per message on the hot path, and it goes
-    to SQLite as the tuple it already is. Always build it with keywords.
-    """
-
-    row: int
-    part: int = 0
-    parts: int = 1
-    to: str = ""
-    status: str = ""
-    message_id: str = ""
-    http_status: int | None = None
-    code: str = ""
-    error: str = ""
-    attempts: int = 0
-    ref: str = ""
-    ref1: str = ""
-    ref2: str = ""
-    warning: str = ""
-    finished_at: str = ""
 
 
 _COLUMNS = Record._fields
@@ -161,7 +132,7 @@ class ResumeState:
                     numbers, keys = db.execute(
                         'SELECT group_concat(substr("to", 2)),'
                         f" group_concat(row << {_PART_BITS} | part) FROM messages"
-                        " WHERE status NOT IN ('invalid', 'duplicate')"
+                        f" WHERE status NOT IN ('{Status.INVALID}', '{Status.DUPLICATE}')"
                     ).fetchone()
                 self._seen[:] = [_ints(numbers or ""), _ints(keys or "")]
             except BaseException as exc:  # handed to the caller of seen()
@@ -301,15 +272,15 @@ class Journal:
         back as one comma-joined string each (parsed by numpy), and the dedupe seed is loaded
         by a thread while the caller skips the finished rows of the campaign file.
         """
-        final = FINAL_STATUSES - {"unknown"} if resend_unknown else FINAL_STATUSES
-        is_final = f"status IN ({', '.join(repr(s) for s in sorted(final))})"
+        final = FINAL - {Status.UNKNOWN} if resend_unknown else FINAL
+        is_final = f"status IN ({_sql_list(final)})"
         counts, in_flight, single_done, retried = self._scan_states(is_final)
         crashed = 0
         if in_flight:
             with self._db:
                 crashed = self._db.execute(
-                    "UPDATE messages SET status = 'unknown', code = 'INTERRUPTED', error = ?,"
-                    " finished_at = ? WHERE status = 'in_flight'",
+                    f"UPDATE messages SET status = '{Status.UNKNOWN}', code = 'INTERRUPTED',"
+                    f" error = ?, finished_at = ? WHERE status = '{Status.IN_FLIGHT}'",
                     (
                         "the run stopped while this request was in flight; it may have been "
                         "delivered",
@@ -342,9 +313,9 @@ class Journal:
             state.start_seen_loader(self.path)
         return state
 
-    def _scan_states(self, is_final: str) -> tuple[dict[str, int], int, str, str]:
+    def _scan_states(self, is_final: str) -> tuple[dict[Status, int], int, str, str]:
         """One pass: messages by status, rows in flight, finished one-message rows, retries."""
-        statuses = sorted(FINAL_STATUSES | {"not_sent", "in_flight"})
+        statuses = sorted(FINAL | {Status.NOT_SENT, Status.IN_FLIGHT})
         sums = ", ".join(f"SUM(status = '{s}')" for s in statuses)
         query = (
             f"SELECT {sums},"
@@ -355,7 +326,7 @@ class Journal:
         )
         *values, single_done, retried = self._db.execute(query).fetchone()
         counts = {s: int(v or 0) for s, v in zip(statuses, values, strict=True)}
-        return counts, counts["in_flight"], single_done or "", retried or ""
+        return counts, counts[Status.IN_FLIGHT], single_done or "", retried or ""
 
     # -- writing (async, through the writer thread) ----------------------------------------
 
@@ -478,23 +449,13 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _sql_list(statuses: frozenset[Status]) -> str:
+    """``'a', 'b'``: statuses as SQL string literals (their values never hold a quote)."""
+    return ", ".join(f"'{status}'" for status in sorted(statuses))
+
+
 def _quoted(column: str) -> str:
     return f'"{column}"'
-
-
-def utc_now() -> str:
-    """The time as ISO-8601 UTC with milliseconds, ``2026-11-24T21:33:17.110Z`` (cached per ms)."""
-    millis = time.time_ns() // 1_000_000
-    if millis != _clock[0]:
-        seconds, ms = divmod(millis, 1000)
-        _clock[:] = [
-            millis,
-            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z",
-        ]
-    return str(_clock[1])
-
-
-_clock: list[int | str] = [-1, ""]
 
 
 def _mismatch_message(path: Path, changed: list[str], stored: dict[str, str]) -> str:

@@ -26,16 +26,14 @@ from typing import Protocol
 
 from bulk_sender.input.phone import split_recipients
 from bulk_sender.input.table import Table, publish, write_table
-from bulk_sender.record.journal import Record
+from bulk_sender.model import EXPORTED, Record, Status
 
-__all__ = ["RESULT_COLUMNS", "RETRY_STATUSES", "Totals", "write_outputs", "write_results_only"]
+__all__ = ["RESULT_COLUMNS", "Totals", "write_outputs", "write_results_only"]
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "row", "to", "status", "message_id", "http_status", "code", "error", "attempts",
     "ref", "ref1", "ref2", "finished_at", "warning",
 )  # fmt: skip
-#: Statuses whose rows go to the failed export (``unknown`` only when asked).
-RETRY_STATUSES: frozenset[str] = frozenset({"failed", "not_sent", "invalid"})
 
 
 @dataclass(slots=True)
@@ -61,7 +59,7 @@ def write_outputs(
 ) -> Totals:
     """Write the results file and (unless ``failed`` is None) the failed export."""
     totals = Totals()
-    retry = RETRY_STATUSES | {"unknown"} if include_unknown else RETRY_STATUSES
+    retry = EXPORTED | {Status.UNKNOWN} if include_unknown else EXPORTED
     header = list(table.header)
     error_at = len(header) - 1 if header and header[-1].strip().lower() == "error" else None
     export_header = header if error_at is not None else [*header, "error"]
@@ -74,7 +72,7 @@ def write_outputs(
             for record in messages:
                 totals.messages += 1
                 totals.statuses[record.status] += 1
-                if record.code and record.status != "sent":
+                if record.code and record.status != Status.SENT:
                     totals.codes[record.code] += 1
                 totals.warnings += bool(record.warning)
                 writer.writerow(_result_row(record))
@@ -138,7 +136,7 @@ def _merge(
 def _never_reached(row: int, to: str) -> Record:
     """A row the journal has no record of (a run that was stopped at once): not sent."""
     return Record(
-        row=row, to=to.strip(), status="not_sent", code="NOT_REACHED",
+        row=row, to=to.strip(), status=Status.NOT_SENT, code="NOT_REACHED",
         error="this row was not reached before the run stopped",
     )  # fmt: skip
 

@@ -45,7 +45,8 @@ from typing import Literal, Protocol
 from bulk_sender.config import SendingSettings
 from bulk_sender.errors import TransportError
 from bulk_sender.input.campaign import Planned
-from bulk_sender.record.journal import Journal, JournalError, Record, utc_now
+from bulk_sender.model import Record, Status, utc_now
+from bulk_sender.record.journal import Journal, JournalError
 from bulk_sender.sending.client import Answer
 from bulk_sender.sending.limiter import PacedLimiter
 from bulk_sender.sending.outcome import Kind, Outcome, classify_answer, classify_failure
@@ -227,10 +228,10 @@ class Engine:
             if not self.stopping:
                 await self._limiter.acquire()
             if self.stopping:
-                self._record_later(_with_outcome(record, "not_sent", last, attempts))
+                self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
                 return
             attempts += 1
-            await self._journal.write(record._replace(status="in_flight", attempts=attempts))
+            await self._journal.write(record._replace(status=Status.IN_FLIGHT, attempts=attempts))
             await self._departure.acquire()
             last = await self._attempt(item.body)
             if last.kind is Kind.THROTTLED:
@@ -245,11 +246,11 @@ class Engine:
             if isinstance(decision, Retry):
                 # Kaleyra did not act on it (or, at-least-once, the user accepts the risk): say
                 # so before waiting, so a run killed during the wait sends it again on resume.
-                await self._journal.write(_with_outcome(record, "not_sent", last, attempts))
+                await self._journal.write(_with_outcome(record, Status.NOT_SENT, last, attempts))
                 self.stats.retries += 1
                 await self._pause(decision.delay)
                 continue
-            status = decision.status if isinstance(decision, Final) else "not_sent"
+            status = decision.status if isinstance(decision, Final) else Status.NOT_SENT
             if not isinstance(decision, Final):
                 self.request_stop(StopReason("account", last.code, last.error))
             final = _with_outcome(record, status, last, attempts)
@@ -311,9 +312,9 @@ class Engine:
         )
 
     def _watch_threshold(self, status: str, outcome: Outcome) -> None:
-        if status == "sent":
+        if status == Status.SENT:
             self._failed_in_a_row = 0
-        elif status == "failed":
+        elif status == Status.FAILED:
             self._failed_in_a_row += 1
             limit = self._settings.error_threshold
             if limit and self._failed_in_a_row >= limit:

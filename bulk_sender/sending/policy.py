@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass
 
 from bulk_sender.config import Delivery
+from bulk_sender.model import Status
 from bulk_sender.sending.outcome import Kind, Outcome
 
 __all__ = ["Final", "Retry", "RetryPolicy", "Stop", "backoff"]
@@ -37,7 +38,7 @@ __all__ = ["Final", "Retry", "RetryPolicy", "Stop", "backoff"]
 class Final:
     """The row is done with this status."""
 
-    status: str
+    status: Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,21 +91,21 @@ class RetryPolicy:
         """
         kind = outcome.kind
         if kind is Kind.SENT:
-            return Final("sent")
+            return Final(Status.SENT)
         if kind is Kind.ACCOUNT:
             return Stop()
         if kind is Kind.ROW_FAILED:
-            return Final("failed")
+            return Final(Status.FAILED)
         if kind is Kind.THROTTLED:
             if throttles >= self.max_attempts:
-                return Final("failed")
+                return Final(Status.FAILED)
             if outcome.retry_after is not None:
                 return Retry(outcome.retry_after)
             return Retry(self._backoff(throttles, random))
         if kind is Kind.AMBIGUOUS and self.delivery == "at-most-once":
-            return Final("unknown")
+            return Final(Status.UNKNOWN)
         if errors >= self.max_attempts:
-            return Final("unknown" if kind is Kind.AMBIGUOUS else "failed")
+            return Final(Status.UNKNOWN if kind is Kind.AMBIGUOUS else Status.FAILED)
         return Retry(self._backoff(errors, random))
 
     def _backoff(self, retry_number: int, random: float) -> float:

@@ -11,6 +11,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from bulk_sender.model import Status
+
 __all__ = ["LatencyHistogram", "RunStats"]
 
 _LOW = 1e-4
@@ -81,5 +83,5 @@ class RunStats:
     def record(self, status: str, code: str) -> None:
         """Count a message's status (and its code, unless it was sent)."""
         self.statuses[status] += 1
-        if code and status != "sent":
+        if code and status != Status.SENT:
             self.codes[code] += 1
