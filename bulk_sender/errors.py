@@ -10,7 +10,8 @@ traceback::
     │   ├── InputFileError          the campaign file itself is broken (file, line, what is wrong)
     │   ├── CampaignMismatchError   the journal belongs to another campaign or other settings
     │   └── AlreadyRunningError     another process is sending to the same results file
-    └── TransportError              one HTTP attempt failed below HTTP (raised by client.py only)
+    └── TransportError              one HTTP attempt failed below HTTP (raised by the transports
+                                    only); .phase, .cause: network, dns, certificate or proxy
 
 Foreign exceptions (OSError, ssl, httptools, csv, openpyxl, sqlite3) are translated into these
 at one boundary each, with ``raise Ours(...) from exc``.
@@ -21,12 +22,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+#: What failed below HTTP: the network (refused, reset, timeout...), the name lookup, the
+#: server's TLS certificate (it could not be verified), or the proxy (it refused the tunnel).
+TransportCause = Literal["network", "dns", "certificate", "proxy"]
+
 __all__ = [
     "AlreadyRunningError",
     "BulkSenderError",
     "CampaignMismatchError",
     "ConfigError",
     "InputFileError",
+    "TransportCause",
     "TransportError",
     "UsageError",
 ]
@@ -76,9 +82,20 @@ class TransportError(BulkSenderError):
 
     ``phase`` says whether the request could have reached Kaleyra: ``"connect"`` means it
     never left this machine (safe to retry); ``"after_send"`` means it may have been acted on.
+    ``cause`` says what failed (:data:`TransportCause`); ``status`` is the proxy's HTTP status
+    when the proxy refused (``cause == "proxy"``).
     """
 
-    def __init__(self, description: str, *, phase: Literal["connect", "after_send"]) -> None:
+    def __init__(
+        self,
+        description: str,
+        *,
+        phase: Literal["connect", "after_send"],
+        cause: TransportCause = "network",
+        status: int | None = None,
+    ) -> None:
         super().__init__(description)
         self.description = description
         self.phase = phase
+        self.cause = cause
+        self.status = status
