@@ -35,9 +35,9 @@ from bulk_sender.model import Record, Status
 from bulk_sender.record.journal import Journal, ResumeState, journal_path
 from bulk_sender.record.lock import hold_lock
 from bulk_sender.record.results import Totals, write_outputs, write_results_only
-from bulk_sender.sending.client import KaleyraClient
 from bulk_sender.sending.engine import Engine, Plan, StopReason
 from bulk_sender.sending.stats import RunStats
+from bulk_sender.sending.transport import Route, open_poster, plan_route
 
 __all__ = [
     "RunOptions",
@@ -173,6 +173,8 @@ def send(
         if options.sandbox
         else read_api_key(settings.kaleyra, environ)
     )
+    # The embedded sandbox is on this machine: no proxy variable applies to it.
+    route = plan_route(settings.kaleyra, environ={} if options.sandbox else environ)
     with hold_lock(options.results) as previous:
         if previous is not None:
             log.warning(
@@ -221,6 +223,7 @@ def send(
                     campaign,
                     journal,
                     campaign.plan(state) if planner is None else planner.plan(campaign.stats),
+                    route,
                     api_key,
                     stats,
                     rows,
@@ -300,6 +303,7 @@ async def _send_async(
     campaign: Campaign,
     journal: Journal,
     plan: Plan,
+    route: Route,
     api_key: Secret,
     stats: RunStats,
     rows: int,
@@ -314,14 +318,10 @@ async def _send_async(
             Account(sid=kaleyra.sid, api_key=api_key.reveal(), senders=frozenset({kaleyra.sender}))
         )
         kaleyra = replace(kaleyra, base_url=await sandbox.start())
+        route = Route(url=kaleyra.messages_url)
     journal.start_writer()
     try:
-        async with KaleyraClient(
-            url=kaleyra.messages_url,
-            api_key=api_key,
-            concurrency=settings.sending.concurrency,
-            timeout_seconds=settings.sending.timeout_seconds,
-        ) as client:
+        async with open_poster(route, api_key=api_key, sending=settings.sending) as client:
             engine = Engine(settings=settings.sending, client=client, journal=journal, stats=stats)
             with _signals(engine), (display or _no_display)(stats, campaign.stats, rows):
                 return await engine.run(plan)

@@ -796,38 +796,8 @@ def test_tls_answer_with_a_trusted_certificate(run: Run, tls: Tls) -> None:
     run(scenario())
 
 
-def test_tls_with_an_untrusted_certificate_is_a_certificate_failure(run: Run, tls: Tls) -> None:
-    """An unknown CA: connect phase, cause "certificate", naming the failed check."""
-
-    async def scenario() -> None:
-        async with (
-            RawServer(echo, ssl_context=tls.server) as server,
-            make_client(server.url(scheme="https")) as client,  # the system's CAs, not ours
-        ):
-            error = await failure(client)
-        assert (error.phase, error.cause) == ("connect", "certificate")
-        assert "unable to get local issuer certificate" in error.description
-        assert server.requests == []
-
-    run(scenario())
-
-
-def test_tls_with_a_certificate_for_another_host_is_a_certificate_failure(
-    run: Run, tls: Tls
-) -> None:
-    """A certificate for another host name: connect phase, cause "certificate"."""
-
-    async def scenario() -> None:
-        async with (
-            RawServer(echo, ssl_context=tls.localhost_only) as server,
-            make_client(server.url(scheme="https"), ssl_context=tls.client) as client,
-        ):
-            error = await failure(client)
-        assert (error.phase, error.cause) == ("connect", "certificate")
-        assert "mismatch" in error.description
-        assert server.requests == []
-
-    run(scenario())
+# Certificates that cannot be verified (unknown CA, wrong host, expired): tests/test_transport.py,
+# for both posters.
 
 
 def test_https_url_to_a_plain_http_server_is_a_connect_error(run: Run, tls: Tls) -> None:
