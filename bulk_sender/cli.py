@@ -226,6 +226,8 @@ def stop_line(result: RunResult, settings: Settings) -> str | None:
         )
         detail = f" ({stop.message})" if stop.code == "WA-401" and stop.message else ""
         return f"Kaleyra says {what} ({stop.code}){detail}. {todo}, then {again}"
+    if stop.kind == "endpoint":
+        return f"Stopped ({stop.code}): {stop.message}. No row was marked failed for it; {again}"
     if stop.kind == "threshold":
         return (
             f"Stopped after {settings.sending.error_threshold} failed rows in a row (last: "

@@ -48,6 +48,7 @@ from bulk_sender.input.campaign import Planned
 from bulk_sender.model import Record, Status, utc_now
 from bulk_sender.record.journal import Journal, JournalError
 from bulk_sender.sending.client import Answer
+from bulk_sender.sending.firstcontact import FirstContact
 from bulk_sender.sending.limiter import PacedLimiter
 from bulk_sender.sending.outcome import Kind, Outcome, classify_answer, classify_failure
 from bulk_sender.sending.policy import Final, Retry, RetryPolicy
@@ -73,7 +74,7 @@ class Poster(Protocol):
 class StopReason:
     """Why a run stopped early; ``code``/``message`` come from Kaleyra where there is one."""
 
-    kind: Literal["account", "threshold", "signal", "journal"]
+    kind: Literal["account", "endpoint", "threshold", "signal", "journal"]
     code: str = ""
     message: str = ""
 
@@ -107,6 +108,7 @@ class Engine:
         self.stop_reason: StopReason | None = None
         self._failed_in_a_row = 0
         self._last_failure: Outcome | None = None
+        self._first_contact = FirstContact.for_attempts(settings.max_attempts)
 
     def __repr__(self) -> str:
         return (
@@ -252,7 +254,9 @@ class Engine:
                 continue
             status = decision.status if isinstance(decision, Final) else Status.NOT_SENT
             if not isinstance(decision, Final):
-                self.request_stop(StopReason("account", last.code, last.error))
+                endpoint = last.kind is Kind.ENDPOINT  # the URL, TLS or proxy; else the account
+                reason = StopReason("endpoint" if endpoint else "account", last.code, last.error)
+                self.request_stop(reason)
             final = _with_outcome(record, status, last, attempts)
             # Queued, not awaited: this worker's next in_flight record, which it awaits before
             # its next request, is committed in the same batch or a later one, and the run
@@ -272,6 +276,7 @@ class Engine:
             outcome = classify_answer(answer.status, answer.body, retry_after=answer.retry_after)
         except TransportError as exc:
             outcome = classify_failure(exc)
+        outcome = self._first_contact.judge(outcome)
         self.stats.requests += 1
         self.stats.latency.add(self._loop.time() - started)
         return outcome
