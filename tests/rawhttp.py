@@ -13,6 +13,7 @@ import base64
 import contextlib
 import socket
 import ssl
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -362,3 +363,53 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
             await writer.drain()
     finally:
         writer.close()
+
+
+class ThreadedRawServer:
+    """A :class:`RawServer` on its own loop in a daemon thread, for tests that run the CLI.
+
+    ``with ThreadedRawServer(script) as server:`` returns the running RawServer once it
+    listens; leaving the block stops it (and raises a broken script's error).
+    """
+
+    def __init__(self, script: Script) -> None:
+        self._script = script
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._done: asyncio.Event | None = None
+        self._server: RawServer | None = None
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> RawServer:
+        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout=PATIENCE) or self._server is None:
+            raise RuntimeError("the raw server did not start")
+        return self._server
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._loop is not None and self._done is not None:
+            self._loop.call_soon_threadsafe(self._done.set)
+        if self._thread is not None:
+            self._thread.join(timeout=PATIENCE)
+        if self._error is not None and exc is None:
+            raise self._error
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._done = asyncio.Event()
+        try:
+            async with RawServer(self._script) as server:
+                self._server = server
+                self._ready.set()
+                await self._done.wait()
+        except Exception as exc:  # a broken script: raised in the test's thread at exit
+            self._error = exc
+        finally:
+            self._ready.set()

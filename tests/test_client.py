@@ -26,7 +26,7 @@ import pytest
 
 from bulk_sender.config import Secret
 from bulk_sender.errors import TransportError
-from bulk_sender.sending.client import MAX_ANSWER_BYTES, Answer, KaleyraClient
+from bulk_sender.sending.client import MAX_ANSWER_BYTES, MAX_HEAD_BYTES, Answer, KaleyraClient
 from bulk_sender.sending.resolver import AddrInfo, CachedResolver
 from tests.rawhttp import (
     LOOPS,
@@ -738,6 +738,51 @@ def test_oversized_answer_fails_without_being_read_whole(run: Run, framing: str)
             assert f"larger than {MAX_ANSWER_BYTES}" in error.description
             await finished(server.peers[0])
             assert server.peers[0].sent < total  # the client stopped reading long before the end
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("complete", [True, False], ids=["whole-at-the-cap", "unfinished-past-it"])
+def test_head_size_limit(run: Run, complete: bool) -> None:
+    """A head of MAX_HEAD_BYTES arriving in pieces is an answer; a head still unfinished past
+    MAX_HEAD_BYTES is a malformed answer (after_send) at once, not at the timeout."""
+    base = reply(b"", status="200 OK")[:-2]  # status line and Content-Length, one CRLF left
+    end = b"\r\n\r\n" if complete else b""
+    size = MAX_HEAD_BYTES if complete else MAX_HEAD_BYTES + 1
+    head = base + b"X-Pad: " + b"p" * (size - len(base) - len(b"X-Pad: ") - len(end)) + end
+    assert len(head) == size
+
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            for start in range(0, len(head), 4096):
+                await peer.send(head[start : start + 4096])
+                await asyncio.sleep(0.001)  # separate reads, so the cap is met mid-head
+            if not complete:
+                await peer.until_client_leaves()
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            if complete:
+                assert (await post(client, b"{}")).status == 200
+            else:
+                error = await failure(client)
+                assert error.phase == "after_send"
+                assert f"headers were larger than {MAX_HEAD_BYTES}" in error.description
+
+    run(scenario())
+
+
+def test_a_large_body_right_behind_the_head_is_not_taken_for_headers(run: Run) -> None:
+    """Head and a body far past MAX_HEAD_BYTES in one write: the cap counts the head only."""
+    body = b"b" * (4 * MAX_HEAD_BYTES)
+
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await peer.send(reply(body, status="200 OK"))
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            assert (await post(client, b"{}")).body == body
 
     run(scenario())
 

@@ -475,3 +475,26 @@ def test_proxied_poster_never_shows_the_password(run: Run, tls: Tls) -> None:
 
     for text in run(scenario()):
         assert PASSWORD not in text and KEY not in text
+
+
+def test_an_endless_header_is_refused_early(run: Run, via: str) -> None:
+    """A header that never ends is a malformed answer: after_send, at once, without reading
+    (and holding) what the server keeps sending."""
+    total = 32 << 20
+
+    async def script(peer: Peer) -> None:
+        if await peer.request() is None:
+            return
+        await peer.send(b"HTTP/1.1 202 Accepted\r\nX-Endless: ")
+        while peer.sent < total:
+            await peer.send(b"a" * (64 << 10))
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, sending(via, server.url()) as sent:
+            error = await sent.failure()
+            await asyncio.wait_for(server.peers[0].done.wait(), PATIENCE)
+        assert error.phase == "after_send"
+        assert "timeout" not in error.description
+        assert server.peers[0].sent < total  # the client hung up long before the end
+
+    run(scenario())

@@ -37,7 +37,7 @@ import os
 import socket
 import ssl
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Final, Literal, cast
 from urllib.parse import urlsplit
@@ -49,10 +49,22 @@ from bulk_sender.config import Secret
 from bulk_sender.errors import TransportError
 from bulk_sender.sending.resolver import CachedResolver
 
-__all__ = ["HAPPY_EYEBALLS_DELAY", "IDLE_SECONDS", "MAX_ANSWER_BYTES", "Answer", "KaleyraClient"]
+__all__ = [
+    "HAPPY_EYEBALLS_DELAY",
+    "IDLE_SECONDS",
+    "MAX_ANSWER_BYTES",
+    "MAX_HEAD_BYTES",
+    "Answer",
+    "KaleyraClient",
+]
 
 #: A Kaleyra answer is a few hundred bytes; anything past this is not one (and not kept).
 MAX_ANSWER_BYTES: Final = 1 << 20
+#: The most an answer's status line and headers may take: a head still unfinished after this
+#: many bytes is a malformed answer. The parser holds a header until it ends, so without a cap
+#: an endless header grows memory without bound (300 MB in 8 s was seen); 64 KiB is as
+#: generous as mature clients are (aiohttp allows 8 KiB a header line).
+MAX_HEAD_BYTES: Final = 64 << 10
 _USER_AGENT: Final = "bulk-sender"
 #: How often the pool looks for requests past their deadline (a timeout fires this late at most).
 _TICK: Final = 0.1
@@ -67,11 +79,21 @@ HAPPY_EYEBALLS_DELAY: Final = 0.25
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """An HTTP answer, reduced to what the classifier needs."""
+    """An HTTP answer, reduced to what the classifier needs.
+
+    ``connection`` is the one it came on (the fast client's); :meth:`discard` drops it, for an
+    answer found to belong to another request afterwards (a message_id seen twice).
+    """
 
     status: int
     body: bytes
     retry_after: str | None
+    connection: _Connection | None = field(default=None, compare=False, repr=False)
+
+    def discard(self) -> None:
+        """Close the connection the answer came on: it is out of step with its requests."""
+        if self.connection is not None:
+            self.connection.close()
 
 
 class _Broken(Exception):
@@ -94,6 +116,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self._chunks: list[bytes] = []
         self._size = 0
+        self._head = 0  # bytes fed while the head was still incomplete
         self._headers_done = False
         self._framed = False  # Content-Length or chunked: the answer does not end at close
         self._retry_after: str | None = None
@@ -144,6 +167,11 @@ class _Connection(asyncio.Protocol):
             self._fail("the server switched protocols")
         except httptools.HttpParserError:
             self._fail("the answer was not valid HTTP")
+        else:
+            if not self._headers_done:  # all of it went to a head that has not ended yet
+                self._head += len(data)
+                if self._head > MAX_HEAD_BYTES:
+                    self._fail(f"the answer's headers were larger than {MAX_HEAD_BYTES} bytes")
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost follows
@@ -202,7 +230,7 @@ class _Connection(asyncio.Protocol):
             self._fail(f"the answer was larger than {MAX_ANSWER_BYTES} bytes once decompressed")
             return
         waiter, self._waiter = self._waiter, None
-        waiter.set_result(Answer(self._parser.get_status_code(), body, self._retry_after))
+        waiter.set_result(Answer(self._parser.get_status_code(), body, self._retry_after, self))
 
     def _fail(self, description: str) -> None:
         self._settle_failed(_Broken(description))

@@ -50,6 +50,7 @@ from bulk_sender.record.journal import Journal, JournalError
 from bulk_sender.sending.client import Answer
 from bulk_sender.sending.firstcontact import FirstContact
 from bulk_sender.sending.limiter import PacedLimiter
+from bulk_sender.sending.message_ids import RecentIds
 from bulk_sender.sending.outcome import Kind, Outcome, classify_answer, classify_failure
 from bulk_sender.sending.policy import Final, Retry, RetryPolicy
 from bulk_sender.sending.ratecontrol import RateChange, RateController
@@ -109,6 +110,7 @@ class Engine:
         self._failed_in_a_row = 0
         self._last_failure: Outcome | None = None
         self._first_contact = FirstContact.for_attempts(settings.max_attempts)
+        self._recent_ids = RecentIds()
 
     def __repr__(self) -> str:
         return (
@@ -274,6 +276,9 @@ class Engine:
         try:
             answer = await self._client.post(body)
             outcome = classify_answer(answer.status, answer.body, retry_after=answer.retry_after)
+            if (checked := self._recent_ids.judge(outcome)) is not outcome:
+                answer.discard()  # out of step: the answer still due on it is this row's
+                outcome = checked
         except TransportError as exc:
             outcome = classify_failure(exc)
         outcome = self._first_contact.judge(outcome)
