@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--config", type=Path, default=Path("config.toml"), help="default: ./config.toml"
     )
-    s.add_argument("--out", type=Path, help="results file (default: CAMPAIGN.results.csv)")
+    s.add_argument(
+        "--out",
+        type=Path,
+        help="results file (default: CAMPAIGN.results.csv, or CAMPAIGN.sandbox.results.csv)",
+    )
     s.add_argument("--failed", type=Path, help="failed-row export (default: RESULTS.failed.csv)")
     s.add_argument("--sandbox", action="store_true", help="send to an embedded Kaleyra sandbox")
     s.add_argument("--base-url", help="send to this base URL instead of the pod's")
@@ -150,7 +154,7 @@ def _send(args: argparse.Namespace, command: list[str]) -> int:
     if args.dry_run:
         result = dry_run(settings, args.campaign, args.out)
     else:
-        results = args.out or default_results_path(args.campaign)
+        results = args.out or default_results_path(args.campaign, sandbox=args.sandbox)
         options = RunOptions(
             campaign=args.campaign,
             results=results,

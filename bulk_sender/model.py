@@ -15,6 +15,7 @@ __all__ = [
     "DRY_RUN_STATUSES",
     "EXPORTED",
     "FINAL",
+    "MAY_HAVE_ARRIVED",
     "RESULT_STATUSES",
     "SKIPPED",
     "UNSENT",
@@ -59,6 +60,8 @@ FINAL: Final = frozenset(RESULT_STATUSES) - {Status.NOT_SENT}
 SKIPPED: Final = frozenset({Status.DUPLICATE})
 #: Messages that did not reach Kaleyra as they should have: any of them makes the exit code 1.
 UNSENT: Final = frozenset(RESULT_STATUSES) - {Status.SENT} - SKIPPED
+#: Requests that may have reached the server: a journal holding any is bound to that server.
+MAY_HAVE_ARRIVED: Final = frozenset({Status.SENT, Status.UNKNOWN, Status.IN_FLIGHT})
 #: What the failed export lists (``unknown`` too when asked).
 EXPORTED: Final = frozenset({Status.FAILED, Status.NOT_SENT, Status.INVALID})
 

@@ -32,7 +32,7 @@ from bulk_sender.input.campaign import Campaign, LoadStats
 from bulk_sender.input.plan_process import PlanJob, start_planner
 from bulk_sender.input.table import Table, open_table
 from bulk_sender.model import Record, Status
-from bulk_sender.record.journal import Journal, ResumeState, journal_path
+from bulk_sender.record.journal import SANDBOX, Journal, ResumeState, journal_path
 from bulk_sender.record.lock import hold_lock
 from bulk_sender.record.results import Totals, write_outputs, write_results_only
 from bulk_sender.sending.client import KaleyraClient
@@ -83,9 +83,13 @@ class RunResult:
     example_request: dict[str, Any] | None = None
 
 
-def default_results_path(campaign: Path) -> Path:
-    """``campaign.csv`` -> ``campaign.results.csv`` beside it."""
-    return campaign.with_name(f"{campaign.stem}.results.csv")
+def default_results_path(campaign: Path, *, sandbox: bool = False) -> Path:
+    """``campaign.csv`` -> ``campaign.results.csv`` beside it (``.sandbox.results.csv``).
+
+    A rehearsal gets a journal of its own, so it can never stand in for the real send.
+    """
+    kind = ".sandbox" if sandbox else ""
+    return campaign.with_name(f"{campaign.stem}{kind}.results.csv")
 
 
 def default_failed_path(results: Path, kind: str = "csv") -> Path:
@@ -181,7 +185,8 @@ def send(
             )
         path = journal_path(options.results)
         identity = campaign.identity()
-        rows = Journal.known_rows(path, identity) if not options.restart else None
+        destination = SANDBOX if options.sandbox else settings.kaleyra.messages_url
+        rows = Journal.known_rows(path, identity, destination) if not options.restart else None
         if rows is None:
             rows = table.scan(no_line_breaks=frozenset({campaign.to_column}))
         # Started now, so that its start-up overlaps the journal's; given its job below.
@@ -189,7 +194,9 @@ def send(
         with contextlib.ExitStack() as cleanup:
             if planner is not None:
                 cleanup.callback(planner.close)
-            journal = Journal.open(path, identity=identity, restart=options.restart)
+            journal = Journal.open(
+                path, identity=identity, destination=destination, restart=options.restart
+            )
             cleanup.callback(journal.close)
             journal.set_meta("rows", str(rows))
             journal.set_meta("input", str(options.campaign))

@@ -13,7 +13,9 @@ from bulk_sender.record.journal import Journal
 
 
 def _journal(tmp_path: Path, records: list[Record]) -> Journal:
-    journal = Journal.open(tmp_path / "r.csv.journal", identity={"file_sha256": "x"})
+    journal = Journal.open(
+        tmp_path / "r.csv.journal", identity={"file_sha256": "x"}, destination="t"
+    )
 
     async def write() -> None:
         journal.start_writer()
@@ -78,7 +80,9 @@ def test_empty_journal_has_nothing_done(tmp_path: Path) -> None:
 def test_queued_writes_land_in_queue_order(tmp_path: Path) -> None:
     """Records queued without waiting are committed in queue order: for a message written
     several times the last record wins, however the writer groups them into statements."""
-    journal = Journal.open(tmp_path / "r.csv.journal", identity={"file_sha256": "x"})
+    journal = Journal.open(
+        tmp_path / "r.csv.journal", identity={"file_sha256": "x"}, destination="t"
+    )
     queued: list[Record] = []
     for row in range(1, 204):  # 203 rows: statements of 64, 8, 2 and 1 rows too
         queued.append(Record(row=row, to=f"+91{row}", status="in_flight", attempts=1))
@@ -114,7 +118,9 @@ def test_writes_queued_behind_a_failed_commit_fail_too(
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(journal_module, "_upsert_all", broken)
-    journal = Journal.open(tmp_path / "r.csv.journal", identity={"file_sha256": "x"})
+    journal = Journal.open(
+        tmp_path / "r.csv.journal", identity={"file_sha256": "x"}, destination="t"
+    )
 
     async def write() -> list[BaseException | None]:
         journal.start_writer()

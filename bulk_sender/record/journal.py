@@ -42,9 +42,10 @@ import numpy.typing as npt
 from bulk_sender.errors import BulkSenderError, CampaignMismatchError
 from bulk_sender.input.dedupe import PART_BITS as _PART_BITS
 from bulk_sender.input.dedupe import unpack
-from bulk_sender.model import FINAL, Record, Status, utc_now
+from bulk_sender.model import FINAL, MAY_HAVE_ARRIVED, Record, Status, utc_now
 
 __all__ = [
+    "SANDBOX",
     "Journal",
     "JournalError",
     "ResumeState",
@@ -56,6 +57,10 @@ _SCHEMA_VERSION = "1"
 
 class JournalError(BulkSenderError):
     """The journal cannot be written (disk full, permissions): the run must stop."""
+
+
+#: The destination of a rehearsal against the embedded sandbox (its address changes per run).
+SANDBOX: Final = "sandbox"
 
 
 def journal_path(results: Path) -> Path:
@@ -181,12 +186,15 @@ class Journal:
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, *, identity: dict[str, str], restart: bool = False) -> Journal:
+    def open(
+        cls, path: Path, *, identity: dict[str, str], destination: str, restart: bool = False
+    ) -> Journal:
         """Open (or create) the journal at ``path`` for the campaign described by ``identity``.
 
         ``identity`` holds what makes two runs the same campaign (the file's digest, the
-        settings that change a message). An existing journal for another identity is refused
-        with :class:`CampaignMismatchError`, unless ``restart``; then, and whenever
+        settings that change a message); ``destination`` names where its requests go (see
+        :meth:`check_destination`). An existing journal for another identity or destination is
+        refused with :class:`CampaignMismatchError`, unless ``restart``; then, and whenever
         ``restart`` is given, the old journal is moved aside (never deleted).
         """
         if path.exists():
@@ -194,28 +202,53 @@ class Journal:
                 cls.move_aside(path)
             else:
                 cls._check_identity(path, identity)
+                cls.check_destination(path, destination)
         fresh = not path.exists()
         db = _connect(path)
-        if fresh:
-            with db:
+        with db:
+            if fresh:
                 db.executescript(_SCHEMA)
                 db.executemany(
                     "INSERT INTO meta(key, value) VALUES (?, ?)",
                     [*identity.items(), ("schema", _SCHEMA_VERSION), ("created_at", utc_now())],
                 )
+            db.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('destination', ?)", (destination,)
+            )
         return cls(path, db)
 
     @classmethod
-    def known_rows(cls, path: Path, identity: dict[str, str]) -> int | None:
+    def known_rows(cls, path: Path, identity: dict[str, str], destination: str) -> int | None:
         """The data-row count an earlier run of this very campaign stored, if any.
 
-        Raises :class:`CampaignMismatchError` if the journal belongs to another campaign, so
-        the refusal comes before any long scan of the file.
+        Raises :class:`CampaignMismatchError` if the journal belongs to another campaign or
+        destination, so the refusal comes before any long scan of the file.
         """
         if not path.exists():
             return None
         rows = cls._check_identity(path, identity).get("rows", "")
+        cls.check_destination(path, destination)
         return int(rows) if rows.isdigit() else None
+
+    @classmethod
+    def check_destination(cls, path: Path, destination: str) -> None:
+        """Refuse to send elsewhere what another destination may already have received.
+
+        A journal remembers where its requests went (the sandbox, or Kaleyra's URL with the
+        SID and sender). Once anything may have arrived there, the campaign is bound to it: a
+        rehearsal never counts for a real send, nor a real send for another account. While
+        nothing has arrived, the destination may change: that is how a wrong SID or
+        ``base_url`` is fixed before resuming.
+        """
+        stored = cls._read_identity(path).get("destination")
+        if stored is None or stored == destination:
+            return
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            arrived = db.execute(
+                f"SELECT COUNT(*) FROM messages WHERE status IN ({_sql_list(MAY_HAVE_ARRIVED)})"
+            ).fetchone()[0]
+        if arrived:
+            raise CampaignMismatchError(_destination_message(path, stored, destination, arrived))
 
     @staticmethod
     def move_aside(path: Path) -> Path:
@@ -456,6 +489,21 @@ def _sql_list(statuses: frozenset[Status]) -> str:
 
 def _quoted(column: str) -> str:
     return f'"{column}"'
+
+
+def _describe(destination: str) -> str:
+    return "the sandbox (a rehearsal)" if destination == SANDBOX else destination
+
+
+def _destination_message(path: Path, stored: str, destination: str, arrived: int) -> str:
+    return (
+        f"{path} records {arrived:,} messages sent (or possibly sent) to {_describe(stored)}, "
+        f"and this run would send to {_describe(destination)}. One campaign's record cannot "
+        "mix the two. To finish the campaign, run it with the settings it started with. To send "
+        f"to {_describe(destination)} as a campaign of its own, give it its own --out (a "
+        "--sandbox run without --out already writes NAME.sandbox.results.csv): that run sends "
+        "every row, because nothing has been sent there yet."
+    )
 
 
 def _mismatch_message(path: Path, changed: list[str], stored: dict[str, str]) -> str:
