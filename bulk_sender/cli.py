@@ -25,9 +25,8 @@ from typing import Any
 
 from bulk_sender import __version__
 from bulk_sender.config import Settings, load_settings
-from bulk_sender.errors import UsageError
+from bulk_sender.errors import ExitCode, exit_code_of
 from bulk_sender.model import UNSENT, Status
-from bulk_sender.record.journal import JournalError
 from bulk_sender.runner import (
     RunOptions,
     RunResult,
@@ -38,10 +37,6 @@ from bulk_sender.runner import (
 from bulk_sender.sending.engine import StopReason
 
 __all__ = ["build_parser", "main"]
-
-EXIT_OK, EXIT_SOME_NOT_SENT, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
-#: A bug (sysexits' EX_SOFTWARE): distinct from every outcome of a run that worked as designed.
-EXIT_INTERNAL = 70
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,26 +95,26 @@ def main(argv: list[str] | None = None) -> int:
             return _sandbox(args)
         invoked = [_program(), *sys.argv[1:]] if argv is None else ["bulk-sender", *argv]
         return _send(args, invoked)
-    except UsageError as exc:
-        print(f"bulk-sender: {exc}", file=sys.stderr)
-        _error_summary(args, EXIT_USAGE, str(exc))
-        return EXIT_USAGE
-    except JournalError as exc:
-        print(f"bulk-sender: {exc}", file=sys.stderr)
-        _error_summary(args, EXIT_STOPPED, str(exc))
-        return EXIT_STOPPED
     except KeyboardInterrupt:
         print("bulk-sender: interrupted; run the same command again to resume", file=sys.stderr)
         return 128 + signal.SIGINT
-    except Exception as exc:  # a bug: keep its traceback for the report, exit distinctly
+    except Exception as exc:  # every error ends here, with the exit code errors.py gives it
+        return _failed(args, exc)
+
+
+def _failed(args: argparse.Namespace, exc: Exception) -> int:
+    """Report an error in one line (a bug: with its traceback) and return its exit code."""
+    code = exit_code_of(exc)
+    message = str(exc)
+    if code is ExitCode.INTERNAL:
         traceback.print_exc()
         message = (
             f"internal error ({type(exc).__name__}; a bug, the traceback is above). The journal "
             "is consistent: rows that were in flight are unknown; run the same command to resume"
         )
-        print(f"bulk-sender: {message}", file=sys.stderr)
-        _error_summary(args, EXIT_INTERNAL, message)
-        return EXIT_INTERNAL
+    print(f"bulk-sender: {message}", file=sys.stderr)
+    _error_summary(args, code, message)
+    return code
 
 
 def _program() -> str:
@@ -192,14 +187,14 @@ def exit_code(result: RunResult) -> int:
     """The exit code a run's result calls for (see the module docstring)."""
     statuses = result.totals.statuses
     if result.dry_run:
-        return EXIT_SOME_NOT_SENT if statuses.get(Status.INVALID, 0) else EXIT_OK
+        return ExitCode.SOME_NOT_SENT if statuses.get(Status.INVALID, 0) else ExitCode.OK
     stop = result.stop
     if stop is not None and stop.kind == "signal":
         return 128 + signal.Signals[stop.code].value
     if stop is not None:
-        return EXIT_STOPPED
+        return ExitCode.STOPPED
     unsent = sum(n for status, n in statuses.items() if status in UNSENT)
-    return EXIT_SOME_NOT_SENT if unsent else EXIT_OK
+    return ExitCode.SOME_NOT_SENT if unsent else ExitCode.OK
 
 
 _ACCOUNT_ADVICE = {
@@ -258,4 +253,4 @@ def _sandbox(args: argparse.Namespace) -> int:
     if key == "sandbox-key":
         print(f"accepting api-key 'sandbox-key': export {settings.kaleyra.api_key_env}=sandbox-key")
     run_forever(host=args.host, port=args.port, account=account, faults=faults)
-    return EXIT_OK
+    return ExitCode.OK
