@@ -25,6 +25,7 @@ import orjson
 
 from bulk_sender.input.campaign import LoadStats
 from bulk_sender.model import DRY_RUN_STATUSES, RESULT_STATUSES, Status
+from bulk_sender.record.atomic import atomic_write
 from bulk_sender.runner import RunResult
 from bulk_sender.sending.stats import RunStats
 
@@ -370,6 +371,5 @@ def _ms(value: float | None) -> str:
 
 def write_summary_json(path: Path, doc: dict[str, Any]) -> None:
     """Write the summary document as JSON (atomically)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
-    tmp.replace(path)
+    with atomic_write(path) as file:
+        file.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,8 +24,9 @@ from pathlib import Path
 from typing import Protocol
 
 from bulk_sender.input.phone import split_recipients
-from bulk_sender.input.table import Table, publish, write_table
+from bulk_sender.input.table import Table, write_table
 from bulk_sender.model import EXPORTED, Record, Status
+from bulk_sender.record.atomic import atomic_write
 
 __all__ = ["RESULT_COLUMNS", "Totals", "write_outputs", "write_results_only"]
 
@@ -182,13 +182,5 @@ class _Writer(Protocol):
 def _atomic_csv(path: Path) -> Iterator[_Writer]:
     """A csv writer on a temporary file that replaces ``path`` only when the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            yield csv.writer(handle, lineterminator="\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, encoding="utf-8") as handle:
+        yield csv.writer(handle, lineterminator="\n")
