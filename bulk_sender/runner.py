@@ -198,6 +198,15 @@ def send(
                 path, identity=identity, destination=destination, restart=options.restart
             )
             cleanup.callback(journal.close)
+            if journal.carried_over:
+                log.info(
+                    "bulk_sender.carried_over",
+                    extra={
+                        "event": "bulk_sender.carried_over",
+                        "recipients": journal.carried_over,
+                        "hint": "sent (or possibly sent) before --restart: not sent again",
+                    },
+                )
             journal.set_meta("rows", str(rows))
             journal.set_meta("input", str(options.campaign))
             state = journal.resume_state(
