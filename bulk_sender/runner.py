@@ -222,6 +222,15 @@ def _open_journal(
     journal = Journal.open(
         path, identity=campaign.identity(), destination=destination, restart=options.restart
     )
+    if journal.carried_over:
+        log.info(
+            "bulk_sender.carried_over",
+            extra={
+                "event": "bulk_sender.carried_over",
+                "recipients": journal.carried_over,
+                "hint": "sent (or possibly sent) before --restart: not sent again",
+            },
+        )
     journal.set_meta("rows", str(rows))
     journal.set_meta("input", str(options.campaign))
     return journal
