@@ -266,6 +266,104 @@ def free_port() -> int:
     return port
 
 
+# --------------------------------------------------------------------------- the client's side
+
+Connect = Callable[..., Awaitable[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]]
+
+
+@dataclass
+class _End:
+    """What the event loop has handed the client's end of one connection so far."""
+
+    received: int = 0
+    closed: bool = False
+
+
+class ClientEnds:
+    """The client's ends of its connections, as its event loop sees them: a test seam.
+
+    While entered (``async with``, inside the test's loop), the loop's ``create_connection``
+    is wrapped so that each connection the client opens reports the bytes handed to its
+    protocol and its close. A script then orders events instead of sleeping: it waits until the
+    client has *read* what it sent (so its next bytes come in another read), or has seen the
+    connection close. With ``hold``, a new connection is handed to the client only once the
+    client's end has seen it closed. Nothing the client does is changed.
+    """
+
+    def __init__(self, *, hold: bool = False) -> None:
+        self._hold = hold
+        self._ends: dict[int, _End] = {}  # by the client's local port
+        self._changed = asyncio.Event()
+        self._patch = pytest.MonkeyPatch()
+
+    async def __aenter__(self) -> ClientEnds:
+        loop = asyncio.get_running_loop()
+        self._patch.setattr(loop, "create_connection", self._wrapped(loop.create_connection))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._patch.undo()
+
+    async def read(self, peer: Peer) -> None:
+        """Wait until the client has been handed every byte ``peer`` has sent so far."""
+        await self._until(lambda: self._end(peer).received >= peer.sent)
+
+    async def closed(self, peer: Peer) -> None:
+        """Wait until the client's end of ``peer``'s connection is closed."""
+        await self._until(lambda: self._end(peer).closed)
+
+    def _end(self, peer: Peer) -> _End:
+        return self._ends.get(peer.writer.get_extra_info("peername")[1], _End())
+
+    async def _until(self, done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(PATIENCE):
+            while not done():
+                await self._changed.wait()
+
+    def _changes(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _wrapped(self, connect: Connect) -> Connect:
+        async def create_connection(
+            factory: Callable[[], asyncio.BaseProtocol], *args: Any, **kwargs: Any
+        ) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
+            end = _End()
+            transport, protocol = await connect(
+                lambda: self._watched(factory(), end), *args, **kwargs
+            )
+            self._ends[transport.get_extra_info("sockname")[1]] = end
+            self._changes()
+            if self._hold:
+                await self._until(lambda: end.closed)
+            return transport, protocol
+
+        return create_connection
+
+    def _watched(self, protocol: asyncio.BaseProtocol, end: _End) -> asyncio.BaseProtocol:
+        assert isinstance(protocol, asyncio.Protocol)
+        data_received, connection_lost = protocol.data_received, protocol.connection_lost
+
+        def received(data: bytes) -> None:
+            data_received(data)
+            end.received += len(data)
+            self._changes()
+
+        def lost(exc: Exception | None) -> None:
+            connection_lost(exc)
+            end.closed = True
+            self._changes()
+
+        self._patch.setattr(protocol, "data_received", received)
+        self._patch.setattr(protocol, "connection_lost", lost)
+        return protocol
+
+
 # --------------------------------------------------------------------------- TLS material
 
 
@@ -709,45 +807,25 @@ def test_server_closing_without_an_answer(run: Run) -> None:
     run(scenario())
 
 
-@contextlib.contextmanager
-def hang_up_at_once() -> Iterator[int]:
-    """A listener on 127.0.0.1 that accepts every connection and closes it (FIN) at once.
-
-    Accepting in a reader callback (not in a stream handler task, as RawServer does) makes the
-    close reach the client before it has written anything on its new connection.
-    """
-    loop = asyncio.get_running_loop()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.setblocking(False)
-
-    def accept() -> None:
-        with contextlib.suppress(BlockingIOError):
-            accepted, _ = listener.accept()
-            accepted.close()
-
-    loop.add_reader(listener.fileno(), accept)
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        loop.remove_reader(listener.fileno())
-        listener.close()
-
-
 def test_server_closing_a_new_connection_before_the_request(run: Run) -> None:
+    """A new connection the client finds closed before writing a byte fails in phase "connect"."""
+
+    async def hang_up(peer: Peer) -> None:
+        pass  # the script ends at once: the connection closes before anything is read
+
     async def scenario() -> None:
-        with hang_up_at_once() as port:
-            async with make_client(f"http://127.0.0.1:{port}{PATH}", timeout=2) as client:
-                for _ in range(3):
-                    started = time.monotonic()
-                    error = await failure(client)  # a TransportError, and nothing else
-                    elapsed = time.monotonic() - started
-                    # Nothing of the request was written, so "connect" is the accurate phase;
-                    # "after_send" is not wrong, only pessimistic.
-                    assert error.phase in ("connect", "after_send")
-                    assert "timeout" not in error.description
-                    assert elapsed < 1  # told at once, not when timeout_seconds ran out
+        async with (
+            RawServer(hang_up) as server,
+            ClientEnds(hold=True),  # each new connection reaches the client once it saw it close
+            make_client(server.url(), timeout=60) as client,  # so a timeout cannot be the outcome
+        ):
+            for _ in range(3):
+                error = await failure(client)
+                assert error.phase == "connect"
+                assert error.description == (
+                    "the server closed the connection before the request was sent"
+                )
+            assert server.connections == 3  # a closed connection is never reused
 
     run(scenario())
 
