@@ -221,6 +221,26 @@ async def echo(peer: Peer) -> None:
         await peer.send(reply(b"re:" + request.body))
 
 
+def late_echo(late: bytes, arrived: asyncio.Event | None = None) -> Script:
+    """Like :func:`echo`, but the request with body ``late`` is answered only when the client
+    sends its next request on that connection, just before that one's answer; never if the
+    client hangs up first. A client that reused the connection would take the late answer for
+    the next request's; ``arrived`` is set once the ``late`` request is in."""
+
+    async def script(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            if request.body == late:
+                if arrived is not None:
+                    arrived.set()
+                request = await peer.request()
+                if request is None:
+                    return
+                await peer.send(reply(b"re:" + late))
+            await peer.send(reply(b"re:" + request.body))
+
+    return script
+
+
 def make_client(
     url: str,
     *,
@@ -941,18 +961,17 @@ def test_trickling_answer_still_times_out(run: Run) -> None:
 
 
 def test_timed_out_connection_is_not_reused(run: Run) -> None:
-    async def script(peer: Peer) -> None:
-        while (request := await peer.request()) is not None:
-            if request.body == b"slow":
-                await asyncio.sleep(0.5)  # answers, but after the client gave up
-            await peer.send(reply(b"re:" + request.body))
+    """A timed-out request's connection is dropped: its late answer never answers another."""
 
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url(), timeout=0.3) as client:
+        async with (
+            RawServer(late_echo(b"slow")) as server,
+            make_client(server.url(), timeout=0.3) as client,
+        ):
             error = await failure(client, b"slow")
             assert "read timeout" in str(error)
             assert await post(client, b"next") == Answer(202, b"re:next", None)
-            await asyncio.sleep(0.4)  # the late answer to "slow" is due now
+            await finished(server.peers[0])  # the client dropped the timed-out connection
             assert await post(client, b"last") == Answer(202, b"re:last", None)
             assert server.connections == 2
 
@@ -1181,17 +1200,14 @@ def test_api_key_never_shows(run: Run, tls: Tls) -> None:
 
 
 def test_cancelled_post_leaves_no_connection_to_reuse(run: Run) -> None:
+    """A cancelled request's connection is dropped: its late answer never answers another."""
     arrived = asyncio.Event()
 
-    async def script(peer: Peer) -> None:
-        while (request := await peer.request()) is not None:
-            if request.body == b"first":
-                arrived.set()
-                await asyncio.sleep(0.3)  # the answer comes, but late
-            await peer.send(reply(b"re:" + request.body))
-
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url()) as client:
+        async with (
+            RawServer(late_echo(b"first", arrived)) as server,
+            make_client(server.url()) as client,
+        ):
             task = asyncio.ensure_future(client.post(b"first"))
             try:
                 await asyncio.wait_for(arrived.wait(), PATIENCE)
@@ -1200,10 +1216,9 @@ def test_cancelled_post_leaves_no_connection_to_reuse(run: Run) -> None:
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert await post(client, b"second") == Answer(202, b"re:second", None)
-            await asyncio.sleep(0.4)  # the late answer to "first" has been written by now
+            await finished(server.peers[0])  # the cancelled request's connection was dropped
             assert await post(client, b"third") == Answer(202, b"re:third", None)
             assert server.connections == 2
-            await finished(server.peers[0])  # the cancelled request's connection was dropped
 
     run(scenario())
 
