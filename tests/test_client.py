@@ -330,7 +330,10 @@ class ClientEnds:
         self._patch.undo()
 
     async def read(self, peer: Peer) -> None:
-        """Wait until the client has been handed every byte ``peer`` has sent so far."""
+        """Wait until the client has been handed every byte ``peer`` has sent so far.
+
+        Call it where the sending is known to be done (in the script, after its send).
+        """
         await self._until(lambda: self._end(peer).received >= peer.sent)
 
     async def closed(self, peer: Peer) -> None:
@@ -626,24 +629,29 @@ def test_http10_answer_without_keep_alive_is_not_reused(run: Run) -> None:
 def test_idle_connection_dropped_by_server_is_replaced(
     run: Run, goodbye: bytes, then_close: bool
 ) -> None:
+    """A pooled connection the server closes or answers unasked is dropped, and a new one used."""
+    ends = ClientEnds()
+    pooled = [asyncio.Event() for _ in range(3)]  # the client has its answer, the connection idles
+
     async def script(peer: Peer) -> None:
         request = await peer.request()
         if request is None:
             return
         await peer.send(reply(b"re:" + request.body))  # keep-alive, as far as the answer says
-        await asyncio.sleep(0.01)
+        await pooled[peer.index].wait()
         if goodbye:
             await peer.send(goodbye)  # an answer nobody asked for, on the idle connection
         if not then_close:
             await peer.until_client_leaves()
 
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url()) as client:
+        async with RawServer(script) as server, ends, make_client(server.url()) as client:
             for i in range(3):
                 assert await post(client, b"%d" % i) == Answer(202, b"re:%d" % i, None)
-                await asyncio.sleep(0.05)
+                pooled[i].set()
+                await ends.closed(server.peers[i])  # the client saw the goodbye before posting
             assert server.connections == 3
-            for peer in server.peers[:2]:
+            for peer in server.peers:
                 await finished(peer)
 
     run(scenario())
@@ -1226,17 +1234,36 @@ def test_cancelled_post_leaves_no_connection_to_reuse(run: Run) -> None:
 # --------------------------------------------------------------------------- out of step
 
 
-def test_stray_bytes_after_an_answer_do_not_answer_the_next_request(run: Run) -> None:
+@pytest.mark.parametrize("later", [False, True], ids=["with-the-answer", "while-idle"])
+def test_stray_bytes_after_an_answer_do_not_answer_the_next_request(run: Run, later: bool) -> None:
+    """Unasked bytes after an answer drop the connection: they never answer the next request."""
+    ends = ClientEnds()
+    pooled = asyncio.Event()  # the client has the first answer, the connection idles
+    delivered = asyncio.Event()  # the client has read the stray bytes
+    stray = b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n\r\nsta"  # unasked, unfinished
+
     async def script(peer: Peer) -> None:
         while (request := await peer.request()) is not None:
-            stray = b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n\r\nsta"  # unasked, unfinished
-            extra = stray if request.body == b"1" else b""
-            await peer.send(reply(b"re:" + request.body) + extra)
+            answer = reply(b"re:" + request.body)
+            if request.body != b"1":
+                await peer.send(answer)
+                continue
+            if later:
+                await peer.send(answer)
+                await pooled.wait()
+                await peer.send(stray)
+            else:
+                await peer.send(answer + stray)
+            await ends.read(peer)
+            delivered.set()
 
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url()) as client:
+        async with RawServer(script) as server, ends, make_client(server.url()) as client:
             assert await post(client, b"1") == Answer(202, b"re:1", None)
-            await asyncio.sleep(0.05)
+            pooled.set()
+            await asyncio.wait_for(delivered.wait(), PATIENCE)
             assert await post(client, b"2") == Answer(202, b"re:2", None)
+            assert server.connections == 2
+            await finished(server.peers[0])
 
     run(scenario())
