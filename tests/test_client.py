@@ -530,14 +530,16 @@ def test_a_connection_idle_too_long_is_not_reused(run: Run) -> None:
 
 
 def test_concurrent_posts_use_at_most_concurrency_connections(run: Run) -> None:
-    async def slow_echo(peer: Peer) -> None:
+    round_in = asyncio.Barrier(8)  # no answer until all eight requests of a round are in
+
+    async def echo_in_rounds(peer: Peer) -> None:
         while (request := await peer.request()) is not None:
-            await asyncio.sleep(0.01)  # so that the eight requests of a round overlap
+            await round_in.wait()
             await peer.send(reply(b"re:" + request.body))
 
     async def scenario() -> None:
         async with (
-            RawServer(slow_echo) as server,
+            RawServer(echo_in_rounds) as server,
             make_client(server.url(), concurrency=8) as client,
         ):
             for round_ in range(6):
@@ -662,6 +664,7 @@ def test_idle_connection_dropped_by_server_is_replaced(
 
 def test_chunked_answer_is_reassembled(run: Run) -> None:
     answer = b'{"id":"m-7","status":"accepted","note":"split across several writes"}'
+    ends = ClientEnds()
 
     async def script(peer: Peer) -> None:
         while await peer.request() is not None:
@@ -669,10 +672,10 @@ def test_chunked_answer_is_reassembled(run: Run) -> None:
             raw += chunked(answer[:5], answer[5:23], answer[23:24], answer[24:])
             for start in range(0, len(raw), 9):  # cuts through sizes, CRLFs and data alike
                 await peer.send(raw[start : start + 9])
-                await asyncio.sleep(0.003)
+                await ends.read(peer)  # so the next piece comes in a read of its own
 
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url()) as client:
+        async with RawServer(script) as server, ends, make_client(server.url()) as client:
             assert await post(client, b"1") == Answer(202, answer, "3")
             assert await post(client, b"2") == Answer(202, answer, "3")
         assert server.connections == 1  # a chunked answer ends by itself: connection kept
@@ -684,6 +687,8 @@ def test_chunked_answer_is_reassembled(run: Run) -> None:
     "parts", [[b'{"part":1,', b'"part":2}'], []], ids=["two-writes", "empty-body"]
 )
 def test_answer_ended_by_close_is_read_to_the_close(run: Run, parts: list[bytes]) -> None:
+    ends = ClientEnds()
+
     async def script(peer: Peer) -> None:
         request = await peer.request()
         if request is None:
@@ -693,12 +698,12 @@ def test_answer_ended_by_close_is_read_to_the_close(run: Run, parts: list[bytes]
             return
         await peer.send(reply(b"", "Content-Type: application/json", status="200 OK", length=False))
         for part in parts:
-            await asyncio.sleep(0.02)
+            await ends.read(peer)  # each write comes in a read of its own
             await peer.send(part)
-        await asyncio.sleep(0.02)  # then the script ends and the connection closes
+        await ends.read(peer)  # then the script ends and the connection closes
 
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url()) as client:
+        async with RawServer(script) as server, ends, make_client(server.url()) as client:
             assert await post(client, b"1") == Answer(200, b"".join(parts), None)
             assert await post(client, b"2") == Answer(202, b"re:2", None)
             assert server.connections == 2
@@ -797,18 +802,20 @@ EARLY_HINTS: Final = (
 )
 @pytest.mark.parametrize("split", [False, True], ids=["one-write", "separate-writes"])
 def test_informational_answers_are_skipped(run: Run, interim: bytes, split: bool) -> None:
+    ends = ClientEnds()
+
     async def script(peer: Peer) -> None:
         while (request := await peer.request()) is not None:
             final = reply(b"re:" + request.body)
             if split:
                 await peer.send(interim)
-                await asyncio.sleep(0.02)
+                await ends.read(peer)  # the final answer comes in a read of its own
                 await peer.send(final)
             else:
                 await peer.send(interim + final)
 
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url()) as client:
+        async with RawServer(script) as server, ends, make_client(server.url()) as client:
             assert await post(client, b"1") == Answer(202, b"re:1", None)
             assert await post(client, b"2") == Answer(202, b"re:2", None)
         assert server.connections == 1
@@ -867,13 +874,15 @@ def test_server_closing_a_new_connection_before_the_request(run: Run) -> None:
     ids=["content-length", "chunked"],
 )
 def test_answer_cut_off_by_close(run: Run, answer: bytes) -> None:
+    ends = ClientEnds()
+
     async def script(peer: Peer) -> None:
         if await peer.request() is not None:
             await peer.send(answer)
-            await asyncio.sleep(0.02)
+            await ends.read(peer)  # the client has the partial answer; then the close
 
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url()) as client:
+        async with RawServer(script) as server, ends, make_client(server.url()) as client:
             error = await failure(client)
         assert error.phase == "after_send"
         assert "cut off" in error.description
