@@ -29,7 +29,7 @@ import uvloop
 
 from bulk_sender.config import Secret
 from bulk_sender.errors import TransportError
-from bulk_sender.sending.client import MAX_ANSWER_BYTES, Answer, KaleyraClient
+from bulk_sender.sending.client import IDLE_SECONDS, MAX_ANSWER_BYTES, Answer, KaleyraClient
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -387,6 +387,37 @@ class ClientEnds:
         return protocol
 
 
+class LoopClock:
+    """The running loop's clock, moved forward by the test instead of waited for: a test seam.
+
+    While entered (``async with``, inside the test's loop), ``loop.time()`` reads the real clock
+    plus everything :meth:`advance` has added, so the client sees that much time pass at once.
+    Moving the clock forward can only make the loop's timers come sooner, never later.
+    """
+
+    def __init__(self) -> None:
+        self._ahead = 0.0
+        self._patch = pytest.MonkeyPatch()
+
+    async def __aenter__(self) -> LoopClock:
+        loop = asyncio.get_running_loop()
+        real = loop.time
+        self._patch.setattr(loop, "time", lambda: real() + self._ahead)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._patch.undo()
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward."""
+        self._ahead += seconds
+
+
 # --------------------------------------------------------------------------- TLS material
 
 
@@ -512,16 +543,17 @@ def test_sequential_posts_use_one_connection(run: Run) -> None:
 
 
 def test_a_connection_idle_too_long_is_not_reused(run: Run) -> None:
-    """Past ``idle_seconds`` the server may be closing it: a new connection is opened instead,
-    and the old one is closed by the client."""
+    """A connection idle past ``idle_seconds`` is closed by the client, and a new one opened."""
+    clock = LoopClock()
 
     async def scenario() -> None:
         async with (
             RawServer(echo) as server,
-            make_client(server.url(), idle_seconds=0.2) as client,
+            clock,
+            make_client(server.url(), idle_seconds=IDLE_SECONDS) as client,
         ):
             assert await post(client, b"1") == Answer(202, b"re:1", None)
-            await asyncio.sleep(0.5)
+            clock.advance(IDLE_SECONDS + 0.1)  # the server may be closing it by now
             assert await post(client, b"2") == Answer(202, b"re:2", None)
             assert server.connections == 2
             await finished(server.peers[0])
