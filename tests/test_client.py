@@ -453,6 +453,7 @@ def tls() -> Iterator[Tls]:
     ids=["with-query", "no-query", "no-path"],
 )
 def test_plain_answer_and_the_exact_request(run: Run, path: str, target: str) -> None:
+    """Each POST goes out exactly (target, headers once each, body); its answer comes back whole."""
     body = b'{"to":["+919812345678"],"type":"catalog","text":"Caf\xc3\xa9"}'
 
     async def script(peer: Peer) -> None:
@@ -486,6 +487,7 @@ def test_plain_answer_and_the_exact_request(run: Run, path: str, target: str) ->
 
 
 def test_answers_of_any_status_are_answers_and_keep_the_connection(run: Run) -> None:
+    """An answer of any status, a bodiless 204 included, is an Answer; the connection is kept."""
     answers = [
         reply(b'{"error":"rate"}', "Retry-After: Wed, 21 Oct 2026 07:28:00 GMT", status="429 Too"),
         reply(b'{"error":"bad"}', status="400 Bad Request"),
@@ -517,6 +519,7 @@ def test_answers_of_any_status_are_answers_and_keep_the_connection(run: Run) -> 
 
 
 def test_large_request_body_arrives_whole(run: Run) -> None:
+    """A request body of half a megabyte reaches the server whole."""
     body = b'{"text":"' + bytes(range(65, 91)) * 20_000 + b'"}'  # about 520 kB
 
     async def scenario() -> None:
@@ -532,6 +535,8 @@ def test_large_request_body_arrives_whole(run: Run) -> None:
 
 
 def test_sequential_posts_use_one_connection(run: Run) -> None:
+    """Requests one after another all go over one kept-alive connection."""
+
     async def scenario() -> None:
         async with RawServer(echo) as server, make_client(server.url()) as client:
             for i in range(50):
@@ -562,6 +567,7 @@ def test_a_connection_idle_too_long_is_not_reused(run: Run) -> None:
 
 
 def test_concurrent_posts_use_at_most_concurrency_connections(run: Run) -> None:
+    """Rounds of ``concurrency`` requests at once use that many connections, and never more."""
     round_in = asyncio.Barrier(8)  # no answer until all eight requests of a round are in
 
     async def echo_in_rounds(peer: Peer) -> None:
@@ -585,6 +591,7 @@ def test_concurrent_posts_use_at_most_concurrency_connections(run: Run) -> None:
 
 
 def test_close_hangs_up_every_connection(run: Run) -> None:
+    """close() hangs up idle and busy connections; the request in flight fails after_send."""
     arrived = asyncio.Event()
 
     async def script(peer: Peer) -> None:
@@ -620,6 +627,8 @@ def test_close_hangs_up_every_connection(run: Run) -> None:
 
 @pytest.mark.parametrize("server_closes", [True, False], ids=["server-closes", "server-waits"])
 def test_connection_close_answer_is_not_reused(run: Run, server_closes: bool) -> None:
+    """After an answer with ``Connection: close`` the client hangs up and opens another."""
+
     async def script(peer: Peer) -> None:
         while (request := await peer.request()) is not None:
             await peer.send(reply(b"re:" + request.body, "Connection: close"))
@@ -637,6 +646,8 @@ def test_connection_close_answer_is_not_reused(run: Run, server_closes: bool) ->
 
 
 def test_http10_answer_without_keep_alive_is_not_reused(run: Run) -> None:
+    """After an HTTP/1.0 answer without keep-alive the client hangs up and opens another."""
+
     async def script(peer: Peer) -> None:
         while (request := await peer.request()) is not None:
             await peer.send(reply(b"re:" + request.body, version="HTTP/1.0", status="200 OK"))
@@ -695,6 +706,7 @@ def test_idle_connection_dropped_by_server_is_replaced(
 
 
 def test_chunked_answer_is_reassembled(run: Run) -> None:
+    """A chunked answer cut at every kind of boundary is reassembled; the connection is kept."""
     answer = b'{"id":"m-7","status":"accepted","note":"split across several writes"}'
     ends = ClientEnds()
 
@@ -719,6 +731,7 @@ def test_chunked_answer_is_reassembled(run: Run) -> None:
     "parts", [[b'{"part":1,', b'"part":2}'], []], ids=["two-writes", "empty-body"]
 )
 def test_answer_ended_by_close_is_read_to_the_close(run: Run, parts: list[bytes]) -> None:
+    """An answer with neither Content-Length nor chunks is read up to the server's close."""
     ends = ClientEnds()
 
     async def script(peer: Peer) -> None:
@@ -778,6 +791,8 @@ PLAIN: Final = b'{"status":"accepted","ids":["' + b"abc123" * 100 + b'"]}'
     ids=["gzip", "x-gzip", "deflate", "mixed-case"],
 )
 def test_compressed_answer_is_decoded(run: Run, coding: str, encoded: bytes) -> None:
+    """A gzip, x-gzip or deflate answer comes back decoded, whatever the coding's case."""
+
     async def script(peer: Peer) -> None:
         while await peer.request() is not None:
             await peer.send(reply(encoded, f"Content-Encoding: {coding}"))
@@ -792,6 +807,7 @@ def test_compressed_answer_is_decoded(run: Run, coding: str, encoded: bytes) -> 
 
 
 def test_gzip_answer_in_chunks_is_decoded(run: Run) -> None:
+    """A gzip answer sent in chunks comes back decoded."""
     encoded = gzip.compress(PLAIN)
 
     async def script(peer: Peer) -> None:
@@ -807,6 +823,7 @@ def test_gzip_answer_in_chunks_is_decoded(run: Run) -> None:
 
 
 def test_undecodable_compressed_answer_comes_back_as_sent(run: Run) -> None:
+    """An answer that says gzip but is not comes back as sent, not as an error."""
     garbled = b"this is not gzip at all"
 
     async def script(peer: Peer) -> None:
@@ -834,6 +851,7 @@ EARLY_HINTS: Final = (
 )
 @pytest.mark.parametrize("split", [False, True], ids=["one-write", "separate-writes"])
 def test_informational_answers_are_skipped(run: Run, interim: bytes, split: bool) -> None:
+    """1xx answers, in the final answer's read or in reads of their own, are skipped."""
     ends = ClientEnds()
 
     async def script(peer: Peer) -> None:
@@ -859,6 +877,8 @@ def test_informational_answers_are_skipped(run: Run, interim: bytes, split: bool
 
 
 def test_server_closing_without_an_answer(run: Run) -> None:
+    """A server that reads the request and closes without answering fails it after_send, at once."""
+
     async def script(peer: Peer) -> None:
         await peer.request()  # then the script ends: the connection closes, nothing answered
 
@@ -906,6 +926,7 @@ def test_server_closing_a_new_connection_before_the_request(run: Run) -> None:
     ids=["content-length", "chunked"],
 )
 def test_answer_cut_off_by_close(run: Run, answer: bytes) -> None:
+    """An answer closed before its Content-Length or last chunk is an after_send error."""
     ends = ClientEnds()
 
     async def script(peer: Peer) -> None:
@@ -933,6 +954,8 @@ def test_answer_cut_off_by_close(run: Run, answer: bytes) -> None:
     ids=["not-http", "bad-status", "bad-length"],
 )
 def test_garbage_answer(run: Run, garbage: bytes, then_close: bool) -> None:
+    """An answer that is not HTTP fails after_send at once, whether or not the server closes."""
+
     async def script(peer: Peer) -> None:
         if await peer.request() is not None:
             await peer.send(garbage)
@@ -956,6 +979,7 @@ def test_garbage_answer(run: Run, garbage: bytes, then_close: bool) -> None:
 
 
 def test_connection_refused_is_a_connect_error(run: Run) -> None:
+    """A refused connection is a connect error, every time."""
     port = free_port()
 
     async def scenario() -> None:
@@ -972,6 +996,8 @@ def test_connection_refused_is_a_connect_error(run: Run) -> None:
 
 
 def test_no_answer_is_a_read_timeout(run: Run) -> None:
+    """No answer within timeout_seconds is an after_send read timeout; the connection is dropped."""
+
     async def script(peer: Peer) -> None:
         await peer.request()
         await peer.until_client_leaves()
@@ -990,6 +1016,8 @@ def test_no_answer_is_a_read_timeout(run: Run) -> None:
 
 
 def test_trickling_answer_still_times_out(run: Run) -> None:
+    """An answer trickling in a byte at a time still times out: the timeout bounds it whole."""
+
     async def script(peer: Peer) -> None:
         await peer.request()
         await peer.send(b"HTTP/1.1 202 Accepted\r\n")
@@ -1028,6 +1056,8 @@ def test_timed_out_connection_is_not_reused(run: Run) -> None:
 
 
 def test_stalled_tls_handshake_is_a_connect_timeout(run: Run) -> None:
+    """A TLS handshake that never completes is a connect timeout."""
+
     async def script(peer: Peer) -> None:
         await peer.until_client_leaves()  # a plain TCP server: never answers the ClientHello
 
@@ -1050,6 +1080,7 @@ def test_stalled_tls_handshake_is_a_connect_timeout(run: Run) -> None:
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked", "to-close"])
 def test_oversized_answer_fails_without_being_read_whole(run: Run, framing: str) -> None:
+    """An answer past MAX_ANSWER_BYTES fails after_send, and the client stops reading it early."""
     total = 64 << 20
     block = b"x" * (64 << 10)
 
@@ -1080,6 +1111,8 @@ def test_oversized_answer_fails_without_being_read_whole(run: Run, framing: str)
 
 @pytest.mark.parametrize("size", [MAX_ANSWER_BYTES, MAX_ANSWER_BYTES + 1])
 def test_answer_size_limit_is_exact(run: Run, size: int) -> None:
+    """An answer of exactly MAX_ANSWER_BYTES is taken; one byte more fails."""
+
     async def script(peer: Peer) -> None:
         while await peer.request() is not None:
             await peer.send(reply(b"y" * size, status="200 OK"))
@@ -1096,6 +1129,7 @@ def test_answer_size_limit_is_exact(run: Run, size: int) -> None:
 
 
 def test_compressed_answer_inflating_past_the_limit_is_refused(run: Run) -> None:
+    """A small gzip answer inflating past MAX_ANSWER_BYTES fails rather than come back cut short."""
     plain = b"0" * (MAX_ANSWER_BYTES + 1000)
     bomb = gzip.compress(plain)  # a few kB on the wire
 
@@ -1116,6 +1150,8 @@ def test_compressed_answer_inflating_past_the_limit_is_refused(run: Run) -> None
 
 
 def test_tls_answer_with_a_trusted_certificate(run: Run, tls: Tls) -> None:
+    """Over TLS with a trusted certificate, requests and answers go through one connection."""
+
     async def scenario() -> None:
         async with (
             RawServer(echo, ssl_context=tls.server) as server,
@@ -1133,6 +1169,8 @@ def test_tls_answer_with_a_trusted_certificate(run: Run, tls: Tls) -> None:
 
 
 def test_tls_with_an_untrusted_certificate_is_a_connect_error(run: Run, tls: Tls) -> None:
+    """A certificate the default trust store does not trust is a connect error; nothing is sent."""
+
     async def scenario() -> None:
         async with (
             RawServer(echo, ssl_context=tls.server) as server,
@@ -1149,6 +1187,8 @@ def test_tls_with_an_untrusted_certificate_is_a_connect_error(run: Run, tls: Tls
 
 
 def test_tls_with_a_certificate_for_another_host_is_a_connect_error(run: Run, tls: Tls) -> None:
+    """A certificate for another host name is a connect error; nothing is sent."""
+
     async def scenario() -> None:
         async with (
             RawServer(echo, ssl_context=tls.localhost_only) as server,
@@ -1163,6 +1203,8 @@ def test_tls_with_a_certificate_for_another_host_is_a_connect_error(run: Run, tl
 
 
 def test_https_url_to_a_plain_http_server_is_a_connect_error(run: Run, tls: Tls) -> None:
+    """An https URL pointing at a plain HTTP server is a connect error (TLS)."""
+
     async def script(peer: Peer) -> None:
         await peer.reader.read(1)
         await peer.send(reply(b"plain", status="400 Bad Request"))
@@ -1199,6 +1241,8 @@ def _texts(error: BaseException) -> Iterator[str]:
 
 
 def test_api_key_never_shows(run: Run, tls: Tls) -> None:
+    """The API key shows in no error, traceback, repr or chained exception, whatever fails."""
+
     async def script(peer: Peer) -> None:
         request = await peer.request()
         if request is None:
