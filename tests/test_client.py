@@ -5,6 +5,10 @@ loop) whose handler the test scripts: it reads each request's head and ``Content
 and writes whatever bytes the test wants, so the client meets keep-alive, chunking, compression,
 interim answers, early closes, garbage, hangs and TLS exactly as a server could send them.
 Every test runs on the standard asyncio loop and on uvloop (which production uses).
+
+Nothing is ordered by sleeping: a script waits on events, on the client's next request, or on
+:class:`ClientEnds` (the client has read what was sent, or seen the connection close), and
+:class:`LoopClock` moves the loop's clock instead of waiting for it.
 """
 
 from __future__ import annotations
