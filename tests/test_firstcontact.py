@@ -35,15 +35,13 @@ def test_three_failed_connections_from_the_start_stop_the_run() -> None:
     ]
 
 
-def test_the_stop_keeps_the_code_and_says_what_to_check() -> None:
-    """The ENDPOINT outcome keeps the failure's code and description, adding the count and
-    the settings to check."""
+def test_the_stop_keeps_the_code_and_counts_the_attempts() -> None:
+    """The ENDPOINT outcome keeps the failure's code and description, adding the count."""
     rule = FirstContact.for_attempts(3)
     *_, last = [rule.judge(NO_NAME) for _ in range(3)]
     assert last.code == "DNS_ERROR"
     assert last.error.startswith(NO_NAME.error + "; nothing has reached the server")
-    assert "(3 attempts failed to connect)" in last.error
-    assert "[kaleyra] base_url" in last.error and "HTTPS_PROXY" in last.error
+    assert last.error.endswith("(3 attempts failed to connect)")
 
 
 @pytest.mark.parametrize("contact", [SENT, SERVER_ERROR, LOST], ids=["sent", "500", "lost"])

@@ -191,9 +191,12 @@ class Engine:
                     await queue.put(None)
 
     async def _load(self, plan: Iterable[Planned], queue: asyncio.Queue[Planned | None]) -> None:
+        carried = self._journal.carried
         for n, item in enumerate(plan, 1):
             if item.body is None or self.stopping:
                 self._record_later(item.record)
+            elif carried is not None and (held := carried.hold(item.record)) is not None:
+                self._record_later(held)
             else:
                 await queue.put(item)
             if n % _YIELD_EVERY == 0:

@@ -27,11 +27,6 @@ __all__ = ["FIRST_CONTACT_ATTEMPTS", "FirstContact"]
 #: Failed connection attempts, with no contact before them, that stop a run.
 FIRST_CONTACT_ATTEMPTS: Final = 3
 
-_ADVICE = (
-    "Check [kaleyra] base_url (or pod), the network and firewall, and the proxy settings "
-    "([kaleyra] proxy, HTTPS_PROXY, NO_PROXY)"
-)
-
 
 @dataclass(slots=True)
 class FirstContact:
@@ -47,7 +42,7 @@ class FirstContact:
         return cls(limit=max(1, min(FIRST_CONTACT_ATTEMPTS, max_attempts)))
 
     def judge(self, outcome: Outcome) -> Outcome:
-        """``outcome``, or the ``ENDPOINT`` outcome that stops the run (with what to check)."""
+        """``outcome``, or the ``ENDPOINT`` outcome that stops the run (same code, its count)."""
         if self.reached:
             return outcome
         if outcome.kind is not Kind.NOT_SENT_YET:
@@ -58,6 +53,6 @@ class FirstContact:
             return outcome
         error = (
             f"{outcome.error}; nothing has reached the server in this run "
-            f"({self.failures} attempts failed to connect). {_ADVICE}"
+            f"({self.failures} attempts failed to connect)"
         )
         return dataclasses.replace(outcome, kind=Kind.ENDPOINT, error=error)

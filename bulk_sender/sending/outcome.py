@@ -105,13 +105,12 @@ def classify_answer(
         # A redirect means base_url/pod points at the wrong place: every row would get it.
         return outcome(Kind.ACCOUNT)
     if status in ENDPOINT_STATUSES:
-        said = f": {error}" if error else ""
+        said = f" ({error})" if error else ""
         return Outcome(
             Kind.ENDPOINT,
             status,
             f"ENDPOINT_{status}",
-            f"HTTP {status} from the messages endpoint{said}. The URL is wrong: check "
-            "[kaleyra] base_url (or pod), sid and sender",
+            f"the messages endpoint answered HTTP {status}{said}: the URL is wrong",
         )
     if 200 <= status < 300:  # without a message_id (with one, it returned above)
         why = "answer was not JSON" if doc is None else "answer had no data.message_id"
@@ -134,11 +133,9 @@ def classify_answer(
 def classify_failure(failure: TransportError) -> Outcome:
     """Classify an attempt that got no HTTP answer, by whether the request could have left."""
     if failure.cause == "certificate":
-        return Outcome(Kind.ENDPOINT, None, "TLS_VERIFY", f"{failure.description}. {_TLS_ADVICE}")
+        return Outcome(Kind.ENDPOINT, None, "TLS_VERIFY", failure.description)
     if failure.cause == "proxy":
-        status = failure.status or 0
-        advice = _PROXY_ADVICE.get(status, _PROXY_ADVICE[0])
-        return Outcome(Kind.ENDPOINT, None, f"PROXY_{status}", f"{failure.description}. {advice}")
+        return Outcome(Kind.ENDPOINT, None, f"PROXY_{failure.status or 0}", failure.description)
     if failure.phase == "connect":
         code = "DNS_ERROR" if failure.cause == "dns" else "CONNECT_ERROR"
         return Outcome(Kind.NOT_SENT_YET, None, code, failure.description)
@@ -148,24 +145,6 @@ def classify_failure(failure: TransportError) -> Outcome:
         "NO_ANSWER",
         f"{failure.description}; the request was sent and may have been delivered",
     )
-
-
-_TLS_ADVICE = (
-    "If your network inspects HTTPS (a company proxy or firewall), put its CA certificate in "
-    "a PEM file and set [kaleyra] ca_bundle to it; otherwise check [kaleyra] base_url"
-)
-_CREDENTIALS = "Check the user and password in [kaleyra] proxy (or HTTPS_PROXY)"
-_PROXY_ADVICE = {
-    0: "Check [kaleyra] proxy (or HTTPS_PROXY), or ask whoever runs the proxy",
-    401: _CREDENTIALS,
-    407: _CREDENTIALS,
-    403: "The proxy does not allow this destination; ask whoever runs it to allow it",
-    502: "The proxy could not reach the server; check [kaleyra] base_url (or pod) and ask "
-    "whoever runs the proxy",
-    503: "The proxy is unavailable; try again later or ask whoever runs it",
-    504: "The proxy timed out reaching the server; check [kaleyra] base_url (or pod) and ask "
-    "whoever runs the proxy",
-}
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

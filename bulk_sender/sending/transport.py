@@ -14,21 +14,19 @@ work as everywhere) plus ``[kaleyra] ca_bundle`` when it is set.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from bulk_sender.config import KaleyraSettings, Proxy, Secret, SendingSettings, load_ca_bundle
 from bulk_sender.sending.client import KaleyraClient
+from bulk_sender.sending.engine import Poster
 from bulk_sender.sending.proxy import choose_proxy
-
-if TYPE_CHECKING:
-    from bulk_sender.sending.proxied import ProxiedPoster
 
 __all__ = ["Route", "open_poster", "plan_route"]
 
@@ -54,7 +52,7 @@ def plan_route(kaleyra: KaleyraSettings, *, environ: Mapping[str, str] | None = 
 
 def open_poster(
     route: Route, *, api_key: Secret, sending: SendingSettings
-) -> KaleyraClient | ProxiedPoster:
+) -> contextlib.AbstractAsyncContextManager[Poster]:
     """The poster for ``route``, to be used as ``async with``. Call inside the running loop."""
     _warn_if_cleartext(route.url)
     context = tls_context(route.ca_bundle) if urlsplit(route.url).scheme == "https" else None
