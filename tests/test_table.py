@@ -13,9 +13,14 @@ import openpyxl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from odf.opendocument import OpenDocumentSpreadsheet
+from odf.table import Table as OdsTable
+from odf.table import TableCell, TableRow
+from odf.text import P
 
 from bulk_sender.errors import ConfigError, InputFileError
 from bulk_sender.input import table as table_module
+from bulk_sender.input.sheet_area import ods_used_area
 from bulk_sender.input.table import (
     _BLOCK,
     CELLS_AHEAD,
@@ -499,6 +504,60 @@ def test_every_workbook_exports_as_xlsx(tmp_path: Path, writer: Writer) -> None:
     write_table(out, original.format, original.header, rows_of(original))
     again = open_table(out)
     assert (again.format, again.header, rows_of(again)) == (XLSX, original.header, TYPED_ROWS)
+
+
+def _ods_with_runs(path: Path, rows: list[list[tuple[str | None, int]]], repeat_last: int) -> Path:
+    """An .ods of rows of (text or None, columns repeated) cells; the last row repeated."""
+    doc = OpenDocumentSpreadsheet()
+    table = OdsTable(name="S")
+    for index, row in enumerate(rows):
+        repeat = {"numberrowsrepeated": repeat_last} if index == len(rows) - 1 else {}
+        element = TableRow(**repeat)
+        for text, columns in row:
+            cell = TableCell(numbercolumnsrepeated=columns)
+            if text is not None:
+                cell = TableCell(valuetype="string", numbercolumnsrepeated=columns)
+                cell.addElement(P(text=text))
+            element.addElement(cell)
+        table.addElement(element)
+    doc.spreadsheet.addElement(table)
+    doc.save(str(path))
+    return path
+
+
+def test_ods_used_area_counts_runs_without_expanding_them(tmp_path: Path) -> None:
+    """Repeated rows and columns count; empty runs after the last value (formatting) do not."""
+    path = _ods_with_runs(
+        tmp_path / "c.ods",
+        [[("to", 1), (None, 3), ("x", 2), (None, 1000)], [("1", 1)], [(None, 1024)]],
+        repeat_last=1_000_000,
+    )
+    assert ods_used_area(path) == (2, 6)
+    assert open_table(path).header == ("to", "", "", "", "x", "x")
+
+
+def test_ods_with_a_stray_value_far_right_is_refused_before_reading(tmp_path: Path) -> None:
+    """One value in column XFD of a small .ods: refused from its used area, not read whole."""
+    stray: list[tuple[str | None, int]] = [("to", 1), (None, 16_382), ("note", 1)]
+    phone: list[tuple[str | None, int]] = [("+919876543210", 1)]
+    rows = [stray, *[phone] * 700]
+    path = _ods_with_runs(tmp_path / "c.ods", rows, repeat_last=1)
+    assert path.stat().st_size < 20_000
+    reason = broken(path, line=None)
+    assert reason.startswith(
+        "the first sheet's used area is 701 rows by 16,384 columns (to column XFD), more than "
+        "the 10,000,000 cells"
+    )
+    assert reason.endswith("or save the sheet as CSV")
+
+
+def test_ods_area_limit_is_inclusive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An .ods of exactly SHEET_CELLS_MAX cells is read; one cell more is refused."""
+    path = write_ods(tmp_path / "c.ods", [["to", "name"], [919876543210, "Asha"]])
+    monkeypatch.setattr(table_module, "SHEET_CELLS_MAX", 4)
+    assert rows_of(open_table(path)) == [["919876543210", "Asha"]]
+    monkeypatch.setattr(table_module, "SHEET_CELLS_MAX", 3)
+    assert "used area is 2 rows by 2 columns" in broken(path, line=None)
 
 
 # --- what cannot be read twice ---------------------------------------------------------------

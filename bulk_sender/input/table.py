@@ -10,11 +10,12 @@ memory: at most :data:`CELLS_AHEAD` cells are held at a time, however wide the f
 
 Workbooks: ``.xlsx`` is streamed row by row with openpyxl; ``.xls`` and ``.ods`` (which
 openpyxl cannot read) are read with python-calamine, which holds the first sheet's used area
-in memory while it is read (``.xls`` caps a sheet at 65,536 x 256 cells). calamine reads an
-``.xlsx`` about 20 times faster than openpyxl, but a small ``.xlsx`` with one stray cell far
-to the right makes that area, and the memory, huge: a 32 KB workbook of 2,000 rows with a
-value in column XFD took 1 GB. A failed export is written as CSV in the campaign's own
-dialect, or as ``.xlsx`` for any workbook (Excel and LibreOffice both open it).
+in memory while it is read, as a dense rectangle (``.xls`` caps a sheet at 65,536 x 256
+cells; an ``.ods`` is refused beyond :data:`SHEET_CELLS_MAX`, measured before calamine
+reads it). calamine reads an ``.xlsx`` about 20 times faster than openpyxl, but one stray
+value far to the right makes that rectangle, and the memory, huge: a 32 KB workbook of
+2,000 rows with a value in column XFD took 1 GB. A failed export is written as CSV in the
+campaign's own dialect, or as ``.xlsx`` for any workbook (Excel and LibreOffice open both).
 
 CSV is parsed with the standard :mod:`csv` module, not pandas. It is about as fast for rows
 wanted as Python lists (pandas' C parser is quicker, but converting its frame back to lists
@@ -52,14 +53,27 @@ if TYPE_CHECKING:  # imported where a workbook is read or written: openpyxl take
     from python_calamine import CalamineSheet
 
 from bulk_sender.errors import ConfigError, InputFileError
+from bulk_sender.input.sheet_area import ods_used_area
 
-__all__ = ["CELLS_AHEAD", "Chunk", "Kind", "Table", "TableFormat", "open_table", "write_table"]
+__all__ = [
+    "CELLS_AHEAD",
+    "SHEET_CELLS_MAX",
+    "Chunk",
+    "Kind",
+    "Table",
+    "TableFormat",
+    "open_table",
+    "write_table",
+]
 
 #: How a campaign file is stored: text (CSV, any dialect) or a workbook.
 Kind = Literal["csv", "xlsx", "xls", "ods"]
 #: The most cells :meth:`Table.chunks` and :meth:`Table.scan` hold at once: a very wide file
 #: gets fewer rows a chunk, so memory does not grow with columns times rows.
 CELLS_AHEAD = 1 << 18
+#: The largest used area (rows x columns, from A1) of an .ods sheet read: calamine holds it
+#: whole, at 32 bytes a cell and more, so this is about 320 MB to 1 GB.
+SHEET_CELLS_MAX = 10_000_000
 
 _BLOCK = 1 << 20
 _SAMPLE_CHARS = 16 * 1024
@@ -200,6 +214,8 @@ def open_table(path: Path, *, encoding: str | None = None) -> Table:
     _check_readable_twice(path)
     scanned = _byte_pass(path, requested)
     if scanned.kind != "csv":
+        if scanned.kind == "ods":
+            _check_ods_area(path)
         fmt = TableFormat(kind=scanned.kind, encoding="", delimiter="")
         header = _sheet_header(path, scanned.kind)
     else:
@@ -804,6 +820,27 @@ def _calamine_sheet(path: Path, kind: Kind) -> CalamineSheet:
             raise InputFileError(path, message) from exc
         except Exception as exc:  # CalamineError, or ValueError/TypeError from odd content
             raise _not_workbook(path, kind) from exc
+
+
+def _check_ods_area(path: Path) -> None:
+    """Refuse an .ods whose used area calamine would need gigabytes to hold."""
+    with _os_errors(path):
+        try:
+            rows, columns = ods_used_area(path)
+        except OSError:
+            raise
+        except Exception as exc:  # BadZipFile, KeyError, ValueError, ExpatError: damaged
+            raise _not_workbook(path, "ods") from exc
+    if rows * columns <= SHEET_CELLS_MAX:
+        return
+    from openpyxl.utils import get_column_letter
+
+    message = (
+        f"the first sheet's used area is {rows:,} rows by {columns:,} columns (to column "
+        f"{get_column_letter(columns)}), more than the {SHEET_CELLS_MAX:,} cells an .ods may "
+        "have; delete stray values far right of or below the table, or save the sheet as CSV"
+    )
+    raise InputFileError(path, message)
 
 
 def _not_workbook(path: Path, kind: Kind) -> InputFileError:
