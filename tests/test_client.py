@@ -32,7 +32,7 @@ import trustme
 import uvloop
 
 from bulk_sender.config import Secret
-from bulk_sender.errors import TransportError
+from bulk_sender.errors import ConfigError, TransportError
 from bulk_sender.sending.client import IDLE_SECONDS, MAX_ANSWER_BYTES, Answer, KaleyraClient
 
 pytestmark = pytest.mark.timeout(10)
@@ -1279,7 +1279,7 @@ def test_api_key_never_shows(run: Run, tls: Tls) -> None:
             make_client(server.url(scheme="https")) as untrusted,
         ):
             errors.append(await failure(untrusted))
-        with pytest.raises(ValueError) as bad_url:
+        with pytest.raises(ConfigError) as bad_url:
             make_client("ftp://127.0.0.1/x")
         errors.append(bad_url.value)
         for text in texts:

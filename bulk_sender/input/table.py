@@ -37,10 +37,8 @@ import contextlib
 import csv
 import hashlib
 import itertools
-import os
 import re
 import stat
-import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -54,6 +52,7 @@ if TYPE_CHECKING:  # imported where a workbook is read or written: openpyxl take
 
 from bulk_sender.errors import ConfigError, InputFileError
 from bulk_sender.input.sheet_area import ods_used_area
+from bulk_sender.record.atomic import atomic_write
 
 __all__ = [
     "CELLS_AHEAD",
@@ -231,27 +230,12 @@ def write_table(
 ) -> None:
     """Write ``rows`` in the same format as the input (a workbook as ``.xlsx``), atomically
     (temp file, then replace)."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temp = Path(name)
-    try:
-        if fmt.kind != "csv":
-            os.close(fd)
-            _write_xlsx(temp, header, rows)
-        else:
-            _write_csv(os.fdopen(fd, "w", encoding=fmt.encoding, newline=""), fmt, header, rows)
-        publish(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def publish(temp: Path, path: Path) -> None:
-    """Give a finished temporary file the usual permissions (mkstemp's are 0600) and move it
-    over ``path`` atomically."""
-    mask = os.umask(0)
-    os.umask(mask)
-    temp.chmod(0o666 & ~mask)
-    temp.replace(path)
+    if fmt.kind != "csv":
+        with atomic_write(path) as binary:
+            _write_xlsx(binary, header, rows)
+    else:
+        with atomic_write(path, encoding=fmt.encoding) as text:
+            _write_csv(text, fmt, header, rows)
 
 
 # --- what the path is --------------------------------------------------------------------------
@@ -668,13 +652,10 @@ def _too_many_message(count: int, width: int) -> str:
 def _write_csv(
     file: IO[str], fmt: TableFormat, header: Sequence[str], rows: Iterable[Sequence[str]]
 ) -> None:
-    """Write a CSV with the format's codec (its BOM included) and delimiter, then sync it."""
-    with file:
-        writer = csv.writer(file, delimiter=fmt.delimiter, lineterminator="\r\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-        file.flush()
-        os.fsync(file.fileno())
+    """Write a CSV with the format's codec (its BOM included) and delimiter."""
+    writer = csv.writer(file, delimiter=fmt.delimiter, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
 
 
 # --- workbooks --------------------------------------------------------------------------------
@@ -879,17 +860,15 @@ def _sheet_break_message(column: str) -> str:
     return f'the "{column}" cell on this row contains a line break; put one value in each cell'
 
 
-def _write_xlsx(temp: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """Write a one-sheet workbook whose every cell is a string, then sync it."""
+def _write_xlsx(file: IO[bytes], header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Write a one-sheet workbook whose every cell is a string."""
     import openpyxl
 
     workbook = openpyxl.Workbook(write_only=True)
     sheet = workbook.create_sheet()
     for row in itertools.chain((header,), rows):
         sheet.append([_text_cell(sheet, value) for value in row])
-    workbook.save(temp)
-    with temp.open("rb+") as file:
-        os.fsync(file.fileno())
+    workbook.save(file)
 
 
 def _text_cell(sheet: object, value: str) -> object:

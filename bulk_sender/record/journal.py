@@ -39,7 +39,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from bulk_sender.errors import BulkSenderError, CampaignMismatchError
+from bulk_sender.errors import CampaignMismatchError, JournalError
 from bulk_sender.input.dedupe import PART_BITS as _PART_BITS
 from bulk_sender.input.dedupe import unpack
 from bulk_sender.model import FINAL, MAY_HAVE_ARRIVED, Record, Status, utc_now
@@ -54,10 +54,6 @@ __all__ = [
 ]
 
 _SCHEMA_VERSION = "1"
-
-
-class JournalError(BulkSenderError):
-    """The journal cannot be written (disk full, permissions): the run must stop."""
 
 
 #: The destination of a rehearsal against the embedded sandbox (its address changes per run).

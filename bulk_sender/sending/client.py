@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from bulk_sender.config import Secret
-from bulk_sender.errors import TransportError
+from bulk_sender.errors import ConfigError, TransportError
 
 __all__ = ["IDLE_SECONDS", "MAX_ANSWER_BYTES", "Answer", "KaleyraClient"]
 
@@ -237,7 +237,7 @@ class KaleyraClient:
         self._idle_seconds = idle_seconds
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
+            raise ConfigError("[kaleyra] base_url", f"{url!r} is not an http(s) URL")
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._ssl: ssl.SSLContext | None = None
