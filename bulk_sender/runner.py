@@ -37,9 +37,9 @@ from bulk_sender.record.journal import SANDBOX, Journal, ResumeState, journal_pa
 from bulk_sender.record.lock import hold_lock
 from bulk_sender.record.results import Totals, write_outputs, write_results_only
 from bulk_sender.record.summary import DryRunResult, SendResult
-from bulk_sender.sending.client import KaleyraClient
 from bulk_sender.sending.engine import Engine, Plan, StopReason
 from bulk_sender.sending.stats import RunStats
+from bulk_sender.sending.transport import Route, open_poster, plan_route
 
 __all__ = [
     "RunOptions",
@@ -159,6 +159,8 @@ def send(
     table, campaign = _open(settings, options.campaign)
     options = replace(options, failed=_failed_path(options, table))
     api_key = _api_key(settings, options, environ)
+    # The embedded sandbox is on this machine: no proxy variable applies to it.
+    route = plan_route(settings.kaleyra, environ={} if options.sandbox else environ)
     destination = SANDBOX if options.sandbox else settings.kaleyra.messages_url
     path = journal_path(options.results)
     with hold_lock(options.results) as previous, contextlib.ExitStack() as cleanup:
@@ -179,8 +181,9 @@ def send(
             target_rate=settings.sending.rate_per_second, rate=settings.sending.rate_per_second
         )
         run = _Sending(
-            settings=settings, sandbox=options.sandbox, api_key=api_key, journal=journal,
-            stats=stats, display=(display or _no_display)(stats, campaign.stats, rows),
+            settings=settings, sandbox=options.sandbox, route=route, api_key=api_key,
+            journal=journal, stats=stats,
+            display=(display or _no_display)(stats, campaign.stats, rows),
         )  # fmt: skip
         plan = campaign.plan(state) if planner is None else planner.plan(campaign.stats)
         stop = _run_loop(_send_async(run, plan))
@@ -328,6 +331,7 @@ class _Sending:
 
     settings: Settings
     sandbox: bool
+    route: Route
     api_key: Secret
     journal: Journal
     stats: RunStats
@@ -337,19 +341,14 @@ class _Sending:
 async def _send_async(run: _Sending, plan: Plan) -> StopReason | None:
     """Send ``plan`` to Kaleyra (or an embedded sandbox), the journal's writer running."""
     async with contextlib.AsyncExitStack() as stack:
-        kaleyra = run.settings.kaleyra
+        kaleyra, route = run.settings.kaleyra, run.route
         if run.sandbox:
             url = await stack.enter_async_context(_embedded_sandbox(kaleyra, run.api_key))
-            kaleyra = replace(kaleyra, base_url=url)
+            route = Route(url=replace(kaleyra, base_url=url).messages_url)
         run.journal.start_writer()
         stack.callback(run.journal.stop_writer)
         client = await stack.enter_async_context(
-            KaleyraClient(
-                url=kaleyra.messages_url,
-                api_key=run.api_key,
-                concurrency=run.settings.sending.concurrency,
-                timeout_seconds=run.settings.sending.timeout_seconds,
-            )
+            open_poster(route, api_key=run.api_key, sending=run.settings.sending)
         )
         engine = Engine(
             settings=run.settings.sending, client=client, journal=run.journal, stats=run.stats

@@ -19,7 +19,7 @@ from bulk_sender.input.campaign import LoadStats
 from bulk_sender.model import DRY_RUN_STATUSES, RESULT_STATUSES, Status
 from bulk_sender.record.atomic import atomic_write
 from bulk_sender.record.results import Totals
-from bulk_sender.sending.advice import account_advice
+from bulk_sender.sending.advice import account_advice, endpoint_advice
 from bulk_sender.sending.engine import StopReason
 from bulk_sender.sending.stats import RunStats
 
@@ -207,6 +207,11 @@ def stop_line(result: SendResult | DryRunResult, *, error_threshold: int) -> str
         advice = account_advice(stop.code, stop.message)
         detail = f" ({stop.message})" if stop.code == "WA-401" and stop.message else ""
         return f"Kaleyra says {advice.what} ({stop.code}){detail}. {advice.todo}, then {again}"
+    if stop.kind == "endpoint":
+        return (
+            f"Stopped ({stop.code}): {stop.message}. {endpoint_advice(stop.code)}. No row was "
+            f"marked failed for it; {again}"
+        )
     if stop.kind == "threshold":
         return (
             f"Stopped after {error_threshold} failed rows in a row (last: "
