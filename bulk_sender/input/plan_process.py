@@ -12,7 +12,7 @@ of a socket pair (``FD``; its stdout goes to stderr, so nothing printed can get 
 stream) as length-prefixed pickle frames::
 
     ("hello", PROTOCOL)                              first: the right program is talking
-    ("batch", [(record tuple, body or None), ...], LoadStats)
+    ("batch", [(record tuple, body or None, content key), ...], LoadStats)
     ("end", LoadStats)
     ("input_error", path, reason, line, LoadStats)   the file broke part-way: exit 2
     ("journal_error", message)                       the dedupe seed could not be read: exit 3
@@ -74,7 +74,7 @@ PLAN_IN_PROCESS_ROWS = 20_000
 
 _FRAME = struct.Struct("!I")
 _MAX_FRAME = 1 << 28  # far above any batch: a size beyond it is not a frame of ours
-PROTOCOL = 1
+PROTOCOL = 2
 _FIRST_BATCH = 64  # small, so the first request leaves early
 _BATCH = 1024
 
@@ -172,7 +172,9 @@ class PlanProcess:
                 if kind == "batch":
                     _copy_stats(frame[2], stats)
                     make = Record._make
-                    yield [Planned(make(record), body) for record, body in frame[1]]
+                    yield [
+                        Planned(make(record), body, content) for record, body, content in frame[1]
+                    ]
                 elif kind == "end":
                     _copy_stats(frame[1], stats)
                     return
@@ -277,7 +279,7 @@ def _frames(job: PlanJob) -> Iterator[tuple[Any, ...]]:
     size = _FIRST_BATCH
     try:
         for item in campaign.plan(state):
-            batch.append((tuple(item.record), item.body))
+            batch.append((tuple(item.record), item.body, item.content))
             if len(batch) >= size:
                 yield ("batch", batch, campaign.stats)
                 batch, size = [], _BATCH
