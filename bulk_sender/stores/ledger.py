@@ -1,0 +1,144 @@
+"""The audience ledger's interface, and the function that opens one.
+
+The ledger is one store per Kaleyra account, shared by every campaign (several may run at
+once, in several processes) and by the callback receiver. It records every message a campaign
+takes a slot for (recipient, a hash of its content, campaign, time), opt-outs and opt-ins, and
+when each customer last wrote to the business. It is reached through the small async
+:class:`Ledger` protocol, so a second backend (PostgreSQL, for several hosts) can stand behind
+the same calls and the same tests. The contract every backend keeps:
+
+* :meth:`Ledger.take` checks the rules and records the send **atomically, in the store**: a
+  conditional insert that a concurrent taker in another process cannot interleave with (in
+  SQLite the database's write lock, in PostgreSQL a lock per recipient, see
+  :mod:`.ledger_sql`). It returns only once the slot is durably committed. Concurrent takes may
+  share one commit (group commit).
+* :meth:`Ledger.settle_later` marks a taken slot sent, or gives it back (deletes it), queued;
+  :meth:`Ledger.flush` waits for what is queued.
+* Opt-out changes are ordered by their own time: an older change never overrides a newer one,
+  so a STOP and a START arriving out of order leave the later one in force.
+* Errors are :class:`StoreError`, never a driver's own exception.
+* Times are POSIX milliseconds; recipients are E.164 digits as integers (``+919845012345`` is
+  919845012345).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+from bulk_sender.audience.rules import Bounds, Facts
+from bulk_sender.errors import BulkSenderError, ExitCode
+
+__all__ = [
+    "Ledger",
+    "OptChange",
+    "OptOutRow",
+    "StoreError",
+    "TakeRequest",
+    "open_ledger",
+    "recipient_key",
+]
+
+
+class StoreError(BulkSenderError):
+    """A store cannot be opened, written or read (disk full, permissions, not a store): exit 3."""
+
+    exit_code = ExitCode.STOPPED
+
+
+class TakeRequest(NamedTuple):
+    """One message asking for its slot: recipient, content, which message, when, the rules."""
+
+    recipient: int
+    content: int
+    campaign: int  #: the id :meth:`Ledger.register_campaign` gave
+    row: int
+    part: int
+    at: int
+    bounds: Bounds
+
+
+class OptChange(NamedTuple):
+    """An opt-out (``opted_out``) or an opt-in, at ``at``, by ``by`` ("a STOP reply", "hand")."""
+
+    recipient: int
+    opted_out: bool
+    at: int
+    by: str
+
+
+class OptOutRow(NamedTuple):
+    """A recipient the ledger holds opted out."""
+
+    recipient: int
+    at: int
+    by: str
+
+
+class Ledger(Protocol):
+    """The audience ledger; see the module docstring."""
+
+    async def register_campaign(self, key: str, name: str) -> int:
+        """The id of the campaign ``key`` (a journal's own id), shown as ``name``; idempotent."""
+        ...
+
+    async def take(self, request: TakeRequest) -> Facts | None:
+        """Take the message's slot if no rule holds it back: None, committed; else the
+        recipient's facts, read in the same transaction, that made the store refuse it."""
+        ...
+
+    def settle_later(self, campaign: int, row: int, part: int, *, state: str | None) -> None:
+        """Queue: mark the message's taken slot ``state`` (``sent``, ``unknown``...), or give
+        it back with ``state=None``."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until everything queued is committed."""
+        ...
+
+    async def facts(self, recipients: Sequence[int], *, sends_since: int) -> dict[int, Facts]:
+        """What the ledger knows about each of ``recipients`` that it knows anything about: the
+        opt-out, the last incoming message, the sends after ``sends_since``."""
+        ...
+
+    async def change_opt(self, changes: Sequence[OptChange]) -> int:
+        """Apply opt-outs and opt-ins (a newer change wins); return how many took effect."""
+        ...
+
+    async def note_incoming(self, messages: Sequence[tuple[int, int]]) -> None:
+        """Record ``(recipient, at)``: the customer wrote to the business at ``at``."""
+        ...
+
+    async def opt_outs(self) -> list[OptOutRow]:
+        """Every recipient held opted out, in number order."""
+        ...
+
+    async def close(self) -> None:
+        """Finish what is queued and release the store."""
+        ...
+
+
+def recipient_key(e164: str) -> int:
+    """``+919845012345`` -> 919845012345 (E.164 has at most 15 digits: it fits in 63 bits)."""
+    return int(e164[1:]) if e164[1:].isdigit() else -1
+
+
+async def open_ledger(location: str, *, read_only: bool = False) -> Ledger | None:
+    """The ledger at ``location`` (a file path: SQLite), created if missing.
+
+    ``read_only`` (rehearsals, dry runs): never create or write; None if nothing is there yet.
+    A read-only ledger answers :meth:`Ledger.facts` and :meth:`Ledger.opt_outs` only.
+    """
+    if "://" in location:
+        scheme = location.split("://", 1)[0]
+        raise StoreError(
+            f"[audience] ledger: {scheme}:// ledgers are not supported yet; give a file path"
+        )
+    from bulk_sender.stores.sqlite_ledger import SqliteLedger
+
+    path = Path(location)
+    if read_only and not await asyncio.to_thread(path.exists):
+        return None
+    return await SqliteLedger.open(path, read_only=read_only)

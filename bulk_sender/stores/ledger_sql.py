@@ -1,0 +1,238 @@
+"""The audience ledger's SQL, written once for every backend.
+
+Plain SQL that SQLite (3.35+, for ``RETURNING``) and PostgreSQL both run: ``WITH ... VALUES``,
+``INSERT ... SELECT ... ON CONFLICT``, a partial unique index, ``RETURNING``. A backend fills
+in the few words that differ (:class:`LedgerDialect`).
+
+Tables:
+
+``ledger_meta``  key/value: the schema version
+``campaigns``    one row per campaign journal that ever took a slot: its id, key, shown name
+``recipients``   one row per recipient with an opt-out, an opt-in or a message from them:
+                 ``opted_out`` (0/1) as of ``opt_at``, ``opt_by``, ``last_incoming``
+``sends``        one row per message given a slot: recipient, time, content hash, campaign,
+                 row and part, ``state`` (``taken`` until its outcome is known, then the
+                 journal's status). A message has at most one ``taken`` row (a partial unique
+                 index), so taking again (a resume) renews it instead of adding one.
+
+**Taking a slot is one conditional insert** (:func:`take`): for each message, insert its
+``taken`` row only if the recipient is not opted out, no row of the same content is newer than
+the repeat guard's bound, fewer than the cap's rows are newer than the cap's bound, and (with
+``service_window = "skip"``) the customer wrote after the window's bound; ``RETURNING`` says
+which got in. The rules read rows of ``sends`` other than the message's own. Two takes for the
+same recipient must not interleave:
+
+* SQLite: every write transaction holds the database's write lock (``BEGIN IMMEDIATE``), so
+  takes from every process are serialised by the database itself.
+* PostgreSQL: the same statement, run after ``SELECT pg_advisory_xact_lock(r) FROM
+  unnest(...) r ORDER BY r`` on the batch's recipients (:attr:`LedgerDialect.lock_recipients`;
+  sorted, so two batches never deadlock). The lock is held to the commit, and under READ
+  COMMITTED each statement sees what committed before it, so the second taker's insert counts
+  the first one's row.
+
+An insert does not see the rows it adds itself, so a backend runs one statement per *round*
+of messages with distinct recipients (:func:`rounds`); rounds in one transaction see each
+other.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from bulk_sender.stores.ledger import TakeRequest
+
+__all__ = [
+    "TAKEN",
+    "TAKE_COLUMNS",
+    "LedgerDialect",
+    "change_opt",
+    "explain_opt",
+    "explain_sends",
+    "note_incoming",
+    "register_campaign",
+    "release",
+    "rounds",
+    "schema",
+    "settle",
+    "take",
+    "take_params",
+]
+
+#: The state of a slot whose request's outcome is not known yet.
+TAKEN: Final = "taken"
+#: A take request's columns, in statement order.
+TAKE_COLUMNS: Final = (
+    "recipient", "content", "campaign", "msg_row", "msg_part", "at",
+    "repeat_since", "cap_since", "cap", "window_since",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerDialect:
+    """The words a backend spells its own way."""
+
+    key_type: str  #: a 64-bit integer
+    serial_key: str  #: an auto-numbered integer primary key
+    mark: str  #: the parameter placeholder
+    greatest: str  #: the two-argument maximum: ``MAX`` (SQLite) or ``GREATEST`` (PostgreSQL)
+    lock_recipients: str | None = None  #: a statement locking the batch's recipients, if needed
+
+
+def schema(d: LedgerDialect) -> list[str]:
+    """The statements that create the ledger's tables (idempotent)."""
+    big = d.key_type
+    return [
+        "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        f"""CREATE TABLE IF NOT EXISTS campaigns (
+            id {d.serial_key},
+            key TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            started_at {big} NOT NULL
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS recipients (
+            recipient {big} PRIMARY KEY,
+            opted_out INTEGER NOT NULL DEFAULT 0,
+            opt_at {big} NOT NULL DEFAULT 0,
+            opt_by TEXT NOT NULL DEFAULT '',
+            last_incoming {big}
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS sends (
+            id {d.serial_key},
+            recipient {big} NOT NULL,
+            at {big} NOT NULL,
+            content {big} NOT NULL,
+            campaign {big} NOT NULL,
+            msg_row {big} NOT NULL,
+            msg_part INTEGER NOT NULL,
+            state TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS sends_by_recipient ON sends (recipient, at)",
+        "CREATE INDEX IF NOT EXISTS sends_by_time ON sends (at)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS sends_taken ON sends (campaign, msg_row, msg_part)"
+        f" WHERE state = '{TAKEN}'",
+        "CREATE INDEX IF NOT EXISTS recipients_opted_out ON recipients (opted_out)"
+        " WHERE opted_out = 1",
+    ]
+
+
+def register_campaign(d: LedgerDialect) -> str:
+    """Insert or rename a campaign; returns its id."""
+    m = d.mark
+    return (
+        f"INSERT INTO campaigns (key, name, started_at) VALUES ({m}, {m}, {m})"
+        " ON CONFLICT (key) DO UPDATE SET name = excluded.name RETURNING id"
+    )
+
+
+_OTHER: Final = (
+    "NOT (s.campaign = r.campaign AND s.msg_row = r.msg_row AND s.msg_part = r.msg_part)"
+)
+
+
+@functools.cache
+def take(d: LedgerDialect, count: int) -> str:
+    """The conditional insert of ``count`` messages' slots (see the module docstring)."""
+    row = "(" + ", ".join([d.mark] * len(TAKE_COLUMNS)) + ")"
+    return f"""WITH r ({", ".join(TAKE_COLUMNS)}) AS (VALUES {", ".join([row] * count)})
+        INSERT INTO sends (recipient, at, content, campaign, msg_row, msg_part, state)
+        SELECT r.recipient, r.at, r.content, r.campaign, r.msg_row, r.msg_part, '{TAKEN}'
+        FROM r
+        WHERE NOT EXISTS (
+                SELECT 1 FROM recipients o WHERE o.recipient = r.recipient AND o.opted_out = 1)
+          AND (r.repeat_since IS NULL OR NOT EXISTS (
+                SELECT 1 FROM sends s
+                WHERE s.recipient = r.recipient AND s.at > r.repeat_since
+                  AND s.content = r.content AND {_OTHER}))
+          AND (r.cap IS NULL OR (
+                SELECT COUNT(*) FROM sends s
+                WHERE s.recipient = r.recipient AND s.at > r.cap_since AND {_OTHER}) < r.cap)
+          AND (r.window_since IS NULL OR EXISTS (
+                SELECT 1 FROM recipients o
+                WHERE o.recipient = r.recipient AND o.last_incoming > r.window_since))
+        ON CONFLICT (campaign, msg_row, msg_part) WHERE state = '{TAKEN}'
+        DO UPDATE SET at = excluded.at, content = excluded.content
+        RETURNING campaign, msg_row, msg_part"""
+
+
+def take_params(requests: Sequence[TakeRequest]) -> list[object]:
+    """The flat parameters of :func:`take` for ``requests``."""
+    params: list[object] = []
+    for q in requests:
+        b = q.bounds
+        params += (
+            q.recipient, q.content, q.campaign, q.row, q.part, q.at,
+            b.repeat_since, b.cap_since, b.cap, b.window_since,
+        )  # fmt: skip
+    return params
+
+
+def rounds(requests: Sequence[TakeRequest]) -> list[list[TakeRequest]]:
+    """``requests`` in rounds in which no recipient appears twice, in order."""
+    out: list[list[TakeRequest]] = []
+    last_round: dict[int, int] = {}
+    for request in requests:
+        index = last_round.get(request.recipient, -1) + 1
+        if index == len(out):
+            out.append([])
+        out[index].append(request)
+        last_round[request.recipient] = index
+    return out
+
+
+def explain_opt(d: LedgerDialect) -> str:
+    """A recipient's opt-out and last message, for a refused take."""
+    return (
+        "SELECT opted_out, opt_at, opt_by, last_incoming FROM recipients"
+        f" WHERE recipient = {d.mark}"
+    )
+
+
+def explain_sends(d: LedgerDialect) -> str:
+    """A recipient's sends after a bound, other than one message's own, for a refused take."""
+    m = d.mark
+    return f"""SELECT s.at, s.content, c.name FROM sends s JOIN campaigns c ON c.id = s.campaign
+        WHERE s.recipient = {m} AND s.at > {m}
+          AND NOT (s.campaign = {m} AND s.msg_row = {m} AND s.msg_part = {m})"""
+
+
+@functools.cache
+def settle(d: LedgerDialect, count: int) -> str:
+    """Mark ``count`` messages' taken slots with a state (the first parameter)."""
+    return (
+        f"UPDATE sends SET state = {d.mark} WHERE state = '{TAKEN}' AND"
+        f" (campaign, msg_row, msg_part) IN (VALUES {_triples(d, count)})"
+    )
+
+
+@functools.cache
+def release(d: LedgerDialect, count: int) -> str:
+    """Give back ``count`` messages' taken slots."""
+    return (
+        f"DELETE FROM sends WHERE state = '{TAKEN}' AND"
+        f" (campaign, msg_row, msg_part) IN (VALUES {_triples(d, count)})"
+    )
+
+
+def _triples(d: LedgerDialect, count: int) -> str:
+    return ", ".join([f"({d.mark}, {d.mark}, {d.mark})"] * count)
+
+
+def change_opt(d: LedgerDialect) -> str:
+    """Apply one opt-out or opt-in unless the recipient's state changed later."""
+    m = d.mark
+    return f"""INSERT INTO recipients (recipient, opted_out, opt_at, opt_by)
+        VALUES ({m}, {m}, {m}, {m})
+        ON CONFLICT (recipient) DO UPDATE SET
+            opted_out = excluded.opted_out, opt_at = excluded.opt_at, opt_by = excluded.opt_by
+        WHERE excluded.opt_at >= recipients.opt_at"""
+
+
+def note_incoming(d: LedgerDialect) -> str:
+    """Record that a customer wrote at a time (the latest time is kept)."""
+    m = d.mark
+    return f"""INSERT INTO recipients (recipient, last_incoming) VALUES ({m}, {m})
+        ON CONFLICT (recipient) DO UPDATE SET last_incoming = {d.greatest}(
+            COALESCE(recipients.last_incoming, excluded.last_incoming), excluded.last_incoming)"""

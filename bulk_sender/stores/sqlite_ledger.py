@@ -1,0 +1,331 @@
+"""The audience ledger in one SQLite file (the default backend).
+
+Every write goes through a :class:`~.sqlite_group.GroupCommitter`: a batch of jobs (takes,
+settlements, opt changes, incoming messages) commits as one ``BEGIN IMMEDIATE`` transaction,
+which is what serialises the takes of several processes (see :mod:`.ledger_sql`). Reads of the
+whole ledger (:meth:`SqliteLedger.view`) use a read-only connection of their own, in a thread;
+WAL mode lets them run beside the writers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Final, NamedTuple, TypeVar
+
+from bulk_sender.audience.rules import Facts, OptOut, PastSend, wall_clock_ms
+from bulk_sender.model import utc_now
+from bulk_sender.stores import ledger_sql as sql
+from bulk_sender.stores.ledger import (
+    OptChange,
+    OptOutRow,
+    StoreError,
+    TakeRequest,
+)
+from bulk_sender.stores.sqlite_group import GroupCommitter, connect
+
+__all__ = ["SQLITE", "SqliteLedger"]
+
+SQLITE: Final = sql.LedgerDialect(
+    key_type="INTEGER", serial_key="INTEGER PRIMARY KEY", mark="?", greatest="MAX"
+)
+_SCHEMA_VERSION: Final = "1"
+#: Rows per multi-row statement: under SQLite's oldest limit of 999 parameters.
+_TAKES_PER_STATEMENT: Final = 64
+_SLOTS_PER_STATEMENT: Final = 256
+_READ_CHUNK: Final = 500
+
+
+class _Register(NamedTuple):
+    key: str
+    name: str
+    at: int
+
+
+class _Settle(NamedTuple):
+    campaign: int
+    row: int
+    part: int
+    state: str | None
+
+
+class _Incoming(NamedTuple):
+    recipient: int
+    at: int
+
+
+_T = TypeVar("_T")
+_Job = TakeRequest | _Settle | OptChange | _Incoming | _Register
+_Answer = Facts | int | bool | None
+
+
+class SqliteLedger:
+    """A :class:`~bulk_sender.stores.ledger.Ledger` in the SQLite file ``path``."""
+
+    def __init__(self, path: Path, writer: GroupCommitter[_Job, _Answer] | None) -> None:
+        self.path = path
+        self._writer = writer
+        self._reader: sqlite3.Connection | None = None
+        self._reading = threading.Lock()
+        self._names: dict[int, str] = {}
+
+    def __repr__(self) -> str:
+        return f"SqliteLedger(path={str(self.path)!r}, writer={self._writer!r})"
+
+    @classmethod
+    async def open(cls, path: Path, *, read_only: bool = False) -> SqliteLedger:
+        """Open (creating if needed, unless ``read_only``) the ledger at ``path``."""
+        if read_only:
+            await asyncio.to_thread(_check_readable, path)
+            return cls(path, None)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await asyncio.to_thread(_create, path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(_cannot(path, "open", exc)) from None
+        writer: GroupCommitter[_Job, _Answer] = GroupCommitter(path, db, _commit)
+        writer.start()
+        return cls(path, writer)
+
+    # -- writes (through the group committer) ------------------------------------------------
+
+    async def register_campaign(self, key: str, name: str) -> int:
+        """The campaign's id (see :class:`~bulk_sender.stores.ledger.Ledger`)."""
+        answer = await self._writing().submit(_Register(key, name, wall_clock_ms()))
+        assert isinstance(answer, int)
+        return answer
+
+    async def take(self, request: TakeRequest) -> Facts | None:
+        """Take the slot, or the facts that refused it."""
+        answer = await self._writing().submit(request)
+        assert answer is None or isinstance(answer, Facts)
+        return answer
+
+    def settle_later(self, campaign: int, row: int, part: int, *, state: str | None) -> None:
+        """Queue the slot's settlement."""
+        self._writing().submit_later(_Settle(campaign, row, part, state))
+
+    async def flush(self) -> None:
+        """Wait for what is queued."""
+        if self._writer is not None:
+            await self._writer.flush()
+
+    async def change_opt(self, changes: Sequence[OptChange]) -> int:
+        """Apply opt changes; the number that took effect."""
+        writer = self._writing()
+        answers = await asyncio.gather(*(writer.submit(change) for change in changes))
+        return sum(1 for answer in answers if answer)
+
+    async def note_incoming(self, messages: Sequence[tuple[int, int]]) -> None:
+        """Record when customers wrote."""
+        writer = self._writing()
+        await asyncio.gather(*(writer.submit(_Incoming(r, at)) for r, at in messages))
+
+    def _writing(self) -> GroupCommitter[_Job, _Answer]:
+        if self._writer is None:
+            raise StoreError(f"the ledger {self.path} was opened read-only")
+        return self._writer
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def facts(self, recipients: Sequence[int], *, sends_since: int) -> dict[int, Facts]:
+        """What the ledger knows about ``recipients`` (in a thread, on the read connection)."""
+        if not recipients:
+            return {}
+        return await asyncio.to_thread(self._read_facts, recipients, sends_since)
+
+    def _read_facts(self, recipients: Sequence[int], since: int) -> dict[int, Facts]:
+        with self._reading:
+            try:
+                if self._reader is None:
+                    self._reader = connect(self.path, read_only=True)
+                return _facts_of(self._reader, recipients, since, self._names)
+            except sqlite3.Error as exc:
+                raise StoreError(_cannot(self.path, "read", exc)) from None
+
+    async def opt_outs(self) -> list[OptOutRow]:
+        """Every opted-out recipient, in number order."""
+        return await asyncio.to_thread(_opt_outs, self.path)
+
+    async def close(self) -> None:
+        """Commit what is queued and close the file."""
+        if self._writer is not None:
+            await self._writer.stop()
+        with self._reading:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+
+# -- the writer thread's side --------------------------------------------------------------------
+
+
+def _create(path: Path) -> sqlite3.Connection:
+    db = connect(path)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        _check_is_ledger(db, path)
+        for statement in sql.schema(SQLITE):
+            db.execute(statement)
+        db.execute(
+            "INSERT INTO ledger_meta (key, value) VALUES ('schema', ?), ('created_at', ?)"
+            " ON CONFLICT (key) DO NOTHING",
+            (_SCHEMA_VERSION, utc_now()),
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _check_is_ledger(db: sqlite3.Connection, path: Path) -> None:
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if tables and "ledger_meta" not in tables:
+        raise StoreError(
+            f"{path} is an SQLite file but not a bulk-sender ledger (it has other tables); "
+            "point [audience] ledger at a file of its own"
+        )
+
+
+def _commit(db: sqlite3.Connection, jobs: list[_Job]) -> list[_Answer]:
+    """Run one batch's jobs in the open transaction; one answer per job, in order.
+
+    Settlements, opt changes and incoming messages go first, so a slot given back in this
+    batch is free for a take in it.
+    """
+    answers: list[_Answer] = [None] * len(jobs)
+    for index, job in enumerate(jobs):
+        if isinstance(job, _Register):
+            (answers[index],) = db.execute(sql.register_campaign(SQLITE), job).fetchone()
+    _settle(db, [job for job in jobs if isinstance(job, _Settle)])
+    for index, job in enumerate(jobs):
+        if isinstance(job, OptChange):
+            changed = db.execute(
+                sql.change_opt(SQLITE), (job.recipient, int(job.opted_out), job.at, job.by)
+            ).rowcount
+            answers[index] = changed > 0
+        elif isinstance(job, _Incoming):
+            db.execute(sql.note_incoming(SQLITE), job)
+    takes = [(index, job) for index, job in enumerate(jobs) if isinstance(job, TakeRequest)]
+    if takes:
+        for index, facts in _take(db, takes):
+            answers[index] = facts
+    return answers
+
+
+def _settle(db: sqlite3.Connection, settles: list[_Settle]) -> None:
+    by_state: dict[str | None, list[_Settle]] = {}
+    for settle in settles:
+        by_state.setdefault(settle.state, []).append(settle)
+    for state, group in by_state.items():
+        for chunk in _chunks(group, _SLOTS_PER_STATEMENT):
+            triples = list(
+                itertools.chain.from_iterable((s.campaign, s.row, s.part) for s in chunk)
+            )
+            if state is None:
+                db.execute(sql.release(SQLITE, len(chunk)), triples)
+            else:
+                db.execute(sql.settle(SQLITE, len(chunk)), [state, *triples])
+
+
+def _take(
+    db: sqlite3.Connection, takes: list[tuple[int, TakeRequest]]
+) -> Iterator[tuple[int, Facts | None]]:
+    """Each take's answer: None if its row went in, else the facts that kept it out."""
+    index_of = {(q.campaign, q.row, q.part): index for index, q in takes}
+    for round_ in sql.rounds([q for _, q in takes]):
+        for chunk in _chunks(round_, _TAKES_PER_STATEMENT):
+            got = set(db.execute(sql.take(SQLITE, len(chunk)), sql.take_params(chunk)))
+            for q in chunk:
+                taken = (q.campaign, q.row, q.part) in got
+                yield index_of[(q.campaign, q.row, q.part)], None if taken else _facts(db, q)
+
+
+def _facts(db: sqlite3.Connection, q: TakeRequest) -> Facts:
+    """What the ledger knows about ``q``'s recipient, apart from ``q``'s own slot."""
+    row = db.execute(sql.explain_opt(SQLITE), (q.recipient,)).fetchone()
+    opt_out = OptOut(row[1], row[2]) if row is not None and row[0] == 1 else None
+    last_incoming = row[3] if row is not None else None
+    bounds = [b for b in (q.bounds.repeat_since, q.bounds.cap_since) if b is not None]
+    sends: list[PastSend] = []
+    if bounds:
+        params = (q.recipient, min(bounds), q.campaign, q.row, q.part)
+        sends = [PastSend(*values) for values in db.execute(sql.explain_sends(SQLITE), params)]
+    return Facts(opt_out=opt_out, last_incoming=last_incoming, sends=sends)
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# -- reads -----------------------------------------------------------------------------------
+
+
+def _check_readable(path: Path) -> None:
+    try:
+        with contextlib.closing(connect(path, read_only=True)) as db:
+            _check_is_ledger(db, path)
+    except sqlite3.Error as exc:
+        raise StoreError(_cannot(path, "read", exc)) from None
+
+
+def _has_tables(db: sqlite3.Connection) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sends'").fetchone() is not None
+
+
+def _facts_of(
+    db: sqlite3.Connection, recipients: Sequence[int], since: int, names: dict[int, str]
+) -> dict[int, Facts]:
+    """The facts of those of ``recipients`` the ledger knows, in two indexed lookups a chunk."""
+    if not _has_tables(db):
+        return {}
+    opt: dict[int, tuple[OptOut | None, int | None]] = {}
+    sends: dict[int, list[PastSend]] = {}
+    for chunk in _chunks(sorted(set(recipients)), _READ_CHUNK):
+        marks = ", ".join("?" * len(chunk))
+        for recipient, opted, at, by, incoming in db.execute(
+            "SELECT recipient, opted_out, opt_at, opt_by, last_incoming FROM recipients"
+            f" WHERE recipient IN ({marks})",
+            chunk,
+        ):
+            opt[recipient] = (OptOut(at, by) if opted == 1 else None, incoming)
+        for recipient, at, content, campaign, row, part in db.execute(
+            "SELECT recipient, at, content, campaign, msg_row, msg_part FROM sends"
+            f" WHERE recipient IN ({marks}) AND at > ?",
+            [*chunk, since],
+        ):
+            if campaign not in names:
+                names.update(db.execute("SELECT id, name FROM campaigns"))
+            past = PastSend(at, content, names.get(campaign, "?"), campaign, row, part)
+            sends.setdefault(recipient, []).append(past)
+    return {
+        recipient: Facts(*opt.get(recipient, (None, None)), sends.get(recipient, ()))
+        for recipient in opt.keys() | sends.keys()
+    }
+
+
+def _opt_outs(path: Path) -> list[OptOutRow]:
+    if not path.exists():
+        return []
+    try:
+        with contextlib.closing(connect(path, read_only=True)) as db:
+            if not _has_tables(db):
+                return []
+            query = "SELECT recipient, opt_at, opt_by FROM recipients WHERE opted_out = 1"
+            return [OptOutRow(*row) for row in db.execute(query + " ORDER BY recipient")]
+    except sqlite3.Error as exc:
+        raise StoreError(_cannot(path, "read", exc)) from None
+
+
+def _cannot(path: Path, what: str, exc: BaseException) -> str:
+    return (
+        f"cannot {what} the ledger {path}: {exc}. Nothing was sent; fix the cause (disk space, "
+        "permissions, a path of its own for [audience] ledger), then run the same command again"
+    )
