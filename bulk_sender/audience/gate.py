@@ -1,0 +1,333 @@
+"""The engine's side of the audience rules: screen the plan, take each message's slot, settle it.
+
+Three calls, each cheap per message:
+
+* :meth:`AudienceGate.screened` wraps the plan. For each batch it reads, in one query, what the
+  ledger knows about the batch's recipients (opt-outs, their last message, sends within the
+  rules' reach), one batch ahead of the loader, and holds back what a rule already holds back
+  (``suppressed``), or quiet hours (``not_sent``): those never queue for a request or use up
+  the rate. The rest go on, a ``warning`` added when the service window is ``warn``.
+* :meth:`AudienceGate.take`, just before a message's ``in_flight`` record (after every wait):
+  quiet hours again, then the ledger's atomic take (:meth:`~bulk_sender.stores.ledger.Ledger.
+  take`), which checks the rules against everything committed by every process and records
+  the send in the same transaction. Concurrent campaigns are serialised by the store, never
+  here. None means: send now, the slot is held.
+* :meth:`AudienceGate.settle` after the message's outcome: a message that may have reached the
+  customer keeps its slot (marked with its status); one that provably did not (it never
+  left, or Kaleyra answered that it did not take it) gives it back.
+
+A rehearsal (``--sandbox``) reads the ledger but never writes it: it screens exactly as the real
+send would, and takes nothing, so it can never hold back the real send. A dry run screens only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+import numpy as np
+
+from bulk_sender.audience.optout_files import OptOutList
+from bulk_sender.audience.quiet import QuietHours, zone_names, zones_for
+from bulk_sender.audience.rules import (
+    Clock,
+    Facts,
+    Held,
+    Limits,
+    OptOut,
+    Rule,
+    judge,
+    wall_clock_ms,
+    window_warning,
+)
+from bulk_sender.input.campaign import Planned
+from bulk_sender.model import Record, Status
+from bulk_sender.record.carried import Carried
+from bulk_sender.stores.ledger import Ledger, TakeRequest, recipient_key
+
+__all__ = ["AudienceGate", "AudienceReport", "Rules"]
+
+log = logging.getLogger("bulk_sender")
+_EXAMPLES: Final = 3
+_BATCH: Final = 1024
+_NO_FACTS: Final = Facts()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rules:
+    """Everything the gate applies, read and checked before anything is sent."""
+
+    limits: Limits
+    quiet: QuietHours | None = None
+    opt_out_files: tuple[OptOutList, ...] = ()
+
+
+@dataclass(slots=True)
+class AudienceReport:
+    """What the rules did in this run: rows held back by rule, with example rows and reasons."""
+
+    held: Counter[Rule] = field(default_factory=Counter)
+    examples: dict[Rule, list[tuple[int, str]]] = field(default_factory=dict)
+    window_warnings: int = 0
+    #: POSIX ms: the earliest and latest moment a row held for quiet hours may be sent.
+    quiet_from: int | None = None
+    quiet_until: int | None = None
+
+    def hold(self, rule: Rule, row: int, detail: str) -> None:
+        """Count a row held back by ``rule``."""
+        self.held[rule] += 1
+        examples = self.examples.setdefault(rule, [])
+        if len(examples) < _EXAMPLES:
+            examples.append((row, detail))
+
+    def quiet(self, until: int) -> None:
+        """Note when a row held for quiet hours may go."""
+        self.quiet_from = until if self.quiet_from is None else min(self.quiet_from, until)
+        self.quiet_until = until if self.quiet_until is None else max(self.quiet_until, until)
+
+
+class AudienceGate:
+    """Applies :class:`Rules` and the ledger to one run; see the module docstring."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        *,
+        ledger: Ledger | None,
+        campaign: int | None,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        self.rules = rules
+        self._ledger = ledger
+        #: The campaign's ledger id when this run writes the ledger; None: read only.
+        self._campaign = campaign
+        self._clock = clock
+        self.report = AudienceReport()
+        self._quiet_memo: dict[int, tuple[int, int | None]] = {}
+
+    def __repr__(self) -> str:
+        mode = "off" if self._ledger is None else "writes" if self.writes else "reads"
+        return f"AudienceGate(ledger={mode}, rules={self.rules!r}, held={dict(self.report.held)})"
+
+    @property
+    def writes(self) -> bool:
+        """Whether this run takes slots in the ledger (a real send with a ledger)."""
+        return self._ledger is not None and self._campaign is not None
+
+    # -- the loader's side -------------------------------------------------------------------
+
+    async def screened(
+        self,
+        plan: Iterable[Planned] | AsyncIterator[Sequence[Planned]],
+        *,
+        carried: Carried | None = None,
+    ) -> AsyncGenerator[Sequence[Planned], None]:
+        """``plan``'s batches, screened, each read one batch ahead of the one yielded."""
+        pending: asyncio.Task[list[Planned]] | None = None
+        source = _batches(plan)
+        try:
+            async for batch in source:
+                task = asyncio.ensure_future(self.screen(_hold_carried(batch, carried)))
+                if pending is not None:
+                    yield await pending
+                pending = task
+            if pending is not None:
+                yield await pending
+                pending = None
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+            await source.aclose()  # and with it the plan: an early end closes it now
+
+    async def screen(self, batch: Sequence[Planned]) -> list[Planned]:
+        """``batch`` with what the rules hold back now turned into final records (no body)."""
+        now = self._clock()
+        keys = np.fromiter(
+            (recipient_key(item.record.to) if item.body is not None else -1 for item in batch),
+            dtype=np.int64,
+            count=len(batch),
+        )
+        facts = await self._facts(keys, now)
+        listed = self._listed(keys)
+        limits, quiet = self.rules.limits, self.rules.quiet
+        out = list(batch)
+        for index, item in enumerate(batch):
+            if item.body is None:
+                continue
+            known = facts.get(int(keys[index]), _NO_FACTS)
+            if listed[index] is not None and known.opt_out is None:
+                known = known._replace(opt_out=listed[index])
+            held = self._judge(item, known, now)
+            if held is not None:
+                out[index] = self._suppressed(item, held)
+            elif quiet is not None and (until := self._quiet_until(item, now)) is not None:
+                out[index] = self._quiet(item, until)
+            elif limits.window == "warn":
+                out[index] = self._warned(item, known, now)
+        return out
+
+    async def _facts(self, keys: np.ndarray, now: int) -> dict[int, Facts]:
+        if self._ledger is None:
+            return {}
+        wanted = [int(k) for k in keys if k >= 0]
+        since = now - self.rules.limits.looks_back
+        return await self._ledger.facts(wanted, sends_since=since)
+
+    def _listed(self, keys: np.ndarray) -> list[OptOut | None]:
+        """For each key, the first opt-out file that lists it (one search per file)."""
+        listed: list[OptOut | None] = [None] * len(keys)
+        for opt_outs in self.rules.opt_out_files:
+            for index in np.flatnonzero(opt_outs.contains(keys)):
+                if listed[index] is None and keys[index] >= 0:
+                    listed[index] = OptOut(None, opt_outs.name)
+        return listed
+
+    def _judge(self, item: Planned, known: Facts, now: int) -> Held | None:
+        if known is _NO_FACTS and self.rules.limits.window != "skip":
+            return None
+        record = item.record
+        own = [
+            s
+            for s in known.sends
+            if (s.campaign_id, s.row, s.part) != (self._campaign, record.row, record.part)
+        ]
+        if len(own) != len(known.sends):
+            known = known._replace(sends=own)
+        return judge(self.rules.limits, known, content=item.content, now=now)
+
+    # -- the worker's side -------------------------------------------------------------------
+
+    async def take(self, item: Planned) -> Record | None:
+        """Just before ``item`` is sent: None to send it now (its slot held), or the record to
+        write instead (``suppressed`` by a rule, ``not_sent`` in quiet hours). Raises
+        :class:`~bulk_sender.stores.ledger.StoreError` if the ledger cannot be written."""
+        now = self._clock()
+        if self.rules.quiet is not None and (until := self._quiet_until(item, now)) is not None:
+            return self._quiet(item, until).record
+        if self._ledger is None or self._campaign is None:
+            return None
+        record = item.record
+        request = TakeRequest(
+            recipient=recipient_key(record.to), content=item.content, campaign=self._campaign,
+            row=record.row, part=record.part, at=now, bounds=self.rules.limits.bounds(now),
+        )  # fmt: skip
+        facts = await self._ledger.take(request)
+        if facts is None:
+            return None
+        held = judge(self.rules.limits, facts, content=item.content, now=now)
+        if held is None:  # the store saw something the facts read after it no longer show
+            held = Held(Rule.CAP, "held back by the ledger: another campaign took the slot")
+        return self._suppressed(item, held).record
+
+    def settle(self, item: Planned, *, reached: bool, status: str) -> None:
+        """After ``item``'s last attempt: keep its slot as ``status`` if the request may have
+        reached the customer, else give it back (queued; :meth:`close` commits it)."""
+        if self._ledger is None or self._campaign is None:
+            return
+        record = item.record
+        state = status if reached else None
+        self._ledger.settle_later(self._campaign, record.row, record.part, state=state)
+
+    async def close(self) -> None:
+        """Commit the settlements still queued and release the ledger."""
+        if self._ledger is not None:
+            await self._ledger.close()
+
+    # -- making records ----------------------------------------------------------------------
+
+    def _suppressed(self, item: Planned, held: Held) -> Planned:
+        self.report.hold(held.rule, item.record.row, held.detail)
+        record = item.record._replace(status=Status.SUPPRESSED, code=held.rule, error=held.detail)
+        return Planned(record, None)
+
+    def _quiet(self, item: Planned, until: int) -> Planned:
+        quiet = self.rules.quiet
+        assert quiet is not None
+        zones = zone_names(zones_for(item.record.to))
+        where = f"quiet hours ({quiet} in {zones}, the recipient's local time)"
+        if until == _NEVER:
+            detail = f"{where}: no time of day is outside them in every one of those zones"
+        else:
+            when = datetime.fromtimestamp(until / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+            detail = f"{where}: sent by the next run of the same command after {when}"
+            self.report.quiet(until)
+        self.report.hold(Rule.QUIET, item.record.row, detail)
+        record = item.record._replace(status=Status.NOT_SENT, code=Rule.QUIET, error=detail)
+        return Planned(record, None)
+
+    def _warned(self, item: Planned, known: Facts, now: int) -> Planned:
+        warning = window_warning(self.rules.limits, known.last_incoming, now=now)
+        if warning is None:
+            return item
+        self.report.window_warnings += 1
+        record = item.record
+        joined = f"{record.warning}; {warning}" if record.warning else warning
+        return Planned(record._replace(warning=joined), item.body, item.content)
+
+    def _quiet_until(self, item: Planned, now: int) -> int | None:
+        """When ``item`` may leave if it is in quiet hours now, else None (memo per minute)."""
+        quiet = self.rules.quiet
+        assert quiet is not None
+        zones = zones_for(item.record.to)
+        minute = now // 60_000
+        memo = self._quiet_memo.get(id(zones))
+        if memo is None or memo[0] != minute:
+            opens = quiet.next_open(zones, minute * 60.0)
+            until = None if opens == minute * 60.0 else _ms_or_never(opens)
+            memo = (minute, until)
+            self._quiet_memo[id(zones)] = memo
+        return memo[1]
+
+
+#: No moment within a week is outside quiet hours in every zone of the number.
+_NEVER: Final = 2**62
+
+
+def _ms_or_never(opens: float | None) -> int:
+    return int(opens * 1000) if opens is not None else _NEVER
+
+
+def _hold_carried(batch: Sequence[Planned], carried: Carried | None) -> Sequence[Planned]:
+    """The ``--restart`` carry-over first, so its own reason is the one shown."""
+    if carried is None:
+        return batch
+    out = list(batch)
+    for index, item in enumerate(batch):
+        if item.body is not None and (held := carried.hold(item.record)) is not None:
+            out[index] = Planned(held, None)
+    return out
+
+
+async def _batches(
+    plan: Iterable[Planned] | AsyncIterator[Sequence[Planned]],
+) -> AsyncGenerator[Sequence[Planned], None]:
+    if isinstance(plan, AsyncIterator):
+        try:
+            async for batch in plan:
+                yield batch
+        finally:
+            if isinstance(plan, AsyncGenerator):
+                await plan.aclose()
+        return
+    for chunk in _chunked(plan):
+        yield chunk
+        await asyncio.sleep(0)
+
+
+def _chunked(plan: Iterable[Planned]) -> Iterator[list[Planned]]:
+    batch: list[Planned] = []
+    for item in plan:
+        batch.append(item)
+        if len(batch) >= _BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
