@@ -29,6 +29,7 @@ import orjson
 from bulk_sender.config import Secret, Settings, read_api_key
 from bulk_sender.errors import UsageError
 from bulk_sender.input.campaign import Campaign, LoadStats
+from bulk_sender.input.plan_inline import plan_inline
 from bulk_sender.input.plan_process import PlanJob, start_planner
 from bulk_sender.input.table import Table, open_table
 from bulk_sender.model import Record, Status
@@ -193,9 +194,7 @@ def send(
             cleanup.callback(journal.close)
             journal.set_meta("rows", str(rows))
             journal.set_meta("input", str(options.campaign))
-            state = journal.resume_state(
-                resend_unknown=options.resend_unknown, seed=planner is None
-            )
+            state = journal.resume_state(resend_unknown=options.resend_unknown)
             if planner is not None:
                 planner.give(PlanJob.of(campaign, state, path))
             _announce(state, rows)
@@ -220,7 +219,9 @@ def send(
                     options,
                     campaign,
                     journal,
-                    campaign.plan(state) if planner is None else planner.plan(campaign.stats),
+                    plan_inline(campaign, state, path)
+                    if planner is None
+                    else planner.plan(campaign.stats),
                     api_key,
                     stats,
                     rows,

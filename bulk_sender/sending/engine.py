@@ -2,14 +2,14 @@
 
 Data flows one way::
 
-    Campaign.plan() -> loader task -> asyncio.Queue(2 x concurrency) -> N workers, each:
+    plan (batches) -> loader task -> asyncio.Queue(2 x concurrency) -> N workers, each:
                         |  final records                                 limiter.acquire()
                         |  (invalid, duplicate)                          journal: in_flight, awaited
                         v                                                POST, classify, decide
                      journal  <----------------------------------------  journal: outcome, queued
 
-The plan is iterated here, or arrives in batches from the planning process
-(:mod:`bulk_sender.input.plan_process`); the engine treats both alike.
+The plan is one shape: an async generator of batches of planned messages, made in this process
+(:mod:`bulk_sender.input.plan_inline`) or in a child (:mod:`bulk_sender.input.plan_process`).
 
 Concurrency is bounded by the number of workers (``concurrency``), never by the client's pool
 alone. Every attempt, retries included, passes the rate limiter twice: once to start (before
@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -59,8 +59,8 @@ __all__ = ["Engine", "Plan", "Poster", "StopReason"]
 log = logging.getLogger("bulk_sender")
 _YIELD_EVERY = 128
 
-#: What a run sends: planned messages, or batches of them arriving asynchronously.
-Plan = Iterable[Planned] | AsyncIterable[Sequence[Planned]]
+#: What a run sends: batches of planned messages, arriving asynchronously.
+Plan = AsyncGenerator[Sequence[Planned], None]
 
 
 class Poster(Protocol):
@@ -134,11 +134,7 @@ class Engine:
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, plan: Plan) -> StopReason | None:
-        """Send everything ``plan`` yields; return why the run stopped early, if it did.
-
-        ``plan`` is the messages themselves, or batches of them arriving asynchronously (from
-        the planning process, :mod:`bulk_sender.input.plan_process`).
-        """
+        """Send everything ``plan`` yields; return why the run stopped early, if it did."""
         queue: asyncio.Queue[Planned | None] = asyncio.Queue(2 * self._settings.concurrency)
         workers = [
             asyncio.create_task(self._work(queue), name=f"worker-{i}")
@@ -170,24 +166,18 @@ class Engine:
         self, plan: Plan, queue: asyncio.Queue[Planned | None], workers: int
     ) -> None:
         try:
-            if isinstance(plan, AsyncIterable):
-                batches = aiter(plan)
-                try:
-                    async for batch in batches:
-                        await self._load(batch, queue)
-                finally:  # an early end (a crash) closes the stream now, not at loop shutdown
-                    if isinstance(batches, AsyncGenerator):
-                        await batches.aclose()
-            else:
-                await self._load(plan, queue)
+            # An early end (a crash) closes the plan now, not at loop shutdown.
+            async with contextlib.aclosing(plan):
+                async for batch in plan:
+                    await self._load(batch, queue)
         finally:
             task = asyncio.current_task()
             if task is None or not task.cancelling():  # cancelled: the workers are too
                 for _ in range(workers):
                     await queue.put(None)
 
-    async def _load(self, plan: Iterable[Planned], queue: asyncio.Queue[Planned | None]) -> None:
-        for n, item in enumerate(plan, 1):
+    async def _load(self, batch: Sequence[Planned], queue: asyncio.Queue[Planned | None]) -> None:
+        for n, item in enumerate(batch, 1):
             if item.body is None or self.stopping:
                 self._record_later(item.record)
             else:
