@@ -209,10 +209,7 @@ def send(
                     "sandbox": options.sandbox,
                 },
             )
-            stats = RunStats(
-                target_rate=settings.sending.rate_per_second,
-                rate=settings.sending.rate_per_second,
-            )
+            stats = RunStats(target_rate=settings.sending.rate_per_second)
             stop = _run_loop(
                 _send_async(
                     settings,

@@ -200,6 +200,23 @@ def test_retry_after_is_honoured(tmp_path: Path, sandbox: Sandbox, cli: CliRunne
     assert second - first >= 0.9
 
 
+def test_the_summary_reports_the_rate_a_429_left(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """After one 429 the run's rate is halved, and the summary's final rate is that rate."""
+    sandbox.faults.retry_after = "0"
+    sandbox.faults.scripts[A] = [Behaviour.THROTTLE, Behaviour.OK]
+    config = write_config(tmp_path / "config.toml", sandbox.url)
+    summary = tmp_path / "s.json"
+    run = cli(
+        "send", _campaign(tmp_path, [A]), "--config", config, "--out", tmp_path / "r.csv",
+        "--summary-json", summary,
+    )  # fmt: skip
+    assert run.code == 0, run.err
+    rate = orjson.loads(summary.read_bytes())["rate"]
+    assert rate == {"configured": 1000.0, "final": 500.0, "changes": 1}
+
+
 def test_429_storm_slows_down_and_recovers(
     tmp_path: Path, sandbox: Sandbox, cli: CliRunner
 ) -> None:

@@ -3,18 +3,19 @@
 Data flows one way::
 
     plan (batches) -> loader task -> asyncio.Queue(2 x concurrency) -> N workers, each:
-                        |  final records                                 limiter.acquire()
+                        |  final records                                 limiter.admit()
                         |  (invalid, duplicate)                          journal: in_flight, awaited
-                        v                                                POST, classify, decide
-                     journal  <----------------------------------------  journal: outcome, queued
+                        v                                                limiter.depart()
+                     journal  <----------------------------------------  POST, classify, decide
+                                                                         journal: outcome, queued
 
 The plan is one shape: an async generator of batches of planned messages, made in this process
 (:mod:`bulk_sender.input.plan_inline`) or in a child (:mod:`bulk_sender.input.plan_process`).
 
 Concurrency is bounded by the number of workers (``concurrency``), never by the client's pool
-alone. Every attempt, retries included, passes the rate limiter twice: once to start (before
-its ``in_flight`` record) and once to leave (after it), so journal latency cannot bunch
-requests into a burst. A worker commits the
+alone. Every attempt, retries included, passes the limiter's two gates
+(:mod:`bulk_sender.sending.limiter`): admission before its ``in_flight`` record and departure
+after it, so journal latency cannot bunch requests into a burst. A worker commits the
 ``in_flight`` record before its request leaves (awaited), and queues the outcome without
 waiting: the journal commits in queue order, so the outcome is on disk by the time the
 worker's next ``in_flight`` commit returns, before it sends anything else (and the run ends
@@ -50,7 +51,7 @@ from bulk_sender.record.journal import Journal, JournalError
 from bulk_sender.sending.client import Answer
 from bulk_sender.sending.limiter import PacedLimiter
 from bulk_sender.sending.outcome import Kind, Outcome, classify_answer, classify_failure
-from bulk_sender.sending.policy import Final, Retry, RetryPolicy
+from bulk_sender.sending.policy import Final, Retry, RetryPolicy, Stop
 from bulk_sender.sending.ratecontrol import RateChange, RateController
 from bulk_sender.sending.stats import RunStats
 
@@ -97,16 +98,11 @@ class Engine:
         self._random = random_source
         self._policy = RetryPolicy(max_attempts=settings.max_attempts, delivery=settings.delivery)
         self._loop = asyncio.get_running_loop()
-        # Two buckets at the same rate: admission paces the rows that start (so few wait in
-        # flight), departure paces the requests themselves after the journal commit, so a
-        # slow commit cannot release a burst that breaks the account's rate limit.
-        self._limiter = PacedLimiter(settings.rate_per_second)
-        self._departure = PacedLimiter(settings.rate_per_second)
-        self._control = RateController(target=settings.rate_per_second)
+        self._limiter = PacedLimiter(RateController(target=settings.rate_per_second))
+        stats.rate_source = self._limiter
         self._stopped = asyncio.Event()
         self.stop_reason: StopReason | None = None
         self._failed_in_a_row = 0
-        self._last_failure: Outcome | None = None
 
     def __repr__(self) -> str:
         return (
@@ -209,48 +205,61 @@ class Engine:
                 self.request_stop(StopReason("journal", "JOURNAL", str(exc)))
 
     async def _deliver(self, item: Planned) -> None:
+        """Send one message until it has a final status, or the run stops."""
         assert item.body is not None
         record = item.record
         attempts = record.attempts
         errors = throttles = 0
         last: Outcome | None = None
         while True:
-            if not self.stopping:
-                await self._limiter.acquire()
-            if self.stopping:
-                self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
-                return
+            outcome = await self._send_once(item.body, record, attempts, last)
+            if outcome is None:
+                return  # the run stopped before it left; recorded not_sent
             attempts += 1
-            await self._journal.write(record._replace(status=Status.IN_FLIGHT, attempts=attempts))
-            await self._departure.acquire()
-            last = await self._attempt(item.body)
+            last = outcome
             if last.kind is Kind.THROTTLED:
                 throttles += 1
-                self._throttled(last)
+                self._apply(self._limiter.throttled(last.retry_after))
             else:
                 errors += 1
-                self._clean()
+                self._apply(self._limiter.answered())
             decision = self._policy.decide(
                 last, errors=errors, throttles=throttles, random=self._random()
             )
-            if isinstance(decision, Retry):
-                # Kaleyra did not act on it (or, at-least-once, the user accepts the risk): say
-                # so before waiting, so a run killed during the wait sends it again on resume.
-                await self._journal.write(_with_outcome(record, Status.NOT_SENT, last, attempts))
-                self.stats.retries += 1
-                await self._pause(decision.delay)
-                continue
-            status = decision.status if isinstance(decision, Final) else Status.NOT_SENT
-            if not isinstance(decision, Final):
-                self.request_stop(StopReason("account", last.code, last.error))
-            final = _with_outcome(record, status, last, attempts)
-            # Queued, not awaited: this worker's next in_flight record, which it awaits before
-            # its next request, is committed in the same batch or a later one, and the run
-            # ends with a flush. So the outcome is on disk before the worker sends again.
-            self._journal.write_later(final)
-            self._count(final)
-            self._watch_threshold(status, last)
-            return
+            if not isinstance(decision, Retry):
+                self._finish(record, decision, last, attempts)
+                return
+            # Kaleyra did not act on it (or, at-least-once, the user accepts the risk): say so
+            # before waiting, so a run killed during the wait sends it again on resume.
+            await self._journal.write(_with_outcome(record, Status.NOT_SENT, last, attempts))
+            self.stats.retries += 1
+            await self._pause(decision.delay)
+
+    async def _send_once(
+        self, body: bytes, record: Record, attempts: int, last: Outcome | None
+    ) -> Outcome | None:
+        """Pass both gates and send; None if the run stopped first (the row is then recorded)."""
+        if not self.stopping:
+            await self._limiter.admit()
+        if self.stopping:
+            self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
+            return None
+        await self._journal.write(record._replace(status=Status.IN_FLIGHT, attempts=attempts + 1))
+        await self._limiter.depart()
+        return await self._attempt(body)
+
+    def _finish(self, record: Record, decision: Final | Stop, last: Outcome, attempts: int) -> None:
+        """Record a row's final outcome (an account error stops the run, the row not_sent)."""
+        status = decision.status if isinstance(decision, Final) else Status.NOT_SENT
+        if not isinstance(decision, Final):
+            self.request_stop(StopReason("account", last.code, last.error))
+        final = _with_outcome(record, status, last, attempts)
+        # Queued, not awaited: this worker's next in_flight record, which it awaits before
+        # its next request, is committed in the same batch or a later one, and the run
+        # ends with a flush. So the outcome is on disk before the worker sends again.
+        self._journal.write_later(final)
+        self._count(final)
+        self._watch_threshold(status, last)
 
     async def _attempt(self, body: bytes) -> Outcome:
         started = self._loop.time()
@@ -273,23 +282,9 @@ class Engine:
 
     # -- run-level reactions -------------------------------------------------------------------
 
-    def _throttled(self, outcome: Outcome) -> None:
-        now = self._loop.time()
-        change = self._control.on_throttle(now, outcome.retry_after)
-        self._limiter.hold(self._control.hold_until)
-        self._departure.hold(self._control.hold_until)
-        self._apply(change)
-
-    def _clean(self) -> None:
-        if self._control.current < self._control.target:
-            self._apply(self._control.on_clean(self._loop.time()))
-
     def _apply(self, change: RateChange | None) -> None:
         if change is None:
             return
-        self._limiter.set_rate(change.new)
-        self._departure.set_rate(change.new)
-        self.stats.rate = change.new
         self.stats.rate_changes += 1
         log.warning(
             "bulk_sender.rate_changed",
