@@ -56,6 +56,32 @@ def test_server_errors_are_retried_then_sent(
     }
 
 
+def test_the_policy_is_told_a_rows_errors_and_throttles(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After each attempt the policy gets the row's failures so far (a 429 or a success is not
+    one) and its 429s so far, each counting the attempt just made."""
+    from bulk_sender.sending.outcome import Outcome
+    from bulk_sender.sending.policy import Decision, RetryPolicy
+
+    seen: list[tuple[int, int]] = []
+    decide = RetryPolicy.decide
+
+    def spy(
+        self: RetryPolicy, outcome: Outcome, *, errors: int, throttles: int, random: float
+    ) -> Decision:
+        seen.append((errors, throttles))
+        return decide(self, outcome, errors=errors, throttles=throttles, random=random)
+
+    monkeypatch.setattr(RetryPolicy, "decide", spy)
+    sandbox.faults.retry_after = "0"
+    sandbox.faults.scripts[A] = [Behaviour.WA500, Behaviour.THROTTLE, Behaviour.S504, Behaviour.OK]
+    run, rows = _send(cli, tmp_path, sandbox.url, [A], sending={"max_attempts": 3})
+    assert run.code == 0, run.err
+    assert rows[A]["attempts"] == "4"
+    assert seen == [(1, 0), (1, 1), (2, 1), (2, 1)]
+
+
 def test_server_error_exhausts_attempts(tmp_path: Path, sandbox: Sandbox, cli: CliRunner) -> None:
     """A row that keeps getting WA500 is sent max_attempts times, then fails with the last code."""
     sandbox.faults.scripts[A] = [Behaviour.WA500] * 10

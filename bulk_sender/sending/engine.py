@@ -209,6 +209,8 @@ class Engine:
         assert item.body is not None
         record = item.record
         attempts = record.attempts
+        # The policy's two budgets: this row's attempts in this run that failed other than by
+        # a 429, and those that got a 429.
         errors = throttles = 0
         last: Outcome | None = None
         while True:
@@ -221,7 +223,8 @@ class Engine:
                 throttles += 1
                 self._apply(self._limiter.throttled(last.retry_after))
             else:
-                errors += 1
+                if last.kind is not Kind.SENT:
+                    errors += 1
                 self._apply(self._limiter.answered())
             decision = self._policy.decide(
                 last, errors=errors, throttles=throttles, random=self._random()
