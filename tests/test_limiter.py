@@ -83,7 +83,7 @@ async def acquire_all(
     loop = asyncio.get_running_loop()
 
     async def one() -> float:
-        await limiter.admit()
+        assert await limiter.admit()
         return loop.time()
 
     pending = [asyncio.ensure_future(one()) for _ in range(tasks)]
@@ -103,7 +103,7 @@ async def acquire_for(
 
     async def worker() -> None:
         while True:
-            await gate()
+            assert await gate()
             now = loop.time()
             if now >= horizon:
                 return
@@ -111,6 +111,11 @@ async def acquire_for(
 
     await asyncio.gather(*(worker() for _ in range(workers)))
     return sorted(stamps)
+
+
+def to_the_microsecond(results: list[tuple[bool, float]]) -> list[tuple[bool, float]]:
+    """Gate results with their loop times rounded to the microsecond (the loop ticks by 1 ns)."""
+    return [(passed, round(at, 6)) for passed, at in results]
 
 
 def busiest_window(stamps: list[float], width: float = 1.0, *, start: float = 0.0) -> int:
@@ -258,7 +263,7 @@ def test_a_rate_change_applies_to_both_gates() -> None:
         loop = asyncio.get_running_loop()
         stamps = []
         for _ in range(6):
-            await limiter.depart()
+            assert await limiter.depart()
             stamps.append(loop.time())
         return limiter.rate, stamps
 
@@ -349,3 +354,89 @@ def test_hold_in_the_past_changes_nothing() -> None:
         return await acquire_all(limiter, 1)
 
     assert run_virtual(main) == [pytest.approx(10.0)]
+
+
+def test_departure_never_waits_out_a_hold() -> None:
+    """During a hold the departure gate says no at once, so no row waits a hold in flight."""
+
+    async def main() -> tuple[bool, float]:
+        limiter = steady(10.0)
+        limiter.throttled(60.0)
+        passed = await limiter.depart()
+        return passed, asyncio.get_running_loop().time()
+
+    passed, at = run_virtual(main)
+    assert not passed
+    assert at == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_hold_that_begins_wakes_departures_waiting_for_a_slot() -> None:
+    """A row waiting at departure when a 429 with Retry-After arrives is let go at once, unsent."""
+
+    async def main() -> list[tuple[bool, float]]:
+        limiter = steady(1.0)
+        loop = asyncio.get_running_loop()
+
+        async def one() -> tuple[bool, float]:
+            return await limiter.depart(), loop.time()
+
+        waiting = [asyncio.ensure_future(one()) for _ in range(3)]
+        await asyncio.sleep(0.5)
+        limiter.throttled(60.0)
+        return await asyncio.gather(*waiting)
+
+    assert to_the_microsecond(run_virtual(main)) == [(True, 0.0), (False, 0.5), (False, 0.5)]
+
+
+# --------------------------------------------------------------------------- stop
+
+
+def test_stop_wakes_admissions_waiting_out_a_hold() -> None:
+    """A stop during a 60 s hold ends every admission wait at once, with False."""
+
+    async def main() -> list[tuple[bool, float]]:
+        limiter = steady(100.0)
+        loop = asyncio.get_running_loop()
+        limiter.throttled(60.0)
+
+        async def one() -> tuple[bool, float]:
+            return await limiter.admit(), loop.time()
+
+        waiting = [asyncio.ensure_future(one()) for _ in range(5)]
+        await asyncio.sleep(2.0)
+        limiter.stop()
+        return await asyncio.gather(*waiting)
+
+    assert to_the_microsecond(run_virtual(main)) == [(False, 2.0)] * 5
+
+
+@pytest.mark.parametrize("departure", [False, True], ids=["admission", "departure"])
+def test_stop_wakes_waiters_on_the_rate(departure: bool) -> None:
+    """At 0.01/s (a slot every 100 s) a stop ends the waits for a slot at once, with False."""
+
+    async def main() -> list[tuple[bool, float]]:
+        limiter = paced(0.01)
+        gate = limiter.depart if departure else limiter.admit
+        loop = asyncio.get_running_loop()
+
+        async def one() -> tuple[bool, float]:
+            return await gate(), loop.time()
+
+        waiting = [asyncio.ensure_future(one()) for _ in range(3)]
+        await asyncio.sleep(5.0)
+        limiter.stop()
+        return await asyncio.gather(*waiting)
+
+    assert to_the_microsecond(run_virtual(main)) == [(True, 0.0), (False, 5.0), (False, 5.0)]
+
+
+def test_nothing_passes_after_a_stop() -> None:
+    """Once stopped, both gates say no at once, with capacity to spare and no hold."""
+
+    async def main() -> list[tuple[bool, float]]:
+        limiter = paced(1000.0)
+        limiter.stop()
+        loop = asyncio.get_running_loop()
+        return [(await limiter.admit(), loop.time()), (await limiter.depart(), loop.time())]
+
+    assert to_the_microsecond(run_virtual(main)) == [(False, 0.0), (False, 0.0)]

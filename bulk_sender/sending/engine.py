@@ -14,18 +14,24 @@ The plan is one shape: an async generator of batches of planned messages, made i
 
 Concurrency is bounded by the number of workers (``concurrency``), never by the client's pool
 alone. Every attempt, retries included, passes the limiter's two gates
-(:mod:`bulk_sender.sending.limiter`): admission before its ``in_flight`` record and departure
-after it, so journal latency cannot bunch requests into a burst. A worker commits the
-``in_flight`` record before its request leaves (awaited), and queues the outcome without
-waiting: the journal commits in queue order, so the outcome is on disk by the time the
-worker's next ``in_flight`` commit returns, before it sends anything else (and the run ends
-with a flush). For a retryable outcome it commits ``not_sent`` before it waits to retry. So
-a crash leaves at most ``concurrency`` rows whose fate is unknown (one per worker), and never
-a row waiting for a retry.
+(:mod:`bulk_sender.sending.limiter`): admission before its ``in_flight`` record, where every
+long wait happens (a ``Retry-After`` hold, the pace), and departure after it, at the same
+rate, so journal latency cannot bunch requests into a burst. So ``in_flight`` is committed as
+late as possible: between it and the request there is only the departure gate, whose wait is
+bounded by the journal's own latency and which never waits out a hold (a hold that begins
+meanwhile sends the row back to admission, ``not_sent`` again). A worker
+commits the ``in_flight`` record (awaited) and queues the outcome without waiting: the journal
+commits in queue order, so the outcome is on disk by the time the worker's next ``in_flight``
+commit returns, before it sends anything else (and the run ends with a flush). For a
+retryable outcome it commits ``not_sent`` before it waits to retry. So a crash leaves at most
+``concurrency`` rows whose fate is unknown (one per worker), and never a row waiting for a
+retry or a hold.
 
 Stopping: an account-level answer, ``error_threshold`` failed rows in a row, a journal that
-cannot be written, or :meth:`Engine.request_stop` (SIGINT/SIGTERM) set the stop reason. From
-then on no new request leaves; requests in flight finish and are recorded; every message not
+cannot be written, or :meth:`Engine.request_stop` (SIGINT/SIGTERM) set the stop reason and
+wake every wait (both gates, the hold, a retry's backoff) at once. From then on no request
+leaves: a worker checks after its last wait, before the request, and records the row
+``not_sent`` instead. Requests already in flight finish and are recorded; every message not
 sent yet, queued or still in the file, is recorded ``not_sent`` so the run's record is whole.
 
 A worker that fails with an unexpected exception (a bug; expected failures are all handled
@@ -51,7 +57,7 @@ from bulk_sender.record.journal import Journal, JournalError
 from bulk_sender.sending.client import Answer
 from bulk_sender.sending.limiter import PacedLimiter
 from bulk_sender.sending.outcome import Kind, Outcome, classify_answer, classify_failure
-from bulk_sender.sending.policy import Final, Retry, RetryPolicy, Stop
+from bulk_sender.sending.policy import Decision, Final, Retry, RetryPolicy
 from bulk_sender.sending.ratecontrol import RateChange, RateController
 from bulk_sender.sending.stats import RunStats
 
@@ -113,13 +119,14 @@ class Engine:
     # -- stopping ----------------------------------------------------------------------------
 
     def request_stop(self, reason: StopReason) -> None:
-        """Stop taking new rows; the first reason given is the one reported."""
+        """Stop sending and wake every wait; the first reason given is the one reported."""
         if self.stop_reason is None:
             self.stop_reason = reason
             log.warning(
                 "bulk_sender.stopping",
                 extra={"event": "bulk_sender.stopping", "reason": reason.kind, "code": reason.code},
             )
+        self._limiter.stop()
         self._stopped.set()
 
     @property
@@ -241,17 +248,25 @@ class Engine:
     async def _send_once(
         self, body: bytes, record: Record, attempts: int, last: Outcome | None
     ) -> Outcome | None:
-        """Pass both gates and send; None if the run stopped first (the row is then recorded)."""
-        if not self.stopping:
-            await self._limiter.admit()
-        if self.stopping:
-            self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
-            return None
-        await self._journal.write(record._replace(status=Status.IN_FLIGHT, attempts=attempts + 1))
-        await self._limiter.depart()
-        return await self._attempt(body)
+        """Pass both gates and send; None if the run stopped first (the row is then recorded).
 
-    def _finish(self, record: Record, decision: Final | Stop, last: Outcome, attempts: int) -> None:
+        ``in_flight`` is committed after every long wait: between it and the request there is
+        only the departure gate, which gives up at a hold or a stop instead of waiting.
+        """
+        in_flight = record._replace(status=Status.IN_FLIGHT, attempts=attempts + 1)
+        while await self._limiter.admit():
+            await self._journal.write(in_flight)
+            if await self._limiter.depart() and not self.stopping:
+                return await self._attempt(body)
+            if self.stopping:
+                break
+            # A hold began while the row was being committed: it waits that out not_sent, as a
+            # row waiting to retry does, never in flight.
+            await self._journal.write(_with_outcome(record, Status.NOT_SENT, last, attempts))
+        self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
+        return None
+
+    def _finish(self, record: Record, decision: Decision, last: Outcome, attempts: int) -> None:
         """Record a row's final outcome (an account error stops the run, the row not_sent)."""
         status = decision.status if isinstance(decision, Final) else Status.NOT_SENT
         if not isinstance(decision, Final):
