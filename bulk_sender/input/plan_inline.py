@@ -5,9 +5,11 @@ The other way to plan, :mod:`bulk_sender.input.plan_process`, runs the same
 the two apart.
 
 Batches here are small (128 messages): planning a message costs about 15 µs, all of it on the
-event loop's own thread, so a batch of 1,024 would stop the loop for some 15 ms, longer than a
-limiter bucket lasts at 1,000/s (10 ms), and sending time would be lost. 128 stop it for 2 ms;
-the per-batch cost (one list, one step of the generator) stays below 1 % of the planning.
+event loop's own thread, so a batch of 1,024 stops the loop for some 15 ms, longer than a
+limiter bucket lasts at 1,000/s (10 ms), and sending time is lost: the benchmark's 1,000/s case
+(planned inline) achieved 99.1 to 99.3 % of the rate with 1,024 against 99.2 to 100.2 % with
+128 (four runs each). 128 stop it for 2 ms; the per-batch cost (one list, one step of the
+generator) is far below 1 % of the planning, and unlimited-rate throughput did not move.
 """
 
 from __future__ import annotations
