@@ -1,6 +1,8 @@
-"""The command line: parse, build settings, run, map outcomes and errors to exit codes.
+"""The command line: parse, build settings, run, print the summary, return the exit code.
 
-Exit codes (also in the README):
+The codes are :class:`~bulk_sender.errors.ExitCode` (also in the docs). A run that ends in an
+error exits with the code its class carries in errors.py, through the one handler in
+:func:`main`; a run that finishes exits with what :func:`exit_code` reads from its result:
 
 ===  ==========================================================================================
 0    every message was sent (or deliberately skipped as a duplicate); dry run: all rows valid
@@ -9,6 +11,7 @@ Exit codes (also in the README):
 2    usage, config or campaign-file error: nothing was sent
 3    the run stopped early (account-level error, error threshold, journal not writable); run
      the same command again to resume
+70   a bug (the traceback is printed); the journal is consistent, the same command resumes
 130  stopped by SIGINT (Ctrl-C); 143: stopped by SIGTERM. Both resumable.
 ===  ==========================================================================================
 """
@@ -25,23 +28,19 @@ from typing import Any
 
 from bulk_sender import __version__
 from bulk_sender.config import Settings, load_settings
-from bulk_sender.errors import UsageError
-from bulk_sender.model import UNSENT, Status
-from bulk_sender.record.journal import JournalError
-from bulk_sender.runner import (
-    RunOptions,
-    RunResult,
-    default_results_path,
-    dry_run,
-    send,
+from bulk_sender.errors import ExitCode, exit_code_of
+from bulk_sender.record.summary import (
+    DryRunResult,
+    SendResult,
+    error_summary,
+    stop_line,
+    summary_dict,
+    summary_text,
+    write_summary_json,
 )
-from bulk_sender.sending.engine import StopReason
+from bulk_sender.runner import RunOptions, default_results_path, dry_run, send
 
 __all__ = ["build_parser", "main"]
-
-EXIT_OK, EXIT_SOME_NOT_SENT, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
-#: A bug (sysexits' EX_SOFTWARE): distinct from every outcome of a run that worked as designed.
-EXIT_INTERNAL = 70
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--config", type=Path, default=Path("config.toml"), help="default: ./config.toml"
     )
-    s.add_argument("--out", type=Path, help="results file (default: CAMPAIGN.results.csv)")
+    s.add_argument(
+        "--out",
+        type=Path,
+        help="results file (default: CAMPAIGN.results.csv, or CAMPAIGN.sandbox.results.csv)",
+    )
     s.add_argument("--failed", type=Path, help="failed-row export (default: RESULTS.failed.csv)")
     s.add_argument("--sandbox", action="store_true", help="send to an embedded Kaleyra sandbox")
     s.add_argument("--base-url", help="send to this base URL instead of the pod's")
@@ -96,26 +99,26 @@ def main(argv: list[str] | None = None) -> int:
             return _sandbox(args)
         invoked = [_program(), *sys.argv[1:]] if argv is None else ["bulk-sender", *argv]
         return _send(args, invoked)
-    except UsageError as exc:
-        print(f"bulk-sender: {exc}", file=sys.stderr)
-        _error_summary(args, EXIT_USAGE, str(exc))
-        return EXIT_USAGE
-    except JournalError as exc:
-        print(f"bulk-sender: {exc}", file=sys.stderr)
-        _error_summary(args, EXIT_STOPPED, str(exc))
-        return EXIT_STOPPED
     except KeyboardInterrupt:
         print("bulk-sender: interrupted; run the same command again to resume", file=sys.stderr)
         return 128 + signal.SIGINT
-    except Exception as exc:  # a bug: keep its traceback for the report, exit distinctly
+    except Exception as exc:  # every error ends here, with the exit code errors.py gives it
+        return _failed(args, exc)
+
+
+def _failed(args: argparse.Namespace, exc: Exception) -> int:
+    """Report an error in one line (a bug: with its traceback) and return its exit code."""
+    code = exit_code_of(exc)
+    message = str(exc)
+    if code is ExitCode.INTERNAL:
         traceback.print_exc()
         message = (
             f"internal error ({type(exc).__name__}; a bug, the traceback is above). The journal "
             "is consistent: rows that were in flight are unknown; run the same command to resume"
         )
-        print(f"bulk-sender: {message}", file=sys.stderr)
-        _error_summary(args, EXIT_INTERNAL, message)
-        return EXIT_INTERNAL
+    print(f"bulk-sender: {message}", file=sys.stderr)
+    _error_summary(args, code, message)
+    return code
 
 
 def _program() -> str:
@@ -128,10 +131,7 @@ def _error_summary(args: argparse.Namespace, code: int, message: str) -> None:
     """A run that could not start still replaces --summary-json, so no stale success remains."""
     path = getattr(args, "summary_json", None)
     if path is not None:
-        from bulk_sender.ui import write_summary_json
-
-        doc = {"version": 1, "outcome": "error", "exit_code": code, "error": message}
-        write_summary_json(path, doc)
+        write_summary_json(path, error_summary(code, message))
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -147,32 +147,38 @@ def _send(args: argparse.Namespace, command: list[str]) -> int:
 
     ui.setup_logging(verbosity=args.verbose, json_format=args.log_format == "json")
     settings = _settings(args)
+    result: SendResult | DryRunResult
     if args.dry_run:
         result = dry_run(settings, args.campaign, args.out)
     else:
-        results = args.out or default_results_path(args.campaign)
-        options = RunOptions(
-            campaign=args.campaign,
-            results=results,
-            failed=args.failed,
-            sandbox=args.sandbox,
-            restart=args.restart,
-            resend_unknown=args.resend_unknown,
-            failed_include_unknown=args.failed_include_unknown,
-        )
-        interactive = (
-            not args.quiet
-            and args.log_format == "text"
-            and sys.stdout.isatty()
-            and sys.stderr.isatty()
-        )
-        result = send(settings, options, display=ui.Progress(interactive=interactive))
+        display = ui.Progress(interactive=_interactive(args))
+        result = send(settings, _options(args), display=display)
     code = exit_code(result)
-    doc = ui.summary_dict(result, exit_code=code, command=command)
+    doc = summary_dict(result, exit_code=code, command=command)
     if args.summary_json is not None:
-        ui.write_summary_json(args.summary_json, doc)
-    _print_quietly(ui.summary_text(doc, stop_line(result, settings)))
+        write_summary_json(args.summary_json, doc)
+    stop = stop_line(result, error_threshold=settings.sending.error_threshold)
+    _print_quietly(summary_text(doc, stop))
     return code
+
+
+def _options(args: argparse.Namespace) -> RunOptions:
+    return RunOptions(
+        campaign=args.campaign,
+        results=args.out or default_results_path(args.campaign, sandbox=args.sandbox),
+        failed=args.failed,
+        sandbox=args.sandbox,
+        restart=args.restart,
+        resend_unknown=args.resend_unknown,
+        failed_include_unknown=args.failed_include_unknown,
+    )
+
+
+def _interactive(args: argparse.Namespace) -> bool:
+    """A live progress bar only when a person is watching both streams."""
+    return (
+        not args.quiet and args.log_format == "text" and sys.stdout.isatty() and sys.stderr.isatty()
+    )
 
 
 def _print_quietly(text: str) -> None:
@@ -184,57 +190,14 @@ def _print_quietly(text: str) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def exit_code(result: RunResult) -> int:
+def exit_code(result: SendResult | DryRunResult) -> int:
     """The exit code a run's result calls for (see the module docstring)."""
-    statuses = result.totals.statuses
-    if result.dry_run:
-        return EXIT_SOME_NOT_SENT if statuses.get(Status.INVALID, 0) else EXIT_OK
-    stop = result.stop
+    stop = result.stop if isinstance(result, SendResult) else None
     if stop is not None and stop.kind == "signal":
         return 128 + signal.Signals[stop.code].value
     if stop is not None:
-        return EXIT_STOPPED
-    unsent = sum(n for status, n in statuses.items() if status in UNSENT)
-    return EXIT_SOME_NOT_SENT if unsent else EXIT_OK
-
-
-_ACCOUNT_ADVICE = {
-    "E110": ("the balance is low", "Top up"),
-    "WAV2101": ("the account's daily limit is used up", "Wait for the limit to reset"),
-    "RBC001": (
-        "the SID or API key is wrong",
-        "Check [kaleyra] sid and the key in the environment variable [kaleyra] api_key_env",
-    ),
-    "WA401": (
-        "the sender number is not on this account",
-        "Check [kaleyra] sender against the numbers of your Kaleyra account",
-    ),
-    "WA-401": ("the API is not available for this account or number", "Contact Kaleyra support"),
-}
-
-
-def stop_line(result: RunResult, settings: Settings) -> str | None:
-    """One sentence: what stopped the run and what to do next."""
-    stop: StopReason | None = result.stop
-    if stop is None:
-        return None
-    remaining = result.totals.statuses.get(Status.NOT_SENT, 0)
-    again = f"run the same command again to send the remaining {remaining:,} rows."
-    if stop.kind == "account":
-        what, todo = _ACCOUNT_ADVICE.get(
-            stop.code, (stop.message or "the account cannot send", "Fix it")
-        )
-        detail = f" ({stop.message})" if stop.code == "WA-401" and stop.message else ""
-        return f"Kaleyra says {what} ({stop.code}){detail}. {todo}, then {again}"
-    if stop.kind == "threshold":
-        return (
-            f"Stopped after {settings.sending.error_threshold} failed rows in a row (last: "
-            f"{stop.code} {stop.message}). Look at the failures in {result.options.results}, fix "
-            f"the cause, then {again}"
-        )
-    if stop.kind == "journal":
-        return f"Stopped: {stop.message}"
-    return f"Stopped by {stop.code}. To continue, {again}"
+        return ExitCode.STOPPED
+    return ExitCode.SOME_NOT_SENT if result.totals.unsent else ExitCode.OK
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -254,4 +217,4 @@ def _sandbox(args: argparse.Namespace) -> int:
     if key == "sandbox-key":
         print(f"accepting api-key 'sandbox-key': export {settings.kaleyra.api_key_env}=sandbox-key")
     run_forever(host=args.host, port=args.port, account=account, faults=faults)
-    return EXIT_OK
+    return ExitCode.OK

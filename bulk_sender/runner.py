@@ -12,6 +12,7 @@ Order matters for the promise "a broken file or setting stops before anything is
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -19,30 +20,30 @@ import resource
 import secrets
 import signal
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bulk_sender.config import Secret, Settings, read_api_key
+from bulk_sender.config import KaleyraSettings, Secret, Settings, read_api_key
 from bulk_sender.errors import UsageError
 from bulk_sender.input.campaign import Campaign, LoadStats
 from bulk_sender.input.plan_inline import plan_inline
 from bulk_sender.input.plan_process import PlanJob, start_planner
 from bulk_sender.input.table import Table, open_table
 from bulk_sender.model import Record, Status
-from bulk_sender.record.journal import Journal, ResumeState, journal_path
+from bulk_sender.record.journal import SANDBOX, Journal, ResumeState, journal_path
 from bulk_sender.record.lock import hold_lock
 from bulk_sender.record.results import Totals, write_outputs, write_results_only
-from bulk_sender.sending.client import KaleyraClient
+from bulk_sender.record.summary import DryRunResult, SendResult
 from bulk_sender.sending.engine import Engine, Plan, StopReason
 from bulk_sender.sending.stats import RunStats
+from bulk_sender.sending.transport import Route, open_poster, plan_route
 
 __all__ = [
     "RunOptions",
-    "RunResult",
     "default_failed_path",
     "default_results_path",
     "dry_run",
@@ -68,25 +69,13 @@ class RunOptions:
     failed_include_unknown: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunResult:
-    """Everything the summary and the exit code are made of."""
+def default_results_path(campaign: Path, *, sandbox: bool = False) -> Path:
+    """``campaign.csv`` -> ``campaign.results.csv`` beside it (``.sandbox.results.csv``).
 
-    options: RunOptions
-    totals: Totals
-    load: LoadStats
-    stats: RunStats | None
-    stop: StopReason | None
-    resumed_done: int
-    crashed_unknown: int
-    duration: float
-    dry_run: bool = False
-    example_request: dict[str, Any] | None = None
-
-
-def default_results_path(campaign: Path) -> Path:
-    """``campaign.csv`` -> ``campaign.results.csv`` beside it."""
-    return campaign.with_name(f"{campaign.stem}.results.csv")
+    A rehearsal gets a journal of its own, so it can never stand in for the real send.
+    """
+    kind = ".sandbox" if sandbox else ""
+    return campaign.with_name(f"{campaign.stem}{kind}.results.csv")
 
 
 def default_failed_path(results: Path, kind: str = "csv") -> Path:
@@ -113,7 +102,7 @@ def _open(settings: Settings, path: Path) -> tuple[Table, Campaign]:
     return table, Campaign(table, settings.campaign)
 
 
-def dry_run(settings: Settings, campaign_path: Path, verdicts: Path | None) -> RunResult:
+def dry_run(settings: Settings, campaign_path: Path, verdicts: Path | None) -> DryRunResult:
     """Check the whole file without sending or touching the journal."""
     started = time.monotonic()
     table, campaign = _open(settings, campaign_path)
@@ -123,24 +112,22 @@ def dry_run(settings: Settings, campaign_path: Path, verdicts: Path | None) -> R
     def counted() -> Iterator[Record]:
         for item in campaign.plan(bodies=False):
             record = item.record if item.body is None else item.record._replace(status=Status.VALID)
-            totals.messages += 1
-            totals.statuses[record.status] += 1
+            totals.count(record)
             yield record
 
-    records = counted()
     if verdicts is not None:
-        write_results_only(records, verdicts)
+        write_results_only(counted(), verdicts)
     else:
-        for _ in records:
-            pass
+        collections.deque(counted(), maxlen=0)
     totals.rows = campaign.stats.rows
-    totals.warnings = campaign.stats.warnings
-    options = RunOptions(campaign=campaign_path, results=verdicts or Path())
-    return RunResult(
-        options=options, totals=totals, load=campaign.stats, stats=None, stop=None,
-        resumed_done=0, crashed_unknown=0, duration=time.monotonic() - started, dry_run=True,
+    return DryRunResult(
+        campaign=campaign_path,
+        verdicts=verdicts,
+        totals=totals,
+        load=campaign.stats,
+        duration=time.monotonic() - started,
         example_request=_example_request(settings, campaign.stats.example_body),
-    )  # fmt: skip
+    )
 
 
 def _example_request(settings: Settings, body: bytes | None) -> dict[str, Any] | None:
@@ -164,89 +151,133 @@ def send(
     *,
     environ: Mapping[str, str] | None = None,
     display: DisplayFactory | None = None,
-) -> RunResult:
+) -> SendResult:
     """Send a campaign (or resume it) and write its results; see the module docstring."""
     started = time.monotonic()
     table, campaign = _open(settings, options.campaign)
     options = replace(options, failed=_failed_path(options, table))
-    api_key = (
-        Secret(secrets.token_urlsafe(24))
-        if options.sandbox
-        else read_api_key(settings.kaleyra, environ)
-    )
-    with hold_lock(options.results) as previous:
-        if previous is not None:
-            log.warning(
-                "bulk_sender.lock_taken_over",
-                extra={"event": "bulk_sender.lock_taken_over", "previous_pid": previous},
-            )
-        path = journal_path(options.results)
-        identity = campaign.identity()
-        rows = Journal.known_rows(path, identity) if not options.restart else None
-        if rows is None:
-            rows = table.scan(no_line_breaks=frozenset({campaign.to_column}))
+    api_key = _api_key(settings, options, environ)
+    # The embedded sandbox is on this machine: no proxy variable applies to it.
+    route = plan_route(settings.kaleyra, environ={} if options.sandbox else environ)
+    destination = SANDBOX if options.sandbox else settings.kaleyra.messages_url
+    path = journal_path(options.results)
+    with hold_lock(options.results) as previous, contextlib.ExitStack() as cleanup:
+        _note_lock_taken_over(previous)
+        rows = _rows(table, campaign, path, destination, restart=options.restart)
         # Started now, so that its start-up overlaps the journal's; given its job below.
         planner = start_planner(settings.sending, rows)
-        with contextlib.ExitStack() as cleanup:
-            if planner is not None:
-                cleanup.callback(planner.close)
-            journal = Journal.open(path, identity=identity, restart=options.restart)
-            cleanup.callback(journal.close)
-            journal.set_meta("rows", str(rows))
-            journal.set_meta("input", str(options.campaign))
-            state = journal.resume_state(resend_unknown=options.resend_unknown)
-            if planner is not None:
-                planner.give(PlanJob.of(campaign, state, path))
-            _announce(state, rows)
-            log.info(
-                "bulk_sender.started",
-                extra={
-                    "event": "bulk_sender.started",
-                    "campaign": str(options.campaign),
-                    "rows": rows,
-                    "rate": settings.sending.rate_per_second,
-                    "concurrency": settings.sending.concurrency,
-                    "sandbox": options.sandbox,
-                },
-            )
-            stats = RunStats(target_rate=settings.sending.rate_per_second)
-            stop = _run_loop(
-                _send_async(
-                    settings,
-                    options,
-                    campaign,
-                    journal,
-                    plan_inline(campaign, state, path)
-                    if planner is None
-                    else planner.plan(campaign.stats),
-                    api_key,
-                    stats,
-                    rows,
-                    display,
-                )
-            )
-            totals = write_outputs(
-                table=table,
-                to_column=campaign.to_column,
-                records=journal.records(),
-                results=options.results,
-                failed=options.failed,
-                include_unknown=options.failed_include_unknown,
-            )
+        if planner is not None:
+            cleanup.callback(planner.close)
+        journal = _open_journal(path, campaign, destination, options, rows)
+        cleanup.callback(journal.close)
+        state = journal.resume_state(resend_unknown=options.resend_unknown)
+        if planner is not None:
+            planner.give(PlanJob.of(campaign, state, path))
+        _announce(state, rows)
+        _log_started(settings, options, rows)
+        stats = RunStats(target_rate=settings.sending.rate_per_second)
+        run = _Sending(
+            settings=settings, sandbox=options.sandbox, route=route, api_key=api_key,
+            journal=journal, stats=stats,
+            display=(display or _no_display)(stats, campaign.stats, rows),
+        )  # fmt: skip
+        plan = (
+            plan_inline(campaign, state, path) if planner is None else planner.plan(campaign.stats)
+        )
+        stop = _run_loop(_send_async(run, plan))
+        totals = _write_outputs(table, campaign, journal, options)
+    _log_finished(stop, totals, planned_apart=planner is not None)
+    return SendResult(
+        campaign=options.campaign, results=options.results, failed=options.failed,
+        totals=totals, load=campaign.stats, stats=stats, stop=stop,
+        resumed_done=sum(state.done.values()), crashed_unknown=state.crashed,
+        duration=time.monotonic() - started,
+    )  # fmt: skip
+
+
+def _api_key(settings: Settings, options: RunOptions, environ: Mapping[str, str] | None) -> Secret:
+    """The key to send with: a throwaway one for the embedded sandbox."""
+    if options.sandbox:
+        return Secret(secrets.token_urlsafe(24))
+    return read_api_key(settings.kaleyra, environ)
+
+
+def _note_lock_taken_over(previous: int | None) -> None:
+    if previous is not None:
+        log.warning(
+            "bulk_sender.lock_taken_over",
+            extra={"event": "bulk_sender.lock_taken_over", "previous_pid": previous},
+        )
+
+
+def _rows(
+    table: Table, campaign: Campaign, journal: Path, destination: str, *, restart: bool
+) -> int:
+    """The campaign's row count: from the journal when it already scanned these bytes."""
+    rows = None if restart else Journal.known_rows(journal, campaign.identity(), destination)
+    if rows is None:
+        rows = table.scan(no_line_breaks=frozenset({campaign.to_column}))
+    return rows
+
+
+def _open_journal(
+    path: Path, campaign: Campaign, destination: str, options: RunOptions, rows: int
+) -> Journal:
+    journal = Journal.open(
+        path, identity=campaign.identity(), destination=destination, restart=options.restart
+    )
+    if journal.carried_over:
+        log.info(
+            "bulk_sender.carried_over",
+            extra={
+                "event": "bulk_sender.carried_over",
+                "recipients": journal.carried_over,
+                "hint": "sent (or possibly sent) before --restart: not sent again",
+            },
+        )
+    journal.set_meta("rows", str(rows))
+    journal.set_meta("input", str(options.campaign))
+    return journal
+
+
+def _write_outputs(
+    table: Table, campaign: Campaign, journal: Journal, options: RunOptions
+) -> Totals:
+    """Rebuild the results file and the failed export from the whole journal."""
+    return write_outputs(
+        table=table,
+        to_column=campaign.to_column,
+        records=journal.records(),
+        results=options.results,
+        failed=options.failed,
+        include_unknown=options.failed_include_unknown,
+    )
+
+
+def _log_started(settings: Settings, options: RunOptions, rows: int) -> None:
+    log.info(
+        "bulk_sender.started",
+        extra={
+            "event": "bulk_sender.started",
+            "campaign": str(options.campaign),
+            "rows": rows,
+            "rate": settings.sending.rate_per_second,
+            "concurrency": settings.sending.concurrency,
+            "sandbox": options.sandbox,
+        },
+    )
+
+
+def _log_finished(stop: StopReason | None, totals: Totals, *, planned_apart: bool) -> None:
     log.info(
         "bulk_sender.finished",
         extra={
             "event": "bulk_sender.finished",
             "outcome": "stopped" if stop is not None else "finished",
             **{f"total_{k}": v for k, v in totals.statuses.items()},
-            **_peak_memory(planned_apart=planner is not None),
+            **_peak_memory(planned_apart=planned_apart),
         },
     )
-    return RunResult(
-        options=options, totals=totals, load=campaign.stats, stats=stats, stop=stop,
-        resumed_done=sum(state.done.values()), crashed_unknown=state.crashed,
-        duration=time.monotonic() - started,
-    )  # fmt: skip
 
 
 def _peak_memory(*, planned_apart: bool) -> dict[str, int]:
@@ -292,41 +323,53 @@ def _run_loop(coro: Coroutine[Any, Any, StopReason | None]) -> StopReason | None
     return result
 
 
-async def _send_async(
-    settings: Settings,
-    options: RunOptions,
-    campaign: Campaign,
-    journal: Journal,
-    plan: Plan,
-    api_key: Secret,
-    stats: RunStats,
-    rows: int,
-    display: DisplayFactory | None,
-) -> StopReason | None:
-    kaleyra = settings.kaleyra
-    sandbox = None
-    if options.sandbox:
-        from bulk_sender.sandbox.server import Account, Sandbox
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Sending:
+    """What the sending loop needs, gathered before it starts."""
 
-        sandbox = Sandbox(
-            Account(sid=kaleyra.sid, api_key=api_key.reveal(), senders=frozenset({kaleyra.sender}))
+    settings: Settings
+    sandbox: bool
+    route: Route
+    api_key: Secret
+    journal: Journal
+    stats: RunStats
+    display: contextlib.AbstractContextManager[None]
+
+
+async def _send_async(run: _Sending, plan: Plan) -> StopReason | None:
+    """Send ``plan`` to Kaleyra (or an embedded sandbox), the journal's writer running."""
+    async with contextlib.AsyncExitStack() as stack:
+        kaleyra, route = run.settings.kaleyra, run.route
+        if run.sandbox:
+            url = await stack.enter_async_context(_embedded_sandbox(kaleyra, run.api_key))
+            route = Route(url=replace(kaleyra, base_url=url).messages_url)
+        run.journal.start_writer()
+        stack.callback(run.journal.stop_writer)
+        client = await stack.enter_async_context(
+            open_poster(route, api_key=run.api_key, sending=run.settings.sending)
         )
-        kaleyra = replace(kaleyra, base_url=await sandbox.start())
-    journal.start_writer()
+        engine = Engine(
+            settings=run.settings.sending, client=client, journal=run.journal, stats=run.stats
+        )
+        stack.enter_context(_signals(engine))
+        stack.enter_context(run.display)
+        stop = await engine.run(plan)
+    return stop
+
+
+@contextlib.asynccontextmanager
+async def _embedded_sandbox(kaleyra: KaleyraSettings, api_key: Secret) -> AsyncIterator[str]:
+    """A Kaleyra sandbox on 127.0.0.1 for this run (``--sandbox``); yields its base URL."""
+    from bulk_sender.sandbox.server import Account, Sandbox
+
+    sandbox = Sandbox(
+        Account(sid=kaleyra.sid, api_key=api_key.reveal(), senders=frozenset({kaleyra.sender}))
+    )
+    url = await sandbox.start()
     try:
-        async with KaleyraClient(
-            url=kaleyra.messages_url,
-            api_key=api_key,
-            concurrency=settings.sending.concurrency,
-            timeout_seconds=settings.sending.timeout_seconds,
-        ) as client:
-            engine = Engine(settings=settings.sending, client=client, journal=journal, stats=stats)
-            with _signals(engine), (display or _no_display)(stats, campaign.stats, rows):
-                return await engine.run(plan)
+        yield url
     finally:
-        journal.stop_writer()
-        if sandbox is not None:
-            await sandbox.stop()
+        await sandbox.stop()
 
 
 @contextlib.contextmanager

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from pathlib import Path
 
 import orjson
@@ -93,18 +91,6 @@ def test_server_error_exhausts_attempts(tmp_path: Path, sandbox: Sandbox, cli: C
     assert rows[A]["http_status"] == "500"
     assert rows[A]["attempts"] == "3"
     assert "Please try again later" in rows[A]["error"]
-
-
-def test_connection_refused_is_retried_then_failed(tmp_path: Path, cli: CliRunner) -> None:
-    """Connection refused never left the machine: retried within max_attempts, then failed."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    run, rows = _send(cli, tmp_path, f"http://127.0.0.1:{port}", [A], sending={"max_attempts": 2})
-    assert run.code == 1
-    assert rows[A]["status"] == "failed"
-    assert rows[A]["code"] == "CONNECT_ERROR"
-    assert rows[A]["attempts"] == "2"
 
 
 @pytest.mark.parametrize(
@@ -248,17 +234,16 @@ def test_429_storm_slows_down_and_recovers(
 ) -> None:
     """A server limiting to 15/s makes the run slow down; once the limit lifts it climbs back."""
     sandbox.faults.max_rate = 15
+    # The limit lifts after its second 429: at 60/s, then halved to 30/s, the run exceeds
+    # 15/s twice whatever the machine's speed.
+    sandbox.faults.max_rate_throttles = 2
     sandbox.faults.retry_after = "1"
-    lift = threading.Timer(2.0, lambda: setattr(sandbox.faults, "max_rate", None))
-    lift.start()
     numbers = [f"+9198765{i:05d}" for i in range(240)]
-    try:
-        run, rows = _send(
-            cli, tmp_path, sandbox.url, numbers,
-            sending={"rate_per_second": 60, "concurrency": 8, "max_attempts": 10},
-        )  # fmt: skip
-    finally:
-        lift.cancel()
+    run, rows = _send(
+        cli, tmp_path, sandbox.url, numbers,
+        sending={"rate_per_second": 60, "concurrency": 8, "max_attempts": 10},
+    )  # fmt: skip
+    assert sum(1 for x in sandbox.received if x.status == 429) == 2
     assert run.code == 0, run.out
     assert all(r["status"] == "sent" for r in rows.values())
     assert all(

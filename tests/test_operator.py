@@ -53,7 +53,8 @@ def test_summary_json_adds_up_and_has_the_documented_fields(
     assert doc["messages"] == 7
     assert sum(doc["statuses"].values()) == doc["messages"]
     assert doc["statuses"] == {
-        "sent": 3, "failed": 1, "invalid": 1, "duplicate": 1, "unknown": 1, "not_sent": 0,
+        "sent": 3, "failed": 1, "invalid": 1, "duplicate": 1, "suppressed": 0, "unknown": 1,
+        "not_sent": 0,
     }  # fmt: skip
     assert doc["codes"]["WA400"] == 1
     assert doc["exit_code"] == 1

@@ -25,7 +25,7 @@ async def _batches(plan: AsyncIterator[Sequence[Planned]]) -> list[list[Planned]
 
 
 def _journal_with(path: Path, campaign: Campaign, records: list[Record]) -> Journal:
-    journal = Journal.open(path, identity=campaign.identity())
+    journal = Journal.open(path, identity=campaign.identity(), destination="t")
 
     async def write() -> None:
         journal.start_writer()

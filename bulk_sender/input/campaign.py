@@ -23,7 +23,7 @@ import orjson
 from bulk_sender.config import CampaignSettings
 from bulk_sender.errors import InputFileError, UsageError
 from bulk_sender.input.dedupe import FirstSeen
-from bulk_sender.input.phone import normalise, split_recipients
+from bulk_sender.input.phone import PhoneVerdict, normalise, split_recipients
 from bulk_sender.input.table import Table
 from bulk_sender.model import Record, Status
 from bulk_sender.record.journal import ResumeState
@@ -212,6 +212,7 @@ class Campaign:
         seen: FirstSeen,
         bodies: bool,
     ) -> Iterator[Planned]:
+        """One message per recipient in the row's cell, skipping those a resume says are done."""
         stats = self.stats
         ref, ref1, ref2, clipped = self._refs(cells)
         raw_cell = cells[self.to_column]
@@ -230,12 +231,7 @@ class Campaign:
             verdict = normalise(raw, self._region)
             e164 = verdict.e164
             if e164 is None or problem is not None:
-                if e164 is None:
-                    kind = re.split(r"[:;]", verdict.problem or "", maxsplit=1)[0]
-                    category = f"phone number: {kind}" if raw else "no phone number"
-                    reason = f"phone number {raw!r}: {verdict.problem}" if raw else category
-                else:
-                    category = reason = problem or ""
+                category, reason = _why_invalid(raw, verdict, problem)
                 stats.add_invalid(category, row)
                 yield Planned(
                     Record(
@@ -245,17 +241,15 @@ class Campaign:
                     None,
                 )  # fmt: skip
                 continue
-            if self._dedupe:
-                first = seen.first(e164, row, part)
-                if first != key:
-                    yield Planned(
-                        Record(
-                            row=row, part=part, parts=parts, to=e164, status=Status.DUPLICATE,
-                            error=f"same number as row {first[0]}", ref=ref, ref1=ref1, ref2=ref2,
-                        ),
-                        None,
-                    )  # fmt: skip
-                    continue
+            if self._dedupe and (first := seen.first(e164, row, part)) != key:
+                yield Planned(
+                    Record(
+                        row=row, part=part, parts=parts, to=e164, status=Status.DUPLICATE,
+                        error=f"same number as row {first[0]}", ref=ref, ref1=ref1, ref2=ref2,
+                    ),
+                    None,
+                )  # fmt: skip
+                continue
             warning = verdict.warning or ""
             if warning:
                 stats.warnings += 1
@@ -312,3 +306,16 @@ class Campaign:
                 f"WhatsApp allows at most {BODY_TEXT_MAX}"
             )
         return text, None
+
+
+def _why_invalid(raw: str, verdict: PhoneVerdict, body_problem: str | None) -> tuple[str, str]:
+    """An invalid message's category (the report counts these) and its row's reason.
+
+    A number that is wrong is reported before a body text that is.
+    """
+    if verdict.e164 is not None:
+        return body_problem or "", body_problem or ""
+    if not raw:
+        return "no phone number", "no phone number"
+    kind = re.split(r"[:;]", verdict.problem or "", maxsplit=1)[0]
+    return f"phone number: {kind}", f"phone number {raw!r}: {verdict.problem}"

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from bulk_sender.config import CampaignSettings, SendingSettings
-from bulk_sender.errors import InputFileError, UsageError
+from bulk_sender.errors import InputFileError, PlannerCrashedError, UsageError
 from bulk_sender.input.campaign import Campaign, LoadStats, Planned
 from bulk_sender.input.plan_inline import resumed_plan
 from bulk_sender.input.table import Table
@@ -79,10 +79,6 @@ _MAX_FRAME = 1 << 28  # far above any batch: a size beyond it is not a frame of 
 PROTOCOL = 1
 _FIRST_BATCH = 64  # small, so the first request leaves early
 _BATCH = 1024
-
-
-class PlannerCrashedError(RuntimeError):
-    """The planning process failed or vanished: a bug, or it was killed (out of memory)."""
 
 
 @dataclass(frozen=True, slots=True)

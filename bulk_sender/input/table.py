@@ -26,9 +26,7 @@ import contextlib
 import csv
 import hashlib
 import itertools
-import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ if TYPE_CHECKING:  # openpyxl is imported where a workbook is read or written: i
     import openpyxl
 
 from bulk_sender.errors import ConfigError, InputFileError
+from bulk_sender.record.atomic import atomic_write
 
 __all__ = ["Chunk", "Table", "TableFormat", "open_table", "write_table"]
 
@@ -172,27 +171,12 @@ def write_table(
     path: Path, fmt: TableFormat, header: Sequence[str], rows: Iterable[Sequence[str]]
 ) -> None:
     """Write ``rows`` in the same format as the input, atomically (temp file, then replace)."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temp = Path(name)
-    try:
-        if fmt.kind == "xlsx":
-            os.close(fd)
-            _write_xlsx(temp, header, rows)
-        else:
-            _write_csv(os.fdopen(fd, "w", encoding=fmt.encoding, newline=""), fmt, header, rows)
-        publish(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def publish(temp: Path, path: Path) -> None:
-    """Give a finished temporary file the usual permissions (mkstemp's are 0600) and move it
-    over ``path`` atomically."""
-    mask = os.umask(0)
-    os.umask(mask)
-    temp.chmod(0o666 & ~mask)
-    temp.replace(path)
+    if fmt.kind == "xlsx":
+        with atomic_write(path) as binary:
+            _write_xlsx(binary, header, rows)
+    else:
+        with atomic_write(path, encoding=fmt.encoding) as text:
+            _write_csv(text, fmt, header, rows)
 
 
 # --- the byte pass ---------------------------------------------------------------------------
@@ -564,13 +548,10 @@ def _too_many_message(count: int, width: int) -> str:
 def _write_csv(
     file: IO[str], fmt: TableFormat, header: Sequence[str], rows: Iterable[Sequence[str]]
 ) -> None:
-    """Write a CSV with the format's codec (its BOM included) and delimiter, then sync it."""
-    with file:
-        writer = csv.writer(file, delimiter=fmt.delimiter, lineterminator="\r\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-        file.flush()
-        os.fsync(file.fileno())
+    """Write a CSV with the format's codec (its BOM included) and delimiter."""
+    writer = csv.writer(file, delimiter=fmt.delimiter, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
 
 
 # --- xlsx ------------------------------------------------------------------------------------
@@ -708,17 +689,15 @@ def _xlsx_break_message(column: str) -> str:
     return f'the "{column}" cell on this row contains a line break; put one value in each cell'
 
 
-def _write_xlsx(temp: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """Write a one-sheet workbook whose every cell is a string, then sync it."""
+def _write_xlsx(file: IO[bytes], header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Write a one-sheet workbook whose every cell is a string."""
     import openpyxl
 
     workbook = openpyxl.Workbook(write_only=True)
     sheet = workbook.create_sheet()
     for row in itertools.chain((header,), rows):
         sheet.append([_text_cell(sheet, value) for value in row])
-    workbook.save(temp)
-    with temp.open("rb+") as file:
-        os.fsync(file.fileno())
+    workbook.save(file)
 
 
 def _text_cell(sheet: object, value: str) -> object:

@@ -1,4 +1,4 @@
-"""What a run leaves behind: the results file, the failed-row export, the summary.
+"""What a run leaves behind: the results file and the failed-row export, and their counts.
 
 Both files are rebuilt from scratch at the end of every run by merging the campaign table
 (in input order) with the journal's records (sorted by row, then part), and are written to a
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,8 +24,9 @@ from pathlib import Path
 from typing import Protocol
 
 from bulk_sender.input.phone import split_recipients
-from bulk_sender.input.table import Table, publish, write_table
-from bulk_sender.model import EXPORTED, Record, Status
+from bulk_sender.input.table import Table, write_table
+from bulk_sender.model import EXPORTED, UNSENT, Record, Status
+from bulk_sender.record.atomic import atomic_write
 
 __all__ = ["RESULT_COLUMNS", "Totals", "write_outputs", "write_results_only"]
 
@@ -38,7 +38,10 @@ RESULT_COLUMNS: tuple[str, ...] = (
 
 @dataclass(slots=True)
 class Totals:
-    """Counts over the whole campaign (every run), as written to the results file."""
+    """Counts over the whole campaign (every run), as written to the results file.
+
+    A send counts the records it writes, a dry run its verdicts: both through :meth:`count`.
+    """
 
     rows: int = 0
     messages: int = 0
@@ -46,6 +49,19 @@ class Totals:
     codes: Counter[str] = field(default_factory=Counter)
     warnings: int = 0
     failed_rows: int = 0
+
+    def count(self, record: Record) -> None:
+        """Count one message: its status, its code (when it was not sent) and any warning."""
+        self.messages += 1
+        self.statuses[record.status] += 1
+        if record.code and record.status != Status.SENT:
+            self.codes[record.code] += 1
+        self.warnings += bool(record.warning)
+
+    @property
+    def unsent(self) -> int:
+        """Messages that did not reach Kaleyra as they should have (a dry run: invalid ones)."""
+        return sum(n for status, n in self.statuses.items() if status in UNSENT)
 
 
 def write_outputs(
@@ -70,11 +86,7 @@ def write_outputs(
         for _, cells, messages in _merge(table, to_column, records):
             totals.rows += 1
             for record in messages:
-                totals.messages += 1
-                totals.statuses[record.status] += 1
-                if record.code and record.status != Status.SENT:
-                    totals.codes[record.code] += 1
-                totals.warnings += bool(record.warning)
+                totals.count(record)
                 writer.writerow(_result_row(record))
             again = [r for r in messages if r.status in retry]
             if again and failed is not None:
@@ -182,13 +194,5 @@ class _Writer(Protocol):
 def _atomic_csv(path: Path) -> Iterator[_Writer]:
     """A csv writer on a temporary file that replaces ``path`` only when the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            yield csv.writer(handle, lineterminator="\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, encoding="utf-8") as handle:
+        yield csv.writer(handle, lineterminator="\n")

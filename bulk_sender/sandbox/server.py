@@ -115,8 +115,9 @@ class Faults:
     ``scripts`` maps a recipient (``messaging_object.to`` exactly as sent) to the answers for its
     1st, 2nd, ... valid request; entries are popped as they are used. ``max_rate`` answers 429
     when more than that many valid requests arrived in the trailing second (counting throttled
-    ones, like a real sliding-window limiter). ``balance`` and ``daily_limit`` count accepted
-    messages since the last :meth:`Sandbox.reset`.
+    ones, like a real sliding-window limiter); with ``max_rate_throttles`` it lifts itself after
+    answering that many 429s (a limit that goes away, ordered by events, not by a timer).
+    ``balance`` and ``daily_limit`` count accepted messages since the last :meth:`Sandbox.reset`.
     """
 
     latency: float = 0.0
@@ -124,6 +125,7 @@ class Faults:
     balance: int | None = None
     daily_limit: int | None = None
     max_rate: float | None = None
+    max_rate_throttles: int | None = None
     scripts: dict[str, list[Behaviour]] = field(default_factory=dict)
     default: Behaviour = Behaviour.OK
 
@@ -638,6 +640,10 @@ class Sandbox:
         if script:
             return script.pop(0)
         if faults.max_rate is not None and len(self._window) > faults.max_rate:
+            if faults.max_rate_throttles is not None:
+                faults.max_rate_throttles -= 1
+                if faults.max_rate_throttles <= 0:
+                    faults.max_rate = faults.max_rate_throttles = None
             return Behaviour.THROTTLE
         if faults.balance is not None and self._accepted_total >= faults.balance:
             return Behaviour.E110

@@ -55,7 +55,9 @@ from bulk_sender.input.campaign import Planned
 from bulk_sender.model import Record, Status, utc_now
 from bulk_sender.record.journal import Journal, JournalError
 from bulk_sender.sending.client import Answer
+from bulk_sender.sending.firstcontact import FirstContact
 from bulk_sender.sending.limiter import PacedLimiter
+from bulk_sender.sending.message_ids import RecentIds
 from bulk_sender.sending.outcome import Kind, Outcome, classify_answer, classify_failure
 from bulk_sender.sending.policy import Decision, Final, Retry, RetryPolicy
 from bulk_sender.sending.ratecontrol import RateChange, RateController
@@ -80,7 +82,7 @@ class Poster(Protocol):
 class StopReason:
     """Why a run stopped early; ``code``/``message`` come from Kaleyra where there is one."""
 
-    kind: Literal["account", "threshold", "signal", "journal"]
+    kind: Literal["account", "endpoint", "threshold", "signal", "journal"]
     code: str = ""
     message: str = ""
 
@@ -109,6 +111,8 @@ class Engine:
         self._stopped = asyncio.Event()
         self.stop_reason: StopReason | None = None
         self._failed_in_a_row = 0
+        self._first_contact = FirstContact.for_attempts(settings.max_attempts)
+        self._recent_ids = RecentIds()
 
     def __repr__(self) -> str:
         return (
@@ -180,9 +184,12 @@ class Engine:
                     await queue.put(None)
 
     async def _load(self, batch: Sequence[Planned], queue: asyncio.Queue[Planned | None]) -> None:
+        carried = self._journal.carried
         for n, item in enumerate(batch, 1):
             if item.body is None or self.stopping:
                 self._record_later(item.record)
+            elif carried is not None and (held := carried.hold(item.record)) is not None:
+                self._record_later(held)
             else:
                 await queue.put(item)
             if n % _YIELD_EVERY == 0:
@@ -267,10 +274,13 @@ class Engine:
         return None
 
     def _finish(self, record: Record, decision: Decision, last: Outcome, attempts: int) -> None:
-        """Record a row's final outcome (an account error stops the run, the row not_sent)."""
+        """Record a row's final outcome (an account or endpoint error stops the run, the row
+        not_sent)."""
         status = decision.status if isinstance(decision, Final) else Status.NOT_SENT
         if not isinstance(decision, Final):
-            self.request_stop(StopReason("account", last.code, last.error))
+            endpoint = last.kind is Kind.ENDPOINT  # the URL, TLS or proxy; else the account
+            reason = StopReason("endpoint" if endpoint else "account", last.code, last.error)
+            self.request_stop(reason)
         final = _with_outcome(record, status, last, attempts)
         # Queued, not awaited: this worker's next in_flight record, which it awaits before
         # its next request, is committed in the same batch or a later one, and the run
@@ -287,8 +297,12 @@ class Engine:
         try:
             answer = await self._client.post(body)
             outcome = classify_answer(answer.status, answer.body, retry_after=answer.retry_after)
+            if (checked := self._recent_ids.judge(outcome)) is not outcome:
+                answer.discard()  # out of step: the answer still due on it is this row's
+                outcome = checked
         except TransportError as exc:
             outcome = classify_failure(exc)
+        outcome = self._first_contact.judge(outcome)
         self.stats.requests += 1
         self.stats.latency.add(self._loop.time() - started)
         return outcome

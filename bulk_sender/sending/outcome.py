@@ -14,7 +14,14 @@ SERVER_ERROR   500, 502, 504, WA500, 408, 425, a proxy's HTML error page        
 AMBIGUOUS      sent, then read timeout / reset / 2xx without JSON or message_id  only at-least-once
 ROW_FAILED     400 WA400 or another row-level 4xx                                never
 ACCOUNT        RBC001, WA401, WA-401, WAV2101, E110, a bare 401, any 3xx         run stops
+ENDPOINT       404/405 (the URL is wrong), a certificate that cannot be          run stops
+               verified, a proxy that refuses the tunnel
 =============  ================================================================  ============
+
+ACCOUNT and ENDPOINT are answers that every other request would get as well: the run stops and
+the row stays ``not_sent`` instead of burning the campaign. A connect or DNS failure is
+NOT_SENT_YET here; when it persists before anything reached the server,
+:mod:`bulk_sender.sending.firstcontact` turns it into ENDPOINT.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from bulk_sender.errors import TransportError
 
 __all__ = [
     "ACCOUNT_CODES",
+    "ENDPOINT_STATUSES",
     "RETRY_AFTER_CAP",
     "Kind",
     "Outcome",
@@ -46,6 +54,8 @@ _SERVER_CODES: frozenset[str] = frozenset({"WA500"})
 #: 408 and 425 say the server did not act on the request, so it is safe to send again.
 _SERVER_STATUSES: frozenset[int] = frozenset({408, 425, 500, 502, 504})
 _THROTTLE_STATUSES: frozenset[int] = frozenset({429, 503})
+#: Statuses that mean the URL itself is wrong (a base_url typo): every row would get them.
+ENDPOINT_STATUSES: frozenset[int] = frozenset({404, 405})
 #: The longest Retry-After we honour, in seconds: a proxy asking for an hour is not obeyed blindly.
 RETRY_AFTER_CAP = 120.0
 
@@ -60,6 +70,7 @@ class Kind(enum.Enum):
     AMBIGUOUS = "ambiguous"
     ROW_FAILED = "row_failed"
     ACCOUNT = "account"
+    ENDPOINT = "endpoint"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +104,14 @@ def classify_answer(
     if code in ACCOUNT_CODES or (status == 401 and not code) or 300 <= status < 400:
         # A redirect means base_url/pod points at the wrong place: every row would get it.
         return outcome(Kind.ACCOUNT)
+    if status in ENDPOINT_STATUSES:
+        said = f" ({error})" if error else ""
+        return Outcome(
+            Kind.ENDPOINT,
+            status,
+            f"ENDPOINT_{status}",
+            f"the messages endpoint answered HTTP {status}{said}: the URL is wrong",
+        )
     if 200 <= status < 300:  # without a message_id (with one, it returned above)
         why = "answer was not JSON" if doc is None else "answer had no data.message_id"
         return Outcome(
@@ -113,8 +132,13 @@ def classify_answer(
 
 def classify_failure(failure: TransportError) -> Outcome:
     """Classify an attempt that got no HTTP answer, by whether the request could have left."""
+    if failure.cause == "certificate":
+        return Outcome(Kind.ENDPOINT, None, "TLS_VERIFY", failure.description)
+    if failure.cause == "proxy":
+        return Outcome(Kind.ENDPOINT, None, f"PROXY_{failure.status or 0}", failure.description)
     if failure.phase == "connect":
-        return Outcome(Kind.NOT_SENT_YET, None, "CONNECT_ERROR", failure.description)
+        code = "DNS_ERROR" if failure.cause == "dns" else "CONNECT_ERROR"
+        return Outcome(Kind.NOT_SENT_YET, None, code, failure.description)
     return Outcome(
         Kind.AMBIGUOUS,
         None,
