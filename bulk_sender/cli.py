@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     s = commands.add_parser("send", help="send (or resume) a campaign file")
-    s.add_argument("campaign", type=Path, help="the campaign file (.csv, or .xlsx)")
+    s.add_argument("campaign", type=Path, help="the campaign file (.csv, .xlsx, .xls or .ods)")
     s.add_argument(
         "--config", type=Path, default=Path("config.toml"), help="default: ./config.toml"
     )
@@ -62,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="results file (default: CAMPAIGN.results.csv, or CAMPAIGN.sandbox.results.csv)",
     )
-    s.add_argument("--failed", type=Path, help="failed-row export (default: RESULTS.failed.csv)")
+    s.add_argument(
+        "--failed",
+        type=Path,
+        help="failed-row export (default: RESULTS.failed.csv, with the campaign's own extension)",
+    )
     s.add_argument("--sandbox", action="store_true", help="send to an embedded Kaleyra sandbox")
     s.add_argument("--base-url", help="send to this base URL instead of the pod's")
     s.add_argument("--rate", type=float, help="messages per second (overrides the config)")

@@ -78,21 +78,24 @@ def default_results_path(campaign: Path, *, sandbox: bool = False) -> Path:
     return campaign.with_name(f"{campaign.stem}{kind}.results.csv")
 
 
-def default_failed_path(results: Path, kind: str = "csv") -> Path:
-    """``results.csv`` -> ``results.failed.csv`` beside it (``.xlsx`` for a workbook campaign)."""
-    return results.with_name(f"{results.stem}.failed.{'xlsx' if kind == 'xlsx' else 'csv'}")
+def default_failed_path(results: Path, suffix: str = ".csv") -> Path:
+    """``results.csv`` -> ``results.failed.csv`` beside it, with the export's ``suffix``
+    (:attr:`Table.export_suffix`: the campaign's own, ``.xlsx`` for a workbook)."""
+    return results.with_name(f"{results.stem}.failed{suffix}")
 
 
 def _failed_path(options: RunOptions, table: Table) -> Path:
-    """Where the failed export goes; its name must not contradict the input's format."""
+    """Where the failed export goes; its name must not contradict the export's format."""
     if options.failed is None:
-        return default_failed_path(options.results, table.format.kind)
+        return default_failed_path(options.results, table.export_suffix)
     is_xlsx = options.failed.suffix.lower() == ".xlsx"
-    if is_xlsx != (table.format.kind == "xlsx"):
-        wanted = ".xlsx" if table.format.kind == "xlsx" else "a text extension such as .csv"
+    if is_xlsx != (table.export_suffix == ".xlsx"):
+        kind = table.format.kind
+        wanted = ".xlsx" if kind != "csv" else "a text extension such as .csv"
+        written = "an .xlsx workbook" if kind != "csv" else "text in the campaign's own format"
         raise UsageError(
-            f"--failed {options.failed}: the failed export is written in the campaign's own "
-            f"format ({table.format.kind}), so name it with {wanted}"
+            f"--failed {options.failed}: the failed export of this {kind} campaign is "
+            f"{written}, so name it with {wanted}"
         )
     return options.failed
 

@@ -25,6 +25,7 @@ from tests.seed import (
     SEED_E110,
     SEED_RBC001,
     SEED_WA202,
+    SEED_WA202_AS_PRINTED,
     SEED_WA400,
     SEED_WA401,
     SEED_WA401_ACCOUNT,
@@ -44,14 +45,6 @@ from tests.strategies_http import (
 NOW: Final = datetime(2024, 5, 17, 12, 0, 0, tzinfo=UTC)
 
 # The seed's bodies, verbatim (the 202 sample with its missing commas restored).
-SEED_WA202_LITERAL: Final = b"""{
-"code":"WA202"
-"message":"Request Accepted",
-"data":{
-"message_id":"AXXXXXXXXXXXXXXXXXXX"
-}
-"error":{}
-}"""
 HTML_502: Final = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
@@ -87,11 +80,12 @@ def test_sent_ignores_retry_after() -> None:
     assert outcome.retry_after is None
 
 
-def test_seed_202_sample_as_printed_is_not_json_so_ambiguous() -> None:
-    """The seed's literal 202 text is malformed JSON; it is AMBIGUOUS, never SENT or retried."""
-    outcome = classify_answer(202, SEED_WA202_LITERAL)
-    assert outcome.kind is Kind.AMBIGUOUS
-    assert outcome.message_id is None
+def test_seed_202_sample_as_printed_is_sent_with_a_warning() -> None:
+    """The seed's literal 202 text is malformed JSON but names one id and WA202: SENT, warned."""
+    outcome = classify_answer(202, SEED_WA202_AS_PRINTED)
+    assert outcome.kind is Kind.SENT
+    assert outcome.message_id == "AXXXXXXXXXXXXXXXXXXX"
+    assert outcome.warning
 
 
 # --------------------------------------------------------------------------- AMBIGUOUS 2xx

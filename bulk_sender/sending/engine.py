@@ -56,6 +56,7 @@ from bulk_sender.model import Record, Status, utc_now
 from bulk_sender.record.journal import Journal, JournalError
 from bulk_sender.sending.client import Answer
 from bulk_sender.sending.firstcontact import FirstContact
+from bulk_sender.sending.garbled import GarbledAnswers
 from bulk_sender.sending.limiter import PacedLimiter
 from bulk_sender.sending.message_ids import RecentIds
 from bulk_sender.sending.outcome import Kind, Outcome, classify_answer, classify_failure
@@ -82,7 +83,7 @@ class Poster(Protocol):
 class StopReason:
     """Why a run stopped early; ``code``/``message`` come from Kaleyra where there is one."""
 
-    kind: Literal["account", "endpoint", "threshold", "signal", "journal"]
+    kind: Literal["account", "endpoint", "threshold", "answers", "signal", "journal"]
     code: str = ""
     message: str = ""
 
@@ -112,6 +113,7 @@ class Engine:
         self.stop_reason: StopReason | None = None
         self._failed_in_a_row = 0
         self._first_contact = FirstContact.for_attempts(settings.max_attempts)
+        self._garbled = GarbledAnswers()
         self._recent_ids = RecentIds()
 
     def __repr__(self) -> str:
@@ -303,6 +305,8 @@ class Engine:
         except TransportError as exc:
             outcome = classify_failure(exc)
         outcome = self._first_contact.judge(outcome)
+        if self._garbled.judge(outcome):
+            self.request_stop(StopReason("answers", outcome.code, outcome.error))
         self.stats.requests += 1
         self.stats.latency.add(self._loop.time() - started)
         return outcome
@@ -366,4 +370,5 @@ def _with_outcome(record: Record, status: str, outcome: Outcome | None, attempts
         http_status=outcome.http_status,
         code=outcome.code,
         error=outcome.error,
+        warning="; ".join(filter(None, (record.warning, outcome.warning))),
     )

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import email.utils
 import enum
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -83,6 +84,7 @@ class Outcome:
     error: str = ""
     message_id: str | None = None
     retry_after: float | None = None
+    warning: str = ""  #: sent, with something the results should still say
 
 
 def classify_answer(
@@ -113,6 +115,8 @@ def classify_answer(
             f"the messages endpoint answered HTTP {status}{said}: the URL is wrong",
         )
     if 200 <= status < 300:  # without a message_id (with one, it returned above)
+        if doc is None and (salvaged := _salvaged_id(body)) is not None:
+            return Outcome(Kind.SENT, status, "WA202", "", salvaged, warning=_SALVAGE_WARNING)
         why = "answer was not JSON" if doc is None else "answer had no data.message_id"
         return Outcome(
             Kind.AMBIGUOUS,
@@ -128,6 +132,26 @@ def classify_answer(
         # A proxy's HTML page for a 4xx says nothing about the row: the server's problem.
         return outcome(Kind.SERVER_ERROR)
     return outcome(Kind.ROW_FAILED)
+
+
+#: ``"message_id": "..."`` in a body that is not JSON (Kaleyra's own sample misses commas).
+_LOOSE_ID = re.compile(rb'"message_id"\s*:\s*"([A-Za-z0-9._:=+/-]{1,128})"')
+_LOOSE_SUCCESS = re.compile(rb'"code"\s*:\s*"WA202"')
+_SALVAGE_WARNING = (
+    "Kaleyra's answer was not valid JSON; its message_id was read from the text (WA202)"
+)
+
+
+def _salvaged_id(body: bytes) -> str | None:
+    """The message_id of a 2xx body that is not JSON but says WA202 and names one id only.
+
+    Kaleyra documents its success answer without the commas between its fields; if it answers
+    like its own sample, the id is still unambiguous, and the message was accepted.
+    """
+    ids: set[bytes] = set(_LOOSE_ID.findall(body))
+    if len(ids) != 1 or _LOOSE_SUCCESS.search(body) is None:
+        return None
+    return ids.pop().decode("ascii")
 
 
 def classify_failure(failure: TransportError) -> Outcome:
