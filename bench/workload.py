@@ -79,8 +79,12 @@ def messages_url(base_url: str) -> str:
     return f"{base_url.rstrip('/')}/v2/{SID}/whatsapp/{SENDER.lstrip('+')}/messages"
 
 
-def write_config(path: Path, base_url: str) -> Path:
-    """A config.toml for the bench account; rate and concurrency come from the command line."""
+def write_config(path: Path, base_url: str, *, ledger: Path | None = None) -> Path:
+    """A config.toml for the bench account; rate and concurrency come from the command line.
+
+    The audience ledger is off unless ``ledger`` is given: every section sends the same
+    recipients the same message again and again, which its repeat guard would hold back.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         "[kaleyra]\n"
@@ -98,7 +102,9 @@ def write_config(path: Path, base_url: str) -> Path:
         "rate_per_second = 50\n"
         "concurrency = 32\n"
         "max_attempts = 3\n"
-        "timeout_seconds = 30\n",
+        "timeout_seconds = 30\n"
+        "\n[audience]\n"
+        f'ledger = "{ledger or ""}"\n',
         encoding="utf-8",
     )
     return path

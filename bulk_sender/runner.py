@@ -3,10 +3,11 @@
 Order matters for the promise "a broken file or setting stops before anything is sent":
 
 1. open the table (byte scan: encoding, NULs, wrong file type) and bind it to the settings
-   (recipient column, body placeholders); read the API key;
+   (recipient column, body placeholders); read the API key and the opt-out files;
 2. take the run lock; check the journal belongs to this campaign; scan the whole file's
    structure unless an earlier run of the same bytes already did;
-3. only then open the journal and send; finally rebuild the results and the failed export.
+3. only then open the journal and the audience ledger and send; finally rebuild the results
+   and the failed export.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ from typing import Any
 
 import orjson
 
+from bulk_sender.audience.gate import AudienceReport, Rules
+from bulk_sender.audience.rules import Clock, wall_clock_ms
+from bulk_sender.audience.setup import DryRunScreen, open_gate, read_rules
 from bulk_sender.config import KaleyraSettings, Secret, Settings, read_api_key
 from bulk_sender.errors import UsageError
-from bulk_sender.input.campaign import Campaign, LoadStats
+from bulk_sender.input.campaign import Campaign, LoadStats, Planned
 from bulk_sender.input.plan_inline import plan_inline
 from bulk_sender.input.plan_process import PlanJob, start_planner
 from bulk_sender.input.table import Table, open_table
@@ -51,6 +55,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("bulk_sender")
+_Ran = tuple[StopReason | None, AudienceReport | None]
 
 #: Called with the live figures while sending (the progress display), returns a context.
 DisplayFactory = Callable[[RunStats, LoadStats, int], contextlib.AbstractContextManager[None]]
@@ -105,32 +110,57 @@ def _open(settings: Settings, path: Path) -> tuple[Table, Campaign]:
     return table, Campaign(table, settings.campaign)
 
 
-def dry_run(settings: Settings, campaign_path: Path, verdicts: Path | None) -> DryRunResult:
-    """Check the whole file without sending or touching the journal."""
+def dry_run(
+    settings: Settings,
+    campaign_path: Path,
+    verdicts: Path | None,
+    *,
+    clock: Clock = wall_clock_ms,
+) -> DryRunResult:
+    """Check the whole file, and what the audience rules would hold back now, without sending,
+    touching the journal or writing the ledger."""
     started = time.monotonic()
     table, campaign = _open(settings, campaign_path)
     table.scan(no_line_breaks=frozenset({campaign.to_column}))
+    rules = _rules(settings)
     totals = Totals()
+    with DryRunScreen(rules, settings.audience, clock=clock) as screen:
 
-    def counted() -> Iterator[Record]:
-        for item in campaign.plan(bodies=False):
-            record = item.record if item.body is None else item.record._replace(status=Status.VALID)
-            totals.count(record)
-            yield record
+        def counted() -> Iterator[Record]:
+            for item in screen.screened(campaign.plan(bodies=False)):
+                record = _verdict(item)
+                totals.count(record)
+                yield record
 
-    if verdicts is not None:
-        write_results_only(counted(), verdicts)
-    else:
-        collections.deque(counted(), maxlen=0)
+        if verdicts is not None:
+            write_results_only(counted(), verdicts)
+        else:
+            collections.deque(counted(), maxlen=0)
     totals.rows = campaign.stats.rows
     return DryRunResult(
-        campaign=campaign_path,
-        verdicts=verdicts,
-        totals=totals,
-        load=campaign.stats,
+        campaign=campaign_path, verdicts=verdicts, totals=totals, load=campaign.stats,
         duration=time.monotonic() - started,
         example_request=_example_request(settings, campaign.stats.example_body),
-    )
+        audience=None if screen.gate is None else screen.gate.report,
+    )  # fmt: skip
+
+
+def _verdict(item: Planned) -> Record:
+    """A dry run's verdict on a message: ``valid`` if it would be sent; a row held for quiet
+    hours is valid too, the hold in its warning (it would be sent later)."""
+    record = item.record
+    if item.body is not None:
+        return record._replace(status=Status.VALID)
+    if record.status == Status.NOT_SENT:
+        return record._replace(
+            status=Status.VALID, warning=f"if sent now: {record.error}", error=""
+        )
+    return record
+
+
+def _rules(settings: Settings) -> Rules:
+    """The audience rules, opt-out files read: before anything is sent."""
+    return read_rules(settings.audience, default_region=settings.campaign.default_region or None)
 
 
 def _example_request(settings: Settings, body: bytes | None) -> dict[str, Any] | None:
@@ -154,12 +184,17 @@ def send(
     *,
     environ: Mapping[str, str] | None = None,
     display: DisplayFactory | None = None,
+    clock: Clock = wall_clock_ms,
 ) -> SendResult:
-    """Send a campaign (or resume it) and write its results; see the module docstring."""
+    """Send a campaign (or resume it) and write its results; see the module docstring.
+
+    ``clock`` (POSIX milliseconds) is what the audience rules read: tests pass a fake one.
+    """
     started = time.monotonic()
     table, campaign = _open(settings, options.campaign)
     options = replace(options, failed=_failed_path(options, table))
     api_key = _api_key(settings, options, environ)
+    rules = _rules(settings)
     # The embedded sandbox is on this machine: no proxy variable applies to it.
     route = plan_route(settings.kaleyra, environ={} if options.sandbox else environ)
     destination = SANDBOX if options.sandbox else settings.kaleyra.messages_url
@@ -183,19 +218,33 @@ def send(
             settings=settings, sandbox=options.sandbox, route=route, api_key=api_key,
             journal=journal, stats=stats,
             display=(display or _no_display)(stats, campaign.stats, rows),
+            audience=_Audience(
+                rules=rules, campaign=_ledger_campaign(journal, options), clock=clock
+            ),
         )  # fmt: skip
         plan = (
             plan_inline(campaign, state, path) if planner is None else planner.plan(campaign.stats)
         )
-        stop = _run_loop(_send_async(run, plan))
+        stop, report = _run_loop(_send_async(run, plan))
         totals = _write_outputs(table, campaign, journal, options)
     _log_finished(stop, totals, planned_apart=planner is not None)
     return SendResult(
         campaign=options.campaign, results=options.results, failed=options.failed,
         totals=totals, load=campaign.stats, stats=stats, stop=stop,
         resumed_done=sum(state.done.values()), crashed_unknown=state.crashed,
-        duration=time.monotonic() - started,
+        duration=time.monotonic() - started, audience=report,
     )  # fmt: skip
+
+
+def _ledger_campaign(journal: Journal, options: RunOptions) -> tuple[str, str] | None:
+    """The campaign's key and name in the ledger, or None: a rehearsal never writes it.
+
+    The key is the journal's own (made once, kept by every resume; a ``--restart`` starts a
+    journal, so a key, of its own), so a resume renews its messages' slots.
+    """
+    if options.sandbox:
+        return None
+    return journal.ledger_key(), options.campaign.name
 
 
 def _api_key(settings: Settings, options: RunOptions, environ: Mapping[str, str] | None) -> Secret:
@@ -316,13 +365,13 @@ def _announce(state: ResumeState, rows: int) -> None:
         )
 
 
-def _run_loop(coro: Coroutine[Any, Any, StopReason | None]) -> StopReason | None:
+def _run_loop(coro: Coroutine[Any, Any, _Ran]) -> _Ran:
     """Run the sending loop on uvloop where it is installed (it is on CPython/Linux)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on CPython/Linux
         return asyncio.run(coro)
-    result: StopReason | None = uvloop.run(coro)
+    result: _Ran = uvloop.run(coro)
     return result
 
 
@@ -337,9 +386,19 @@ class _Sending:
     journal: Journal
     stats: RunStats
     display: contextlib.AbstractContextManager[None]
+    audience: _Audience
 
 
-async def _send_async(run: _Sending, plan: Plan) -> StopReason | None:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Audience:
+    """The audience rules of a run, and its campaign in the ledger (None: read it only)."""
+
+    rules: Rules
+    campaign: tuple[str, str] | None
+    clock: Clock
+
+
+async def _send_async(run: _Sending, plan: Plan) -> tuple[StopReason | None, AudienceReport | None]:
     """Send ``plan`` to Kaleyra (or an embedded sandbox), the journal's writer running."""
     async with contextlib.AsyncExitStack() as stack:
         kaleyra, route = run.settings.kaleyra, run.route
@@ -348,16 +407,23 @@ async def _send_async(run: _Sending, plan: Plan) -> StopReason | None:
             route = Route(url=replace(kaleyra, base_url=url).messages_url)
         run.journal.start_writer()
         stack.callback(run.journal.stop_writer)
+        audience = run.audience
+        gate = await open_gate(
+            audience.rules, run.settings.audience, campaign=audience.campaign, clock=audience.clock
+        )
+        if gate is not None:
+            stack.push_async_callback(gate.close)  # commits the last settlements
         client = await stack.enter_async_context(
             open_poster(route, api_key=run.api_key, sending=run.settings.sending)
         )
         engine = Engine(
-            settings=run.settings.sending, client=client, journal=run.journal, stats=run.stats
-        )
+            settings=run.settings.sending, client=client, journal=run.journal, stats=run.stats,
+            gate=gate,
+        )  # fmt: skip
         stack.enter_context(_signals(engine))
         stack.enter_context(run.display)
         stop = await engine.run(plan)
-    return stop
+    return stop, None if gate is None else gate.report
 
 
 @contextlib.asynccontextmanager

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
@@ -55,7 +55,6 @@ __all__ = ["AudienceGate", "AudienceReport", "Rules"]
 
 log = logging.getLogger("bulk_sender")
 _EXAMPLES: Final = 3
-_BATCH: Final = 1024
 _NO_FACTS: Final = Facts()
 
 
@@ -123,16 +122,12 @@ class AudienceGate:
     # -- the loader's side -------------------------------------------------------------------
 
     async def screened(
-        self,
-        plan: Iterable[Planned] | AsyncIterator[Sequence[Planned]],
-        *,
-        carried: Carried | None = None,
+        self, plan: AsyncGenerator[Sequence[Planned], None], *, carried: Carried | None = None
     ) -> AsyncGenerator[Sequence[Planned], None]:
         """``plan``'s batches, screened, each read one batch ahead of the one yielded."""
         pending: asyncio.Task[list[Planned]] | None = None
-        source = _batches(plan)
         try:
-            async for batch in source:
+            async for batch in plan:
                 task = asyncio.ensure_future(self.screen(_hold_carried(batch, carried)))
                 if pending is not None:
                     yield await pending
@@ -145,7 +140,7 @@ class AudienceGate:
                 pending.cancel()
                 with contextlib.suppress(BaseException):
                     await pending
-            await source.aclose()  # and with it the plan: an early end closes it now
+            await plan.aclose()  # an early end (a crash) closes the plan now
 
     async def screen(self, batch: Sequence[Planned]) -> list[Planned]:
         """``batch`` with what the rules hold back now turned into final records (no body)."""
@@ -304,30 +299,3 @@ def _hold_carried(batch: Sequence[Planned], carried: Carried | None) -> Sequence
         if item.body is not None and (held := carried.hold(item.record)) is not None:
             out[index] = Planned(held, None)
     return out
-
-
-async def _batches(
-    plan: Iterable[Planned] | AsyncIterator[Sequence[Planned]],
-) -> AsyncGenerator[Sequence[Planned], None]:
-    if isinstance(plan, AsyncIterator):
-        try:
-            async for batch in plan:
-                yield batch
-        finally:
-            if isinstance(plan, AsyncGenerator):
-                await plan.aclose()
-        return
-    for chunk in _chunked(plan):
-        yield chunk
-        await asyncio.sleep(0)
-
-
-def _chunked(plan: Iterable[Planned]) -> Iterator[list[Planned]]:
-    batch: list[Planned] = []
-    for item in plan:
-        batch.append(item)
-        if len(batch) >= _BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

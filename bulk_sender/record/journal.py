@@ -29,6 +29,7 @@ import itertools
 import queue
 import sqlite3
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -293,6 +294,14 @@ class Journal:
         """A value stored with the journal (``rows``, ``created_at``, the identity)."""
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
+
+    def ledger_key(self) -> str:
+        """The campaign's own id in the audience ledger: made once, kept by every resume."""
+        key = self.meta("ledger_key")
+        if key is None:
+            key = uuid.uuid4().hex
+            self.set_meta("ledger_key", key)
+        return key
 
     def set_meta(self, key: str, value: str) -> None:
         """Store a value with the journal (before the writer starts)."""

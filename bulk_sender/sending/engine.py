@@ -27,6 +27,12 @@ retryable outcome it commits ``not_sent`` before it waits to retry. So a crash l
 ``concurrency`` rows whose fate is unknown (one per worker), and never a row waiting for a
 retry or a hold.
 
+Audience rules (:mod:`bulk_sender.audience.gate`), when the run has them: the plan is screened
+batch by batch before the loader (what a rule holds back is recorded, never queued); a
+message's slot is taken after admission, the last long wait, just before its ``in_flight``
+record, and settled after its last attempt: kept if the request may have reached the customer,
+else given back.
+
 Stopping: an account-level answer, ``error_threshold`` failed rows in a row, a journal that
 cannot be written, or :meth:`Engine.request_stop` (SIGINT/SIGTERM) set the stop reason and
 wake every wait (both gates, the hold, a retry's backoff) at once. From then on no request
@@ -53,18 +59,26 @@ from bulk_sender.config import SendingSettings
 from bulk_sender.errors import TransportError
 from bulk_sender.input.campaign import Planned
 from bulk_sender.model import Record, Status, utc_now
+from bulk_sender.record.carried import Carried
 from bulk_sender.record.journal import Journal, JournalError
 from bulk_sender.sending.client import Answer
 from bulk_sender.sending.firstcontact import FirstContact
 from bulk_sender.sending.garbled import GarbledAnswers
 from bulk_sender.sending.limiter import PacedLimiter
 from bulk_sender.sending.message_ids import RecentIds
-from bulk_sender.sending.outcome import Kind, Outcome, classify_answer, classify_failure
+from bulk_sender.sending.outcome import (
+    MAY_HAVE_REACHED,
+    Kind,
+    Outcome,
+    classify_answer,
+    classify_failure,
+)
 from bulk_sender.sending.policy import Decision, Final, Retry, RetryPolicy
 from bulk_sender.sending.ratecontrol import RateChange, RateController
 from bulk_sender.sending.stats import RunStats
+from bulk_sender.stores.ledger import StoreError
 
-__all__ = ["Engine", "Plan", "Poster", "StopReason"]
+__all__ = ["Engine", "Gate", "Plan", "Poster", "StopReason"]
 
 log = logging.getLogger("bulk_sender")
 _YIELD_EVERY = 128
@@ -79,11 +93,32 @@ class Poster(Protocol):
     async def post(self, body: bytes) -> Answer: ...
 
 
+class Gate(Protocol):
+    """What the engine needs from the audience rules (:class:`bulk_sender.audience.gate.
+    AudienceGate`); ``take`` raises :class:`~bulk_sender.stores.ledger.StoreError` when the
+    ledger cannot be written."""
+
+    def screened(self, plan: Plan, *, carried: Carried | None) -> Plan: ...
+
+    async def take(self, item: Planned) -> Record | None: ...
+
+    def settle(self, item: Planned, *, reached: bool, status: str) -> None: ...
+
+
+@dataclass(slots=True)
+class _Slot:
+    """A message's slot in the audience ledger: whether it is taken, and whether a request for
+    it may have reached the customer (then it is kept)."""
+
+    taken: bool = False
+    reached: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class StopReason:
     """Why a run stopped early; ``code``/``message`` come from Kaleyra where there is one."""
 
-    kind: Literal["account", "endpoint", "threshold", "answers", "signal", "journal"]
+    kind: Literal["account", "endpoint", "threshold", "answers", "signal", "journal", "ledger"]
     code: str = ""
     message: str = ""
 
@@ -98,9 +133,11 @@ class Engine:
         client: Poster,
         journal: Journal,
         stats: RunStats,
+        gate: Gate | None = None,
         random_source: Callable[[], float] = random.random,
     ) -> None:
         self._settings = settings
+        self._gate = gate
         self._client = client
         self._journal = journal
         self.stats = stats
@@ -149,6 +186,8 @@ class Engine:
             asyncio.create_task(self._work(queue), name=f"worker-{i}")
             for i in range(self._settings.concurrency)
         ]
+        if self._gate is not None:
+            plan = self._gate.screened(plan, carried=self._journal.carried)
         loader = asyncio.create_task(self._load_all(plan, queue, len(workers)), name="loader")
         tasks = [loader, *workers]
         try:
@@ -219,6 +258,9 @@ class Engine:
                 await self._deliver(item)
             except JournalError as exc:
                 self.request_stop(StopReason("journal", "JOURNAL", str(exc)))
+            except StoreError as exc:  # its slot could not be taken: it stays not_sent
+                self.request_stop(StopReason("ledger", "LEDGER", str(exc)))
+                self._record_later(item.record)
 
     async def _deliver(self, item: Planned) -> None:
         """Send one message until it has a final status, or the run stops."""
@@ -229,12 +271,15 @@ class Engine:
         # a 429, and those that got a 429.
         errors = throttles = 0
         last: Outcome | None = None
+        slot = _Slot()
         while True:
-            outcome = await self._send_once(item.body, record, attempts, last)
-            if outcome is None:
-                return  # the run stopped before it left; recorded not_sent
+            outcome = await self._send_once(item, attempts, last, slot)
+            if outcome is None:  # held back, or the run stopped before it left: recorded
+                self._settle(item, slot, Status.NOT_SENT)
+                return
             attempts += 1
             last = outcome
+            slot.reached = slot.reached or last.kind in MAY_HAVE_REACHED
             if last.kind is Kind.THROTTLED:
                 throttles += 1
                 self._apply(self._limiter.throttled(last.retry_after))
@@ -246,7 +291,7 @@ class Engine:
                 last, errors=errors, throttles=throttles, random=self._random()
             )
             if not isinstance(decision, Retry):
-                self._finish(record, decision, last, attempts)
+                self._settle(item, slot, self._finish(record, decision, last, attempts))
                 return
             # Kaleyra did not act on it (or, at-least-once, the user accepts the risk): say so
             # before waiting, so a run killed during the wait sends it again on resume.
@@ -255,15 +300,23 @@ class Engine:
             await self._pause(decision.delay)
 
     async def _send_once(
-        self, body: bytes, record: Record, attempts: int, last: Outcome | None
+        self, item: Planned, attempts: int, last: Outcome | None, slot: _Slot
     ) -> Outcome | None:
-        """Pass both gates and send; None if the run stopped first (the row is then recorded).
+        """Pass both gates and send; None if the run stopped first or the audience rules hold
+        the message back (the row is then recorded).
 
         ``in_flight`` is committed after every long wait: between it and the request there is
-        only the departure gate, which gives up at a hold or a stop instead of waiting.
+        only the audience slot's take and the departure gate, which gives up at a hold or a
+        stop instead of waiting.
         """
+        record, body = item.record, item.body
+        assert body is not None
         in_flight = record._replace(status=Status.IN_FLIGHT, attempts=attempts + 1)
         while await self._limiter.admit():
+            if not slot.taken:
+                if not await self._take(item):
+                    return None
+                slot.taken = True
             await self._journal.write(in_flight)
             if await self._limiter.depart() and not self.stopping:
                 return await self._attempt(body)
@@ -275,9 +328,23 @@ class Engine:
         self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
         return None
 
-    def _finish(self, record: Record, decision: Decision, last: Outcome, attempts: int) -> None:
+    async def _take(self, item: Planned) -> bool:
+        """The audience rules' word just before sending: True to send (its slot is held)."""
+        if self._gate is None:
+            return True
+        held = await self._gate.take(item)
+        if held is not None:
+            self._record_later(held)
+        return held is None
+
+    def _settle(self, item: Planned, slot: _Slot, status: str) -> None:
+        """Keep or give back the message's slot once its fate in this run is known."""
+        if slot.taken and self._gate is not None:
+            self._gate.settle(item, reached=slot.reached, status=status)
+
+    def _finish(self, record: Record, decision: Decision, last: Outcome, attempts: int) -> str:
         """Record a row's final outcome (an account or endpoint error stops the run, the row
-        not_sent)."""
+        not_sent); return its status."""
         status = decision.status if isinstance(decision, Final) else Status.NOT_SENT
         if not isinstance(decision, Final):
             endpoint = last.kind is Kind.ENDPOINT  # the URL, TLS or proxy; else the account
@@ -290,6 +357,7 @@ class Engine:
         self._journal.write_later(final)
         self._count(final)
         self._watch_threshold(status, last)
+        return status
 
     async def _attempt(self, body: bytes) -> Outcome:
         started = self._loop.time()
