@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bulk_sender import __version__
+from bulk_sender.audience import commands as optout_commands
 from bulk_sender.config import Settings, load_settings
 from bulk_sender.errors import ExitCode, exit_code_of
 from bulk_sender.record.summary import (
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--balance", type=int, help="messages accepted before E110 (low balance)")
     b.add_argument("--daily-limit", type=int, help="messages accepted before WAV2101")
     b.add_argument("--max-rate", type=float, help="answer 429 above this many requests/s")
+    optout_commands.add_parser(commands)
     return parser
 
 
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sandbox":
             return _sandbox(args)
+        if args.command == "optout":
+            return optout_commands.run(args)
         invoked = [_program(), *sys.argv[1:]] if argv is None else ["bulk-sender", *argv]
         return _send(args, invoked)
     except KeyboardInterrupt:

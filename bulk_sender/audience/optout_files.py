@@ -105,6 +105,6 @@ def _problems_message(problems: list[str]) -> str:
     )
     return (
         f"{len(problems)} number(s) in this opt-out file cannot be read: {shown}{more}. A number "
-        "that cannot be read cannot be held back, so nothing was sent: fix those cells (or "
-        "delete the rows), then run the same command again"
+        "that cannot be read cannot be held back, so bulk-sender stopped before doing anything: "
+        "fix those cells (or delete the rows), then run the same command again"
     )
