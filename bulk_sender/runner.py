@@ -160,7 +160,12 @@ def _verdict(item: Planned) -> Record:
 
 def _rules(settings: Settings) -> Rules:
     """The audience rules, opt-out files read: before anything is sent."""
-    return read_rules(settings.audience, default_region=settings.campaign.default_region or None)
+    campaign = settings.campaign
+    return read_rules(
+        settings.audience,
+        default_region=campaign.default_region or None,
+        encoding=campaign.encoding or None,
+    )
 
 
 def _example_request(settings: Settings, body: bytes | None) -> dict[str, Any] | None:

@@ -67,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
             "ledger.db beside the config file), or list the numbers in an opt-out file",
         )
     if args.action == "import":
-        numbers = read_opt_out_file(args.file, default_region=_region(settings)).numbers
+        numbers = read_opt_out_file(
+            args.file, default_region=_region(settings), encoding=_encoding(settings)
+        ).numbers
         keys = [int(n) for n in numbers]
         by = f"the import of {args.file.name}"
         return asyncio.run(_change(settings, keys, opted_out=True, by=by))
@@ -81,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _region(settings: Settings) -> str | None:
     return settings.campaign.default_region or None
+
+
+def _encoding(settings: Settings) -> str | None:
+    return settings.campaign.encoding or None
 
 
 def _key(number: str, settings: Settings) -> int:
@@ -126,7 +132,9 @@ def _still_in_files(settings: Settings, keys: list[int]) -> int:
 
 def _files(settings: Settings) -> list[OptOutList]:
     return [
-        read_opt_out_file(Path(name), default_region=_region(settings))
+        read_opt_out_file(
+            Path(name), default_region=_region(settings), encoding=_encoding(settings)
+        )
         for name in settings.audience.opt_out_files
     ]
 

@@ -240,7 +240,9 @@ class AudienceGate:
 
     def _suppressed(self, item: Planned, held: Held) -> Planned:
         self.report.hold(held.rule, item.record.row, held.detail)
-        record = item.record._replace(status=Status.SUPPRESSED, code=held.rule, error=held.detail)
+        record = item.record._replace(
+            status=Status.SUPPRESSED, code=held.rule.value, error=held.detail
+        )
         return Planned(record, None)
 
     def _quiet(self, item: Planned, until: int) -> Planned:
@@ -255,7 +257,7 @@ class AudienceGate:
             detail = f"{where}: sent by the next run of the same command after {when}"
             self.report.quiet(until)
         self.report.hold(Rule.QUIET, item.record.row, detail)
-        record = item.record._replace(status=Status.NOT_SENT, code=Rule.QUIET, error=detail)
+        record = item.record._replace(status=Status.NOT_SENT, code=Rule.QUIET.value, error=detail)
         return Planned(record, None)
 
     def _warned(self, item: Planned, known: Facts, now: int) -> Planned:

@@ -6,7 +6,8 @@ whose phone column has any name a campaign's recipient column may have ("Mobile 
 "WhatsApp Number", ``to``...: :mod:`bulk_sender.input.recipient`). A file of bare numbers with
 no header row works too: its first cell is then a phone number, not a name. Each number is
 normalised to E.164 like a campaign's (:func:`~bulk_sender.input.phone.normalise`, with
-``[campaign] default_region``), and a cell may hold several numbers separated by commas.
+``[campaign] default_region``; a text file in another encoding than UTF-8 needs
+``[campaign] encoding`` too), and a cell may hold several numbers separated by commas.
 
 Empty cells are skipped. A cell that is not empty but holds no readable number stops the run
 (exit 2, naming the file and the row): a number that cannot be read cannot be held back, and
@@ -51,9 +52,12 @@ class OptOutList:
         return found
 
 
-def read_opt_out_file(path: Path, *, default_region: str | None) -> OptOutList:
-    """Read the opt-out file at ``path`` (see the module docstring)."""
-    table = open_table(path)
+def read_opt_out_file(
+    path: Path, *, default_region: str | None, encoding: str | None = None
+) -> OptOutList:
+    """Read the opt-out file at ``path`` (see the module docstring); ``encoding`` is
+    ``[campaign] encoding``, as for a campaign file."""
+    table = open_table(path, encoding=encoding)
     column, headerless = _phone_column(table, default_region)
     numbers: list[int] = []
     problems: list[str] = []

@@ -30,7 +30,9 @@ T = TypeVar("T")
 _DRY_RUN_BATCH: Final = 2048
 
 
-def read_rules(settings: AudienceSettings, *, default_region: str | None) -> Rules:
+def read_rules(
+    settings: AudienceSettings, *, default_region: str | None, encoding: str | None = None
+) -> Rules:
     """The rules of ``settings``, with the opt-out files read (raises InputFileError)."""
     cap = settings.frequency_cap
     uses_ledger = settings.enabled
@@ -42,7 +44,7 @@ def read_rules(settings: AudienceSettings, *, default_region: str | None) -> Rul
     )
     quiet = parse_quiet_hours(settings.quiet_hours) if settings.quiet_hours.strip() else None
     files = tuple(
-        read_opt_out_file(Path(name), default_region=default_region)
+        read_opt_out_file(Path(name), default_region=default_region, encoding=encoding)
         for name in settings.opt_out_files
     )
     return Rules(limits=limits, quiet=quiet, opt_out_files=files)

@@ -221,13 +221,18 @@ def _triples(d: LedgerDialect, count: int) -> str:
 
 
 def change_opt(d: LedgerDialect) -> str:
-    """Apply one opt-out or opt-in unless the recipient's state changed later."""
+    """Apply one opt-out or opt-in unless the recipient's state changed later.
+
+    A change at the very same moment as the state in force wins only if it opts out (the safe
+    side), so applying the same change twice changes nothing the second time.
+    """
     m = d.mark
     return f"""INSERT INTO recipients (recipient, opted_out, opt_at, opt_by)
         VALUES ({m}, {m}, {m}, {m})
         ON CONFLICT (recipient) DO UPDATE SET
             opted_out = excluded.opted_out, opt_at = excluded.opt_at, opt_by = excluded.opt_by
-        WHERE excluded.opt_at >= recipients.opt_at"""
+        WHERE excluded.opt_at > recipients.opt_at
+           OR (excluded.opt_at = recipients.opt_at AND excluded.opted_out > recipients.opted_out)"""
 
 
 def note_incoming(d: LedgerDialect) -> str:
