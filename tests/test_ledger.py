@@ -162,6 +162,35 @@ def test_a_read_only_open_creates_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_send_exactly_a_window_ago_no_longer_counts(tmp_path: Path) -> None:
+    """The repeat guard and the cap count sends after now - window, not at it."""
+    limits = Limits(repeat_ms=DAY, cap_messages=1, cap_ms=DAY)
+
+    async def body(ledger: Ledger) -> Facts | None:
+        first = await ledger.register_campaign("key-1", "a.csv")
+        second = await ledger.register_campaign("key-2", "b.csv")
+        old = TakeRequest(A, 7, first, 1, 0, NOW - DAY, limits.bounds(NOW - DAY))
+        assert await ledger.take(old) is None
+        return await ledger.take(_request(second, A, limits=limits))
+
+    assert _run(tmp_path / "ledger.db", body) is None
+
+
+def test_a_customer_who_wrote_exactly_24_hours_ago_is_outside_the_window(tmp_path: Path) -> None:
+    """service_window = "skip": the window is the last 24 h, its first instant excluded."""
+    limits = Limits(repeat_ms=0, window="skip")
+
+    async def body(ledger: Ledger) -> list[Facts | None]:
+        campaign = await ledger.register_campaign("key-1", "a.csv")
+        await ledger.note_incoming([(A, NOW - DAY), (B, NOW - DAY + 1)])
+        requests = [_request(campaign, r, row=r % 10, limits=limits) for r in (A, B)]
+        return [await ledger.take(q) for q in requests]
+
+    outside, inside = _run(tmp_path / "ledger.db", body)
+    assert outside is not None and outside.last_incoming == NOW - DAY
+    assert inside is None
+
+
 def test_a_file_that_is_not_a_ledger_is_refused(tmp_path: Path) -> None:
     """Another SQLite database at the ledger's path is never written into."""
     with sqlite3.connect(tmp_path / "journal.db") as db:
@@ -175,7 +204,7 @@ def test_a_file_that_is_not_a_ledger_is_refused(tmp_path: Path) -> None:
 _SENDS = st.lists(
     st.tuples(
         st.sampled_from([A, B]),
-        st.integers(min_value=0, max_value=60),  # hours ago
+        st.sampled_from([0, 1, 5, 6, 7, 23, 24, 25, 47, 48, 60]),  # hours ago: the bounds too
         st.sampled_from([7, 8]),  # content
         st.sampled_from([1, 2]),  # campaign
         st.integers(min_value=1, max_value=3),  # row
@@ -198,7 +227,7 @@ _LIMITS = st.builds(
     sends=_SENDS,
     limits=_LIMITS,
     opted=st.booleans(),
-    wrote=st.none() | st.integers(min_value=0, max_value=48),
+    wrote=st.none() | st.sampled_from([0, 1, 23, 24, 25, 48]),
     row=st.integers(min_value=1, max_value=3),
 )
 def test_the_stores_take_is_the_pure_rule(
