@@ -92,7 +92,8 @@ def test_a_slot_given_back_is_free_and_a_kept_one_is_not(tmp_path: Path) -> None
         ledger.settle_later(first, 1, 0, state=None)
         ledger.settle_later(first, 2, 0, state="sent")
         await ledger.flush()
-        return await ledger.take(_request(second, A)), await ledger.take(_request(second, B))
+        freed = await ledger.take(_request(second, A))
+        return freed, await ledger.take(_request(second, B, row=2))
 
     freed, kept = _run(tmp_path / "ledger.db", body)
     assert freed is None
@@ -129,27 +130,31 @@ def test_opt_changes_keep_the_latest_whatever_order_they_arrive_in(tmp_path: Pat
     assert _run(tmp_path / "ledger.db", body) == [1, 0, 1]
 
 
+def _recipients(path: Path) -> dict[int, tuple[int, int, str, int | None]]:
+    """The ledger's recipients table: opted_out, opt_at, opt_by, last_incoming."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT recipient, opted_out, opt_at, opt_by, last_incoming FROM recipients"
+        )
+        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+
 def test_replies_opt_out_and_in_and_note_when_the_customer_wrote(tmp_path: Path) -> None:
     """What the receiver hands over: STOP opts out, START later opts in, every message counts
     for the service window, a repeated delivery changes nothing."""
     audience = AudienceSettings()
+    path = tmp_path / "ledger.db"
     stop = IncomingText(str(A), "2026-11-20T10:00:00.000Z", "Stop.")
     chat = IncomingText(str(B), "2026-11-20T11:00:00.000Z", "Is the red one in stock?")
-
-    async def body(ledger: Ledger) -> tuple[dict[int, Facts], dict[int, Facts]]:
-        first = await apply_incoming(ledger, [stop, chat, stop], audience)
-        assert (first.noted, first.keywords, first.changed) == (3, 2, 1)
-        opted = await ledger.facts([A, B], sends_since=0)
-        start = IncomingText(str(A), "2026-11-20T12:00:00Z", "START")
-        await apply_incoming(ledger, [start], audience)
-        return opted, await ledger.facts([A, B], sends_since=0)
-
-    opted, back = _run(tmp_path / "ledger.db", body)
-    assert opted[A].opt_out == OptOut(iso_ms(stop.at), "a STOP reply")
-    assert opted[B].opt_out is None
-    assert opted[B].last_incoming == iso_ms(chat.at)
-    assert back[A].opt_out is None
-    assert back[A].last_incoming == iso_ms("2026-11-20T12:00:00Z")
+    first = _run(path, lambda ledger: apply_incoming(ledger, [stop, chat, stop], audience))
+    assert (first.noted, first.keywords, first.changed) == (3, 2, 1)
+    assert _recipients(path) == {
+        A: (1, iso_ms(stop.at), "a STOP reply", iso_ms(stop.at)),
+        B: (0, 0, "", iso_ms(chat.at)),
+    }
+    start = IncomingText(str(A), "2026-11-20T12:00:00Z", "START")
+    _run(path, lambda ledger: apply_incoming(ledger, [start], audience))
+    assert _recipients(path)[A] == (0, iso_ms(start.at), "a START reply", iso_ms(start.at))
 
 
 def test_a_read_only_open_creates_nothing(tmp_path: Path) -> None:
@@ -239,7 +244,7 @@ def test_the_stores_take_is_the_pure_rule(
     row: int,
 ) -> None:
     """Over any ledger, the SQL take refuses exactly when judge() holds the message back, and
-    the facts it returns make judge() name the same rule."""
+    the facts it returns make judge() name the same rule; the read-only screen agrees."""
     path = tmp_path_factory.mktemp("ledger") / "ledger.db"
     last_incoming = None if wrote is None else NOW - wrote * HOUR_MS
     with sqlite3.connect(path):
@@ -264,7 +269,10 @@ def test_the_stores_take_is_the_pure_rule(
             await ledger.change_opt([OptChange(A, True, NOW - DAY, "hand")])
         if last_incoming is not None:
             await ledger.note_incoming([(A, last_incoming)])
-        return await ledger.take(TakeRequest(A, 7, names[1], row, 0, NOW, limits.bounds(NOW)))
+        screened = await ledger.screen([A], [7], limits.bounds(NOW))
+        taken = await ledger.take(TakeRequest(A, 7, names[1], row, 0, NOW, limits.bounds(NOW)))
+        assert (0 in screened) == (taken is not None)  # the screen is the take, read only
+        return taken
 
     answer = _run(path, body)
     recorded = [

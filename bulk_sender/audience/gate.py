@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
@@ -43,6 +43,7 @@ from bulk_sender.audience.rules import (
     OptOut,
     Rule,
     judge,
+    screen_bounds,
     wall_clock_ms,
     window_warning,
 )
@@ -55,7 +56,6 @@ __all__ = ["AudienceGate", "AudienceReport", "Rules"]
 
 log = logging.getLogger("bulk_sender")
 _EXAMPLES: Final = 3
-_NO_FACTS: Final = Facts()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,51 +143,66 @@ class AudienceGate:
             await plan.aclose()  # an early end (a crash) closes the plan now
 
     async def screen(self, batch: Sequence[Planned]) -> list[Planned]:
-        """``batch`` with what the rules hold back now turned into final records (no body)."""
+        """``batch`` with what the rules hold back now turned into final records (no body).
+
+        Only the messages the ledger's screen returns, the opt-out files list, or quiet hours
+        may hold are looked at one by one: the rest pass untouched.
+        """
         now = self._clock()
-        keys = np.fromiter(
-            (recipient_key(item.record.to) if item.body is not None else -1 for item in batch),
-            dtype=np.int64,
-            count=len(batch),
-        )
-        facts = await self._facts(keys, now)
+        sendable = [index for index, item in enumerate(batch) if item.body is not None]
+        keys = [recipient_key(batch[index].record.to) for index in sendable]
+        found = await self._screen_ledger(batch, sendable, keys, now)
         listed = self._listed(keys)
-        limits, quiet = self.rules.limits, self.rules.quiet
+        if self.rules.quiet is None:
+            looked_at: Iterable[int] = sorted(found.keys() | listed.keys())
+        else:
+            looked_at = range(len(sendable))
         out = list(batch)
-        for index, item in enumerate(batch):
-            if item.body is None:
-                continue
-            known = facts.get(int(keys[index]), _NO_FACTS)
-            if listed[index] is not None and known.opt_out is None:
-                known = known._replace(opt_out=listed[index])
-            held = self._judge(item, known, now)
-            if held is not None:
-                out[index] = self._suppressed(item, held)
-            elif quiet is not None and (until := self._quiet_until(item, now)) is not None:
-                out[index] = self._quiet(item, until)
-            elif limits.window == "warn":
-                out[index] = self._warned(item, known, now)
+        # The screen counted a message's own earlier slot (a resume's) too: the facts are judged
+        # here without it, so what it alone held back goes on, to its take.
+        for position in looked_at:
+            index = sendable[position]
+            known = found.get(position)
+            if position in listed and (known is None or known.opt_out is None):
+                known = (known or Facts())._replace(opt_out=listed[position])
+            out[index] = self._screened(batch[index], known, now)
         return out
 
-    async def _facts(self, keys: np.ndarray, now: int) -> dict[int, Facts]:
-        if self._ledger is None:
-            return {}
-        wanted = [int(k) for k in keys if k >= 0]
-        since = now - self.rules.limits.looks_back
-        return await self._ledger.facts(wanted, sends_since=since)
+    def _screened(self, item: Planned, known: Facts | None, now: int) -> Planned:
+        """One message the rules may hold back: held, in quiet hours, warned, or as it was.
 
-    def _listed(self, keys: np.ndarray) -> list[OptOut | None]:
-        """For each key, the first opt-out file that lists it (one search per file)."""
-        listed: list[OptOut | None] = [None] * len(keys)
+        ``known``: its facts if the ledger's screen or an opt-out file found it, else None.
+        """
+        held = None if known is None else self._judge(item, known, now)
+        if held is not None:
+            return self._suppressed(item, held)
+        if self.rules.quiet is not None and (until := self._quiet_until(item, now)) is not None:
+            return self._quiet(item, until)
+        if self.rules.limits.window == "warn" and known is not None:
+            return self._warned(item, known, now)
+        return item
+
+    async def _screen_ledger(
+        self, batch: Sequence[Planned], sendable: list[int], keys: list[int], now: int
+    ) -> dict[int, Facts]:
+        """The ledger's screen of the sendable messages: facts by position in ``sendable``."""
+        if self._ledger is None or not sendable:
+            return {}
+        contents = [batch[index].content for index in sendable]
+        return await self._ledger.screen(keys, contents, screen_bounds(self.rules.limits, now))
+
+    def _listed(self, keys: list[int]) -> dict[int, OptOut]:
+        """By position, the first opt-out file that lists the key (one search per file)."""
+        listed: dict[int, OptOut] = {}
+        if not self.rules.opt_out_files or not keys:
+            return listed
+        array = np.array(keys, dtype=np.int64)
         for opt_outs in self.rules.opt_out_files:
-            for index in np.flatnonzero(opt_outs.contains(keys)):
-                if listed[index] is None and keys[index] >= 0:
-                    listed[index] = OptOut(None, opt_outs.name)
+            for position in np.flatnonzero(opt_outs.contains(array)).tolist():
+                listed.setdefault(position, OptOut(None, opt_outs.name))
         return listed
 
     def _judge(self, item: Planned, known: Facts, now: int) -> Held | None:
-        if known is _NO_FACTS and self.rules.limits.window != "skip":
-            return None
         record = item.record
         own = [
             s

@@ -41,6 +41,7 @@ __all__ = [
     "WindowMode",
     "ago",
     "judge",
+    "screen_bounds",
     "wall_clock_ms",
     "window_warning",
 ]
@@ -135,6 +136,15 @@ class Limits:
             cap=self.cap_messages or None,
             window_since=now - SERVICE_WINDOW_MS if self.window == "skip" else None,
         )
+
+
+def screen_bounds(limits: Limits, now: int) -> Bounds:
+    """:meth:`Limits.bounds`, with the service window's bound in ``warn`` mode too: a screen
+    finds the customers to warn about with the rows to hold back."""
+    bounds = limits.bounds(now)
+    if limits.window == "warn":
+        return bounds._replace(window_since=now - SERVICE_WINDOW_MS)
+    return bounds
 
 
 def judge(limits: Limits, facts: Facts, *, content: int, now: int) -> Held | None:

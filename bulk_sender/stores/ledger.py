@@ -98,9 +98,12 @@ class Ledger(Protocol):
         """Wait until everything queued is committed."""
         ...
 
-    async def facts(self, recipients: Sequence[int], *, sends_since: int) -> dict[int, Facts]:
-        """What the ledger knows about each of ``recipients`` that it knows anything about: the
-        opt-out, the last incoming message, the sends after ``sends_since``."""
+    async def screen(
+        self, recipients: Sequence[int], contents: Sequence[int], bounds: Bounds
+    ) -> dict[int, Facts]:
+        """Of the messages ``(recipients[i], contents[i])``, those the rules hold back under
+        ``bounds``: the predicate of :meth:`take`, read only, counting every send recorded (a
+        message's own earlier slot too). Their facts, by index ``i``."""
         ...
 
     async def change_opt(self, changes: Sequence[OptChange]) -> int:
@@ -129,7 +132,7 @@ async def open_ledger(location: str, *, read_only: bool = False) -> Ledger | Non
     """The ledger at ``location`` (a file path: SQLite), created if missing.
 
     ``read_only`` (rehearsals, dry runs): never create or write; None if nothing is there yet.
-    A read-only ledger answers :meth:`Ledger.facts` and :meth:`Ledger.opt_outs` only.
+    A read-only ledger answers :meth:`Ledger.screen` and :meth:`Ledger.opt_outs` only.
     """
     if "://" in location:
         scheme = location.split("://", 1)[0]

@@ -1,7 +1,7 @@
 """The audience ledger's SQL, written once for every backend.
 
-Plain SQL that SQLite (3.35+, for ``RETURNING``) and PostgreSQL both run: ``WITH ... VALUES``,
-``INSERT ... SELECT ... ON CONFLICT``, a partial unique index, ``RETURNING``. A backend fills
+Plain SQL that SQLite (3.24+) and PostgreSQL both run: ``WITH ... VALUES``, ``INSERT ...
+SELECT ... ON CONFLICT`` on a partial unique index, row values. A backend fills
 in the few words that differ (:class:`LedgerDialect`).
 
 Tables:
@@ -18,9 +18,12 @@ Tables:
 **Taking a slot is one conditional insert** (:func:`take`): for each message, insert its
 ``taken`` row only if the recipient is not opted out, no row of the same content is newer than
 the repeat guard's bound, fewer than the cap's rows are newer than the cap's bound, and (with
-``service_window = "skip"``) the customer wrote after the window's bound; ``RETURNING`` says
-which got in. The rules read rows of ``sends`` other than the message's own. Two takes for the
-same recipient must not interleave:
+``service_window = "skip"``) the customer wrote after the window's bound. The statement's
+count of rows changed says whether all got in; if not, :func:`taken_now` says which. The rules
+read rows of ``sends`` other than the message's own.
+:func:`screen` is the same predicate (:func:`_allowed`), read only, for a batch at once (it
+counts a message's own earlier slot too: whoever screens re-judges what it returns). Two takes
+for the same recipient must not interleave:
 
 * SQLite: every write transaction holds the database's write lock (``BEGIN IMMEDIATE``), so
   takes from every process are serialised by the database itself.
@@ -45,6 +48,7 @@ from typing import Final
 from bulk_sender.stores.ledger import TakeRequest
 
 __all__ = [
+    "SCREEN_COLUMNS",
     "TAKEN",
     "TAKE_COLUMNS",
     "LedgerDialect",
@@ -56,6 +60,7 @@ __all__ = [
     "release",
     "rounds",
     "schema",
+    "screen",
     "settle",
     "take",
     "take_params",
@@ -78,6 +83,7 @@ class LedgerDialect:
     serial_key: str  #: an auto-numbered integer primary key
     mark: str  #: the parameter placeholder
     greatest: str  #: the two-argument maximum: ``MAX`` (SQLite) or ``GREATEST`` (PostgreSQL)
+    group_concat: str  #: integers joined by commas: ``group_concat`` / ``string_agg`` (PG)
     lock_recipients: str | None = None  #: a statement locking the batch's recipients, if needed
 
 
@@ -132,6 +138,24 @@ _OTHER: Final = (
 )
 
 
+def _allowed(b: str, *, other: str = _OTHER) -> str:
+    """The rules' predicate for a message ``r``, with the bounds in columns of ``b``: true if no
+    rule holds it back. The take and the screen are both this one predicate; ``other`` says
+    which sends count (the take: every one but the message's own slot)."""
+    return f"""NOT EXISTS (
+                SELECT 1 FROM recipients o WHERE o.recipient = r.recipient AND o.opted_out = 1)
+          AND ({b}.repeat_since IS NULL OR NOT EXISTS (
+                SELECT 1 FROM sends s
+                WHERE s.recipient = r.recipient AND s.at > {b}.repeat_since
+                  AND s.content = r.content AND {other}))
+          AND ({b}.cap IS NULL OR (
+                SELECT COUNT(*) FROM sends s
+                WHERE s.recipient = r.recipient AND s.at > {b}.cap_since AND {other}) < {b}.cap)
+          AND ({b}.window_since IS NULL OR EXISTS (
+                SELECT 1 FROM recipients o
+                WHERE o.recipient = r.recipient AND o.last_incoming > {b}.window_since))"""
+
+
 @functools.cache
 def take(d: LedgerDialect, count: int) -> str:
     """The conditional insert of ``count`` messages' slots (see the module docstring)."""
@@ -140,21 +164,24 @@ def take(d: LedgerDialect, count: int) -> str:
         INSERT INTO sends (recipient, at, content, campaign, msg_row, msg_part, state)
         SELECT r.recipient, r.at, r.content, r.campaign, r.msg_row, r.msg_part, '{TAKEN}'
         FROM r
-        WHERE NOT EXISTS (
-                SELECT 1 FROM recipients o WHERE o.recipient = r.recipient AND o.opted_out = 1)
-          AND (r.repeat_since IS NULL OR NOT EXISTS (
-                SELECT 1 FROM sends s
-                WHERE s.recipient = r.recipient AND s.at > r.repeat_since
-                  AND s.content = r.content AND {_OTHER}))
-          AND (r.cap IS NULL OR (
-                SELECT COUNT(*) FROM sends s
-                WHERE s.recipient = r.recipient AND s.at > r.cap_since AND {_OTHER}) < r.cap)
-          AND (r.window_since IS NULL OR EXISTS (
-                SELECT 1 FROM recipients o
-                WHERE o.recipient = r.recipient AND o.last_incoming > r.window_since))
+        WHERE {_allowed("r")}
         ON CONFLICT (campaign, msg_row, msg_part) WHERE state = '{TAKEN}'
-        DO UPDATE SET at = excluded.at, content = excluded.content
-        RETURNING campaign, msg_row, msg_part"""
+        DO UPDATE SET at = excluded.at, content = excluded.content"""
+
+
+@functools.cache
+def taken_now(d: LedgerDialect, count: int) -> str:
+    """Which of ``count`` takes got in, when not all did: the taken slots that carry the take's
+    recipient and own time (a refused renewal keeps its old time), as ``campaign:row:part``
+    joined by commas.
+
+    One answer row, not one per slot (``RETURNING``): each row a statement yields makes the
+    sqlite3 module give the GIL back and wait for it while the sending loop is busy.
+    """
+    five = ", ".join(["(" + ", ".join([d.mark] * 5) + ")"] * count)
+    return f"""SELECT {d.group_concat}(campaign || ':' || msg_row || ':' || msg_part) FROM sends
+        WHERE state = '{TAKEN}'
+          AND (campaign, msg_row, msg_part, recipient, at) IN (VALUES {five})"""
 
 
 def take_params(requests: Sequence[TakeRequest]) -> list[object]:
@@ -167,6 +194,23 @@ def take_params(requests: Sequence[TakeRequest]) -> list[object]:
             b.repeat_since, b.cap_since, b.cap, b.window_since,
         )  # fmt: skip
     return params
+
+
+#: A screened message's columns, in statement order (the bounds are the statement's own).
+SCREEN_COLUMNS: Final = ("idx", "recipient", "content")
+
+
+@functools.cache
+def screen(d: LedgerDialect, count: int) -> str:
+    """Of ``count`` messages, the ``idx`` of those the rules hold back now (joined by commas, in
+    one answer row): the take's predicate, read only, counting every send (a message's own
+    earlier slot too, which the caller, judging the facts, leaves out). The first four
+    parameters are the bounds."""
+    m = d.mark
+    row = "(" + ", ".join([m] * len(SCREEN_COLUMNS)) + ")"
+    return f"""WITH b (repeat_since, cap_since, cap, window_since) AS (VALUES ({m}, {m}, {m}, {m})),
+        r ({", ".join(SCREEN_COLUMNS)}) AS (VALUES {", ".join([row] * count)})
+        SELECT {d.group_concat}(r.idx) FROM r, b WHERE NOT ({_allowed("b", other="1 = 1")})"""
 
 
 def rounds(requests: Sequence[TakeRequest]) -> list[list[TakeRequest]]:

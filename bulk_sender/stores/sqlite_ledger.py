@@ -18,7 +18,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final, NamedTuple, TypeVar
 
-from bulk_sender.audience.rules import Facts, OptOut, PastSend, wall_clock_ms
+import orjson
+
+from bulk_sender.audience.rules import Bounds, Facts, OptOut, PastSend, wall_clock_ms
 from bulk_sender.model import utc_now
 from bulk_sender.stores import ledger_sql as sql
 from bulk_sender.stores.ledger import (
@@ -32,13 +34,20 @@ from bulk_sender.stores.sqlite_group import GroupCommitter, connect
 __all__ = ["SQLITE", "SqliteLedger"]
 
 SQLITE: Final = sql.LedgerDialect(
-    key_type="INTEGER", serial_key="INTEGER PRIMARY KEY", mark="?", greatest="MAX"
+    key_type="INTEGER",
+    serial_key="INTEGER PRIMARY KEY",
+    mark="?",
+    greatest="MAX",
+    group_concat="group_concat",
 )
 _SCHEMA_VERSION: Final = "1"
 #: Rows per multi-row statement: under SQLite's oldest limit of 999 parameters.
 _TAKES_PER_STATEMENT: Final = 64
 _SLOTS_PER_STATEMENT: Final = 256
 _READ_CHUNK: Final = 500
+_SCREEN_PER_STATEMENT: Final = 2048
+_READ_CACHE_KIB: Final = 65_536
+_NO_FACTS: Final = Facts()
 
 
 class _Register(NamedTuple):
@@ -133,18 +142,22 @@ class SqliteLedger:
 
     # -- reads -------------------------------------------------------------------------------
 
-    async def facts(self, recipients: Sequence[int], *, sends_since: int) -> dict[int, Facts]:
-        """What the ledger knows about ``recipients`` (in a thread, on the read connection)."""
+    async def screen(
+        self, recipients: Sequence[int], contents: Sequence[int], bounds: Bounds
+    ) -> dict[int, Facts]:
+        """The messages the rules hold back, with their facts (in a thread, read only)."""
         if not recipients:
             return {}
-        return await asyncio.to_thread(self._read_facts, recipients, sends_since)
+        return await asyncio.to_thread(self._screen, recipients, contents, bounds)
 
-    def _read_facts(self, recipients: Sequence[int], since: int) -> dict[int, Facts]:
+    def _screen(
+        self, recipients: Sequence[int], contents: Sequence[int], bounds: Bounds
+    ) -> dict[int, Facts]:
         with self._reading:
             try:
                 if self._reader is None:
-                    self._reader = connect(self.path, read_only=True)
-                return _facts_of(self._reader, recipients, since, self._names)
+                    self._reader = _reader(self.path)
+                return _screen(self._reader, recipients, contents, bounds, self._names)
             except sqlite3.Error as exc:
                 raise StoreError(_cannot(self.path, "read", exc)) from None
 
@@ -241,10 +254,22 @@ def _take(
     index_of = {(q.campaign, q.row, q.part): index for index, q in takes}
     for round_ in sql.rounds([q for _, q in takes]):
         for chunk in _chunks(round_, _TAKES_PER_STATEMENT):
-            got = set(db.execute(sql.take(SQLITE, len(chunk)), sql.take_params(chunk)))
+            got = _take_chunk(db, chunk)
             for q in chunk:
-                taken = (q.campaign, q.row, q.part) in got
+                taken = got is None or f"{q.campaign}:{q.row}:{q.part}" in got
                 yield index_of[(q.campaign, q.row, q.part)], None if taken else _facts(db, q)
+
+
+def _take_chunk(db: sqlite3.Connection, chunk: Sequence[TakeRequest]) -> set[str] | None:
+    """Insert the chunk's slots; None if every one got in, else the ``campaign:row:part`` of
+    those that did."""
+    if db.execute(sql.take(SQLITE, len(chunk)), sql.take_params(chunk)).rowcount == len(chunk):
+        return None
+    keys = itertools.chain.from_iterable(
+        (q.campaign, q.row, q.part, q.recipient, q.at) for q in chunk
+    )
+    (joined,) = db.execute(sql.taken_now(SQLITE, len(chunk)), list(keys)).fetchone()
+    return set(joined.split(",")) if joined else set()
 
 
 def _facts(db: sqlite3.Connection, q: TakeRequest) -> Facts:
@@ -280,27 +305,62 @@ def _has_tables(db: sqlite3.Connection) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sends'").fetchone() is not None
 
 
+def _reader(path: Path) -> sqlite3.Connection:
+    """The read connection: read only, with a cache that holds a large ledger's indexes."""
+    db = connect(path, read_only=True)
+    db.execute(f"PRAGMA cache_size=-{_READ_CACHE_KIB}")
+    return db
+
+
+def _screen(
+    db: sqlite3.Connection,
+    recipients: Sequence[int],
+    contents: Sequence[int],
+    bounds: Bounds,
+    names: dict[int, str],
+) -> dict[int, Facts]:
+    """Run :func:`~.ledger_sql.screen` over the messages, then read the held ones' facts."""
+    if not _has_tables(db):
+        return {}
+    size = min(_SCREEN_PER_STATEMENT, (db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 4) // 3)
+    held: list[int] = []
+    for start in range(0, len(recipients), size):
+        end = min(start + size, len(recipients))
+        rows = zip(range(start, end), recipients[start:end], contents[start:end], strict=True)
+        params = [*bounds, *itertools.chain.from_iterable(rows)]
+        (joined,) = db.execute(sql.screen(SQLITE, end - start), params).fetchone()
+        if joined:
+            held.extend(int(index) for index in joined.split(","))
+    if not held:
+        return {}
+    reach = [b for b in (bounds.repeat_since, bounds.cap_since) if b is not None]
+    since = min(reach) if reach else 2**62
+    facts = _facts_of(db, [recipients[i] for i in held], since, names)
+    return {i: facts.get(recipients[i], _NO_FACTS) for i in held}
+
+
 def _facts_of(
     db: sqlite3.Connection, recipients: Sequence[int], since: int, names: dict[int, str]
 ) -> dict[int, Facts]:
-    """The facts of those of ``recipients`` the ledger knows, in two indexed lookups a chunk."""
-    if not _has_tables(db):
-        return {}
+    """The facts of those of ``recipients`` the ledger knows: two indexed lookups a chunk, each
+    answering in one row (a JSON array: see :func:`~.ledger_sql.taken_now` on why)."""
     opt: dict[int, tuple[OptOut | None, int | None]] = {}
     sends: dict[int, list[PastSend]] = {}
     for chunk in _chunks(sorted(set(recipients)), _READ_CHUNK):
         marks = ", ".join("?" * len(chunk))
-        for recipient, opted, at, by, incoming in db.execute(
-            "SELECT recipient, opted_out, opt_at, opt_by, last_incoming FROM recipients"
-            f" WHERE recipient IN ({marks})",
+        (found,) = db.execute(
+            "SELECT json_group_array(json_array(recipient, opted_out, opt_at, opt_by,"
+            f" last_incoming)) FROM recipients WHERE recipient IN ({marks})",
             chunk,
-        ):
+        ).fetchone()
+        for recipient, opted, at, by, incoming in orjson.loads(found):
             opt[recipient] = (OptOut(at, by) if opted == 1 else None, incoming)
-        for recipient, at, content, campaign, row, part in db.execute(
-            "SELECT recipient, at, content, campaign, msg_row, msg_part FROM sends"
-            f" WHERE recipient IN ({marks}) AND at > ?",
+        (found,) = db.execute(
+            "SELECT json_group_array(json_array(recipient, at, content, campaign, msg_row,"
+            f" msg_part)) FROM sends WHERE recipient IN ({marks}) AND at > ?",
             [*chunk, since],
-        ):
+        ).fetchone()
+        for recipient, at, content, campaign, row, part in orjson.loads(found):
             if campaign not in names:
                 names.update(db.execute("SELECT id, name FROM campaigns"))
             past = PastSend(at, content, names.get(campaign, "?"), campaign, row, part)
