@@ -269,7 +269,7 @@ def test_the_stores_take_is_the_pure_rule(
             await ledger.change_opt([OptChange(A, True, NOW - DAY, "hand")])
         if last_incoming is not None:
             await ledger.note_incoming([(A, last_incoming)])
-        screened = await ledger.screen([A], [7], limits.bounds(NOW))
+        screened = await ledger.screen([f"+{A}"], [7], limits.bounds(NOW))
         taken = await ledger.take(TakeRequest(A, 7, names[1], row, 0, NOW, limits.bounds(NOW)))
         assert (0 in screened) == (taken is not None)  # the screen is the take, read only
         return taken

@@ -150,9 +150,9 @@ class AudienceGate:
         """
         now = self._clock()
         sendable = [index for index, item in enumerate(batch) if item.body is not None]
-        keys = [recipient_key(batch[index].record.to) for index in sendable]
-        found = await self._screen_ledger(batch, sendable, keys, now)
-        listed = self._listed(keys)
+        numbers = [batch[index].record.to for index in sendable]
+        found = await self._screen_ledger(batch, sendable, numbers, now)
+        listed = self._listed(numbers)
         if self.rules.quiet is None:
             looked_at: Iterable[int] = sorted(found.keys() | listed.keys())
         else:
@@ -183,20 +183,21 @@ class AudienceGate:
         return item
 
     async def _screen_ledger(
-        self, batch: Sequence[Planned], sendable: list[int], keys: list[int], now: int
+        self, batch: Sequence[Planned], sendable: list[int], numbers: list[str], now: int
     ) -> dict[int, Facts]:
         """The ledger's screen of the sendable messages: facts by position in ``sendable``."""
         if self._ledger is None or not sendable:
             return {}
         contents = [batch[index].content for index in sendable]
-        return await self._ledger.screen(keys, contents, screen_bounds(self.rules.limits, now))
+        bounds = screen_bounds(self.rules.limits, now)
+        return await self._ledger.screen(numbers, contents, bounds)
 
-    def _listed(self, keys: list[int]) -> dict[int, OptOut]:
-        """By position, the first opt-out file that lists the key (one search per file)."""
+    def _listed(self, numbers: list[str]) -> dict[int, OptOut]:
+        """By position, the first opt-out file that lists the number (one search per file)."""
         listed: dict[int, OptOut] = {}
-        if not self.rules.opt_out_files or not keys:
+        if not self.rules.opt_out_files or not numbers:
             return listed
-        array = np.array(keys, dtype=np.int64)
+        array = np.array([number[1:] for number in numbers]).astype(np.int64)
         for opt_outs in self.rules.opt_out_files:
             for position in np.flatnonzero(opt_outs.contains(array)).tolist():
                 listed.setdefault(position, OptOut(None, opt_outs.name))

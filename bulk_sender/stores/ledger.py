@@ -99,11 +99,11 @@ class Ledger(Protocol):
         ...
 
     async def screen(
-        self, recipients: Sequence[int], contents: Sequence[int], bounds: Bounds
+        self, numbers: Sequence[str], contents: Sequence[int], bounds: Bounds
     ) -> dict[int, Facts]:
-        """Of the messages ``(recipients[i], contents[i])``, those the rules hold back under
-        ``bounds``: the predicate of :meth:`take`, read only, counting every send recorded (a
-        message's own earlier slot too). Their facts, by index ``i``."""
+        """Of the messages ``(numbers[i], contents[i])`` (numbers in E.164), those the rules hold
+        back under ``bounds``: the predicate of :meth:`take`, read only, counting every send
+        recorded (a message's own earlier slot too). Their facts, by index ``i``."""
         ...
 
     async def change_opt(self, changes: Sequence[OptChange]) -> int:

@@ -116,6 +116,8 @@ def schema(d: LedgerDialect) -> list[str]:
             state TEXT NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS sends_by_recipient ON sends (recipient, at)",
+        # The repeat guard's lookup, answered from the index alone.
+        "CREATE INDEX IF NOT EXISTS sends_by_content ON sends (recipient, content, at)",
         "CREATE INDEX IF NOT EXISTS sends_by_time ON sends (at)",
         "CREATE UNIQUE INDEX IF NOT EXISTS sends_taken ON sends (campaign, msg_row, msg_part)"
         f" WHERE state = '{TAKEN}'",
@@ -196,21 +198,29 @@ def take_params(requests: Sequence[TakeRequest]) -> list[object]:
     return params
 
 
-#: A screened message's columns, in statement order (the bounds are the statement's own).
-SCREEN_COLUMNS: Final = ("idx", "recipient", "content")
+#: A screened message's columns, in statement order (the bounds are the statement's own); the
+#: number is E.164 text, read as the recipient's integer by the database (C, not Python).
+SCREEN_COLUMNS: Final = ("idx", "number", "content")
 
 
 @functools.cache
-def screen(d: LedgerDialect, count: int) -> str:
-    """Of ``count`` messages, the ``idx`` of those the rules hold back now (joined by commas, in
-    one answer row): the take's predicate, read only, counting every send (a message's own
-    earlier slot too, which the caller, judging the facts, leaves out). The first four
-    parameters are the bounds."""
+def screen(d: LedgerDialect, count: int, *, answer: str) -> str:
+    """The take's predicate, read only, over ``count`` messages: the ones the rules hold back
+    now are the rows ``held (idx, recipient)``, which the backend's ``answer`` (a ``SELECT``
+    over ``held`` and ``b``, the bounds) turns into one answer row with their facts. Every send
+    counts, a message's own earlier slot too: the caller, judging the facts, leaves it out.
+
+    Parameters: the bounds ``repeat_since, cap_since, cap, window_since`` and ``reach`` (the
+    oldest send any rule looks at), then ``idx, number, content`` for each message.
+    """
     m = d.mark
     row = "(" + ", ".join([m] * len(SCREEN_COLUMNS)) + ")"
-    return f"""WITH b (repeat_since, cap_since, cap, window_since) AS (VALUES ({m}, {m}, {m}, {m})),
-        r ({", ".join(SCREEN_COLUMNS)}) AS (VALUES {", ".join([row] * count)})
-        SELECT {d.group_concat}(r.idx) FROM r, b WHERE NOT ({_allowed("b", other="1 = 1")})"""
+    return f"""WITH b (repeat_since, cap_since, cap, window_since, reach) AS (
+            VALUES ({m}, {m}, {m}, {m}, {m})),
+        v ({", ".join(SCREEN_COLUMNS)}) AS (VALUES {", ".join([row] * count)}),
+        r AS (SELECT idx, CAST(substr(number, 2) AS {d.key_type}) AS recipient, content FROM v),
+        held AS (SELECT r.idx, r.recipient FROM r, b WHERE NOT ({_allowed("b", other="1 = 1")}))
+        {answer}"""
 
 
 def rounds(requests: Sequence[TakeRequest]) -> list[list[TakeRequest]]:
