@@ -52,8 +52,8 @@ def fill_ledger(path: Path, count: int) -> Path:
             (now,),
         ).fetchone()
         db.executemany(
-            "INSERT INTO sends (recipient, at, content, campaign, msg_row, msg_part, state)"
-            " VALUES (?, ?, ?, ?, ?, 0, 'sent')",
+            "INSERT INTO sends (recipient, at, content, campaign, msg_row, msg_part)"
+            " VALUES (?, ?, ?, ?, ?, 0)",
             _sends(count, campaign, now - 3 * _HOUR_MS),
         )
         db.executemany(

@@ -82,15 +82,14 @@ def test_a_resume_renews_its_own_slot_instead_of_being_held_back(tmp_path: Path)
 
 
 def test_a_slot_given_back_is_free_and_a_kept_one_is_not(tmp_path: Path) -> None:
-    """Released: the next campaign may send; marked sent: it may not."""
+    """Given back: the next campaign may send; kept: it may not."""
 
     async def body(ledger: Ledger) -> tuple[Facts | None, Facts | None]:
         first = await ledger.register_campaign("key-1", "a.csv")
         second = await ledger.register_campaign("key-2", "b.csv")
         assert await ledger.take(_request(first, A)) is None
         assert await ledger.take(_request(first, B, row=2)) is None
-        ledger.settle_later(first, 1, 0, state=None)
-        ledger.settle_later(first, 2, 0, state="sent")
+        ledger.release_later(first, 1, 0)
         await ledger.flush()
         freed = await ledger.take(_request(second, A))
         return freed, await ledger.take(_request(second, B, row=2))
@@ -99,8 +98,23 @@ def test_a_slot_given_back_is_free_and_a_kept_one_is_not(tmp_path: Path) -> None
     assert freed is None
     assert kept is not None
     with sqlite3.connect(tmp_path / "ledger.db") as db:
-        states = sorted(db.execute("SELECT recipient, state FROM sends"))
-    assert states == [(A, "taken"), (B, "sent")]
+        assert sorted(db.execute("SELECT recipient, campaign FROM sends")) == [(A, 2), (B, 1)]
+
+
+def test_a_renewed_slot_is_never_given_back(tmp_path: Path) -> None:
+    """A slot taken again by a later run of the same message stays, even if that run's attempt
+    never arrived: the first run's attempt may have."""
+
+    async def body(ledger: Ledger) -> Facts | None:
+        first = await ledger.register_campaign("key-1", "a.csv")
+        second = await ledger.register_campaign("key-2", "b.csv")
+        assert await ledger.take(_request(first, A)) is None
+        assert await ledger.take(_request(first, A)) is None  # the resume
+        ledger.release_later(first, 1, 0)
+        await ledger.flush()
+        return await ledger.take(_request(second, A))
+
+    assert _run(tmp_path / "ledger.db", body) is not None
 
 
 def test_takes_in_one_commit_for_one_recipient_see_each_other(tmp_path: Path) -> None:

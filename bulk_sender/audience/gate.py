@@ -13,8 +13,8 @@ Three calls, each cheap per message:
   the send in the same transaction. Concurrent campaigns are serialised by the store, never
   here. None means: send now, the slot is held.
 * :meth:`AudienceGate.settle` after the message's outcome: a message that may have reached the
-  customer keeps its slot (marked with its status); one that provably did not (it never
-  left, or Kaleyra answered that it did not take it) gives it back.
+  customer keeps its slot; one that provably did not (it never left, or Kaleyra answered that
+  it did not take it) gives it back.
 
 A rehearsal (``--sandbox``) reads the ledger but never writes it: it screens exactly as the real
 send would, and takes nothing, so it can never hold back the real send. A dry run screens only.
@@ -238,14 +238,12 @@ class AudienceGate:
             held = Held(Rule.CAP, "held back by the ledger: another campaign took the slot")
         return self._suppressed(item, held).record
 
-    def settle(self, item: Planned, *, reached: bool, status: str) -> None:
-        """After ``item``'s last attempt: keep its slot as ``status`` if the request may have
-        reached the customer, else give it back (queued; :meth:`close` commits it)."""
-        if self._ledger is None or self._campaign is None:
+    def settle(self, item: Planned, *, reached: bool) -> None:
+        """After ``item``'s last attempt: keep its slot if a request may have reached the
+        customer, else give it back (queued; :meth:`close` commits it)."""
+        if reached or self._ledger is None or self._campaign is None:
             return
-        record = item.record
-        state = status if reached else None
-        self._ledger.settle_later(self._campaign, record.row, record.part, state=state)
+        self._ledger.release_later(self._campaign, item.record.row, item.record.part)
 
     async def close(self) -> None:
         """Commit the settlements still queued and release the ledger."""

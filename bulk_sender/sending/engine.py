@@ -102,7 +102,7 @@ class Gate(Protocol):
 
     async def take(self, item: Planned) -> Record | None: ...
 
-    def settle(self, item: Planned, *, reached: bool, status: str) -> None: ...
+    def settle(self, item: Planned, *, reached: bool) -> None: ...
 
 
 @dataclass(slots=True)
@@ -275,7 +275,7 @@ class Engine:
         while True:
             outcome = await self._send_once(item, attempts, last, slot)
             if outcome is None:  # held back, or the run stopped before it left: recorded
-                self._settle(item, slot, Status.NOT_SENT)
+                self._settle(item, slot)
                 return
             attempts += 1
             last = outcome
@@ -291,7 +291,8 @@ class Engine:
                 last, errors=errors, throttles=throttles, random=self._random()
             )
             if not isinstance(decision, Retry):
-                self._settle(item, slot, self._finish(record, decision, last, attempts))
+                self._finish(record, decision, last, attempts)
+                self._settle(item, slot)
                 return
             # Kaleyra did not act on it (or, at-least-once, the user accepts the risk): say so
             # before waiting, so a run killed during the wait sends it again on resume.
@@ -337,14 +338,14 @@ class Engine:
             self._record_later(held)
         return held is None
 
-    def _settle(self, item: Planned, slot: _Slot, status: str) -> None:
+    def _settle(self, item: Planned, slot: _Slot) -> None:
         """Keep or give back the message's slot once its fate in this run is known."""
         if slot.taken and self._gate is not None:
-            self._gate.settle(item, reached=slot.reached, status=status)
+            self._gate.settle(item, reached=slot.reached)
 
-    def _finish(self, record: Record, decision: Decision, last: Outcome, attempts: int) -> str:
+    def _finish(self, record: Record, decision: Decision, last: Outcome, attempts: int) -> None:
         """Record a row's final outcome (an account or endpoint error stops the run, the row
-        not_sent); return its status."""
+        not_sent)."""
         status = decision.status if isinstance(decision, Final) else Status.NOT_SENT
         if not isinstance(decision, Final):
             endpoint = last.kind is Kind.ENDPOINT  # the URL, TLS or proxy; else the account
@@ -357,7 +358,6 @@ class Engine:
         self._journal.write_later(final)
         self._count(final)
         self._watch_threshold(status, last)
-        return status
 
     async def _attempt(self, body: bytes) -> Outcome:
         started = self._loop.time()

@@ -12,8 +12,9 @@ the same calls and the same tests. The contract every backend keeps:
   SQLite the database's write lock, in PostgreSQL a lock per recipient, see
   :mod:`.ledger_sql`). It returns only once the slot is durably committed. Concurrent takes may
   share one commit (group commit).
-* :meth:`Ledger.settle_later` marks a taken slot sent, or gives it back (deletes it), queued;
-  :meth:`Ledger.flush` waits for what is queued.
+* A slot taken is kept: the message may have reached the customer. :meth:`Ledger.release_later`
+  gives one back (queued; :meth:`Ledger.flush` waits for it) when its request provably never
+  arrived; a slot renewed by a later run of the same message is never given back.
 * Opt-out changes are ordered by their own time: an older change never overrides a newer one,
   so a STOP and a START arriving out of order leave the later one in force.
 * Errors are :class:`StoreError`, never a driver's own exception.
@@ -89,9 +90,8 @@ class Ledger(Protocol):
         recipient's facts, read in the same transaction, that made the store refuse it."""
         ...
 
-    def settle_later(self, campaign: int, row: int, part: int, *, state: str | None) -> None:
-        """Queue: mark the message's taken slot ``state`` (``sent``, ``unknown``...), or give
-        it back with ``state=None``."""
+    def release_later(self, campaign: int, row: int, part: int) -> None:
+        """Queue: give back the message's slot (its request provably never arrived)."""
         ...
 
     async def flush(self) -> None:

@@ -11,9 +11,10 @@ Tables:
 ``recipients``   one row per recipient with an opt-out, an opt-in or a message from them:
                  ``opted_out`` (0/1) as of ``opt_at``, ``opt_by``, ``last_incoming``
 ``sends``        one row per message given a slot: recipient, time, content hash, campaign,
-                 row and part, ``state`` (``taken`` until its outcome is known, then the
-                 journal's status). A message has at most one ``taken`` row (a partial unique
-                 index), so taking again (a resume) renews it instead of adding one.
+                 row and part. A message has one row at most (a unique index), so taking it
+                 again (a resume) renews it (``renewed``) instead of adding one. A slot is
+                 kept unless given back (:func:`release`), which only a slot never renewed
+                 can be: an earlier run's attempt at the same message may have arrived.
 
 **Taking a slot is one conditional insert** (:func:`take`): for each message, insert its
 ``taken`` row only if the recipient is not opted out, no row of the same content is newer than
@@ -49,7 +50,6 @@ from bulk_sender.stores.ledger import TakeRequest
 
 __all__ = [
     "SCREEN_COLUMNS",
-    "TAKEN",
     "TAKE_COLUMNS",
     "LedgerDialect",
     "change_opt",
@@ -61,13 +61,10 @@ __all__ = [
     "rounds",
     "schema",
     "screen",
-    "settle",
     "take",
     "take_params",
 ]
 
-#: The state of a slot whose request's outcome is not known yet.
-TAKEN: Final = "taken"
 #: A take request's columns, in statement order.
 TAKE_COLUMNS: Final = (
     "recipient", "content", "campaign", "msg_row", "msg_part", "at",
@@ -113,14 +110,12 @@ def schema(d: LedgerDialect) -> list[str]:
             campaign {big} NOT NULL,
             msg_row {big} NOT NULL,
             msg_part INTEGER NOT NULL,
-            state TEXT NOT NULL
+            renewed INTEGER NOT NULL DEFAULT 0
         )""",
         "CREATE INDEX IF NOT EXISTS sends_by_recipient ON sends (recipient, at)",
         # The repeat guard's lookup, answered from the index alone.
         "CREATE INDEX IF NOT EXISTS sends_by_content ON sends (recipient, content, at)",
-        "CREATE INDEX IF NOT EXISTS sends_by_time ON sends (at)",
-        "CREATE UNIQUE INDEX IF NOT EXISTS sends_taken ON sends (campaign, msg_row, msg_part)"
-        f" WHERE state = '{TAKEN}'",
+        "CREATE UNIQUE INDEX IF NOT EXISTS sends_by_message ON sends (campaign, msg_row, msg_part)",
         "CREATE INDEX IF NOT EXISTS recipients_opted_out ON recipients (opted_out)"
         " WHERE opted_out = 1",
     ]
@@ -163,17 +158,17 @@ def take(d: LedgerDialect, count: int) -> str:
     """The conditional insert of ``count`` messages' slots (see the module docstring)."""
     row = "(" + ", ".join([d.mark] * len(TAKE_COLUMNS)) + ")"
     return f"""WITH r ({", ".join(TAKE_COLUMNS)}) AS (VALUES {", ".join([row] * count)})
-        INSERT INTO sends (recipient, at, content, campaign, msg_row, msg_part, state)
-        SELECT r.recipient, r.at, r.content, r.campaign, r.msg_row, r.msg_part, '{TAKEN}'
+        INSERT INTO sends (recipient, at, content, campaign, msg_row, msg_part)
+        SELECT r.recipient, r.at, r.content, r.campaign, r.msg_row, r.msg_part
         FROM r
         WHERE {_allowed("r")}
-        ON CONFLICT (campaign, msg_row, msg_part) WHERE state = '{TAKEN}'
-        DO UPDATE SET at = excluded.at, content = excluded.content"""
+        ON CONFLICT (campaign, msg_row, msg_part)
+        DO UPDATE SET at = excluded.at, content = excluded.content, renewed = 1"""
 
 
 @functools.cache
 def taken_now(d: LedgerDialect, count: int) -> str:
-    """Which of ``count`` takes got in, when not all did: the taken slots that carry the take's
+    """Which of ``count`` takes got in, when not all did: the slots that carry the take's
     recipient and own time (a refused renewal keeps its old time), as ``campaign:row:part``
     joined by commas.
 
@@ -182,8 +177,7 @@ def taken_now(d: LedgerDialect, count: int) -> str:
     """
     five = ", ".join(["(" + ", ".join([d.mark] * 5) + ")"] * count)
     return f"""SELECT {d.group_concat}(campaign || ':' || msg_row || ':' || msg_part) FROM sends
-        WHERE state = '{TAKEN}'
-          AND (campaign, msg_row, msg_part, recipient, at) IN (VALUES {five})"""
+        WHERE (campaign, msg_row, msg_part, recipient, at) IN (VALUES {five})"""
 
 
 def take_params(requests: Sequence[TakeRequest]) -> list[object]:
@@ -253,19 +247,10 @@ def explain_sends(d: LedgerDialect) -> str:
 
 
 @functools.cache
-def settle(d: LedgerDialect, count: int) -> str:
-    """Mark ``count`` messages' taken slots with a state (the first parameter)."""
-    return (
-        f"UPDATE sends SET state = {d.mark} WHERE state = '{TAKEN}' AND"
-        f" (campaign, msg_row, msg_part) IN (VALUES {_triples(d, count)})"
-    )
-
-
-@functools.cache
 def release(d: LedgerDialect, count: int) -> str:
-    """Give back ``count`` messages' taken slots."""
+    """Give back ``count`` messages' slots, unless renewed (see the module docstring)."""
     return (
-        f"DELETE FROM sends WHERE state = '{TAKEN}' AND"
+        "DELETE FROM sends WHERE renewed = 0 AND"
         f" (campaign, msg_row, msg_part) IN (VALUES {_triples(d, count)})"
     )
 

@@ -54,11 +54,10 @@ class _Register(NamedTuple):
     at: int
 
 
-class _Settle(NamedTuple):
+class _Release(NamedTuple):
     campaign: int
     row: int
     part: int
-    state: str | None
 
 
 class _Incoming(NamedTuple):
@@ -67,7 +66,7 @@ class _Incoming(NamedTuple):
 
 
 _T = TypeVar("_T")
-_Job = TakeRequest | _Settle | OptChange | _Incoming | _Register
+_Job = TakeRequest | _Release | OptChange | _Incoming | _Register
 _Answer = Facts | int | bool | None
 
 
@@ -113,9 +112,9 @@ class SqliteLedger:
         assert answer is None or isinstance(answer, Facts)
         return answer
 
-    def settle_later(self, campaign: int, row: int, part: int, *, state: str | None) -> None:
-        """Queue the slot's settlement."""
-        self._writing().submit_later(_Settle(campaign, row, part, state))
+    def release_later(self, campaign: int, row: int, part: int) -> None:
+        """Queue giving the slot back."""
+        self._writing().submit_later(_Release(campaign, row, part))
 
     async def flush(self) -> None:
         """Wait for what is queued."""
@@ -207,14 +206,14 @@ def _check_is_ledger(db: sqlite3.Connection, path: Path) -> None:
 def _commit(db: sqlite3.Connection, jobs: list[_Job]) -> list[_Answer]:
     """Run one batch's jobs in the open transaction; one answer per job, in order.
 
-    Settlements, opt changes and incoming messages go first, so a slot given back in this
+    Slots given back, opt changes and incoming messages go first, so a slot given back in this
     batch is free for a take in it.
     """
     answers: list[_Answer] = [None] * len(jobs)
     for index, job in enumerate(jobs):
         if isinstance(job, _Register):
             (answers[index],) = db.execute(sql.register_campaign(SQLITE), job).fetchone()
-    _settle(db, [job for job in jobs if isinstance(job, _Settle)])
+    _release(db, [job for job in jobs if isinstance(job, _Release)])
     for index, job in enumerate(jobs):
         if isinstance(job, OptChange):
             changed = db.execute(
@@ -230,19 +229,10 @@ def _commit(db: sqlite3.Connection, jobs: list[_Job]) -> list[_Answer]:
     return answers
 
 
-def _settle(db: sqlite3.Connection, settles: list[_Settle]) -> None:
-    by_state: dict[str | None, list[_Settle]] = {}
-    for settle in settles:
-        by_state.setdefault(settle.state, []).append(settle)
-    for state, group in by_state.items():
-        for chunk in _chunks(group, _SLOTS_PER_STATEMENT):
-            triples = list(
-                itertools.chain.from_iterable((s.campaign, s.row, s.part) for s in chunk)
-            )
-            if state is None:
-                db.execute(sql.release(SQLITE, len(chunk)), triples)
-            else:
-                db.execute(sql.settle(SQLITE, len(chunk)), [state, *triples])
+def _release(db: sqlite3.Connection, releases: list[_Release]) -> None:
+    for chunk in _chunks(releases, _SLOTS_PER_STATEMENT):
+        keys = list(itertools.chain.from_iterable(chunk))
+        db.execute(sql.release(SQLITE, len(chunk)), keys)
 
 
 def _take(
