@@ -7,11 +7,11 @@ Three calls, each cheap per message:
   rules' reach), one batch ahead of the loader, and holds back what a rule already holds back
   (``suppressed``), or quiet hours (``not_sent``): those never queue for a request or use up
   the rate. The rest go on, a ``warning`` added when the service window is ``warn``.
-* :meth:`AudienceGate.take`, just before a message's ``in_flight`` record (after every wait):
-  quiet hours again, then the ledger's atomic take (:meth:`~bulk_sender.stores.ledger.Ledger.
-  take`), which checks the rules against everything committed by every process and records
-  the send in the same transaction. Concurrent campaigns are serialised by the store, never
-  here. None means: send now, the slot is held.
+* :meth:`AudienceGate.take`, as a message's ``in_flight`` record is committed (after every
+  wait): quiet hours again, then the ledger's atomic take (:meth:`~bulk_sender.stores.ledger.
+  Ledger.take`), which checks the rules against everything committed by every process and
+  records the send in the same transaction; :meth:`AudienceGate.took` reads its answer.
+  Concurrent campaigns are serialised by the store, never here.
 * :meth:`AudienceGate.settle` after the message's outcome: a message that may have reached the
   customer keeps its slot; one that provably did not (it never left, or Kaleyra answered that
   it did not take it) gives it back.
@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
@@ -36,6 +36,7 @@ import numpy as np
 from bulk_sender.audience.optout_files import OptOutList
 from bulk_sender.audience.quiet import QuietHours, zone_names, zones_for
 from bulk_sender.audience.rules import (
+    Bounds,
     Clock,
     Facts,
     Held,
@@ -109,6 +110,7 @@ class AudienceGate:
         self._clock = clock
         self.report = AudienceReport()
         self._quiet_memo: dict[int, tuple[int, int | None]] = {}
+        self._bounds_at: tuple[int, Bounds] = (-1, rules.limits.bounds(0))
 
     def __repr__(self) -> str:
         mode = "off" if self._ledger is None else "writes" if self.writes else "reads"
@@ -216,9 +218,10 @@ class AudienceGate:
 
     # -- the worker's side -------------------------------------------------------------------
 
-    async def take(self, item: Planned) -> Record | None:
-        """Just before ``item`` is sent: None to send it now (its slot held), or the record to
-        write instead (``suppressed`` by a rule, ``not_sent`` in quiet hours). Raises
+    def take(self, item: Planned) -> Record | Awaitable[Facts | None] | None:
+        """Just before ``item`` is sent: a record to write instead (``not_sent`` in quiet hours);
+        None to send it (no slot to take: no ledger, or a rehearsal); or the ledger's take under
+        way, whose answer goes to :meth:`took`. The take raises
         :class:`~bulk_sender.stores.ledger.StoreError` if the ledger cannot be written."""
         now = self._clock()
         if self.rules.quiet is not None and (until := self._quiet_until(item, now)) is not None:
@@ -228,15 +231,25 @@ class AudienceGate:
         record = item.record
         request = TakeRequest(
             recipient=recipient_key(record.to), content=item.content, campaign=self._campaign,
-            row=record.row, part=record.part, at=now, bounds=self.rules.limits.bounds(now),
+            row=record.row, part=record.part, at=now, bounds=self._bounds(now),
         )  # fmt: skip
-        facts = await self._ledger.take(request)
+        return self._ledger.take(request)
+
+    def took(self, item: Planned, facts: Facts | None) -> Record | None:
+        """The take's answer: None, the slot is held (send); else the ``suppressed`` record."""
         if facts is None:
             return None
+        now = self._clock()
         held = judge(self.rules.limits, facts, content=item.content, now=now)
         if held is None:  # the store saw something the facts read after it no longer show
             held = Held(Rule.CAP, "held back by the ledger: another campaign took the slot")
         return self._suppressed(item, held).record
+
+    def _bounds(self, now: int) -> Bounds:
+        """The rules' bounds at ``now`` (kept for the millisecond: many takes share one)."""
+        if self._bounds_at[0] != now:
+            self._bounds_at = (now, self.rules.limits.bounds(now))
+        return self._bounds_at[1]
 
     def settle(self, item: Planned, *, reached: bool) -> None:
         """After ``item``'s last attempt: keep its slot if a request may have reached the

@@ -51,9 +51,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from bulk_sender.config import SendingSettings
 from bulk_sender.errors import TransportError
@@ -100,7 +100,9 @@ class Gate(Protocol):
 
     def screened(self, plan: Plan, *, carried: Carried | None) -> Plan: ...
 
-    async def take(self, item: Planned) -> Record | None: ...
+    def take(self, item: Planned) -> Record | Awaitable[object] | None: ...
+
+    def took(self, item: Planned, answer: Any) -> Record | None: ...
 
     def settle(self, item: Planned, *, reached: bool) -> None: ...
 
@@ -307,18 +309,33 @@ class Engine:
         the message back (the row is then recorded).
 
         ``in_flight`` is committed after every long wait: between it and the request there is
-        only the audience slot's take and the departure gate, which gives up at a hold or a
-        stop instead of waiting.
+        only the departure gate, which gives up at a hold or a stop instead of waiting. The
+        audience slot is taken in the same moment, committed beside the ``in_flight`` record
+        (two files, two writers: one commit's latency, not two); the request leaves only once
+        both are durable. A refused take leaves the row ``suppressed`` instead: until that is
+        committed the journal holds it ``in_flight``, so a crash then leaves it ``unknown``,
+        as a crash between the ``in_flight`` commit and the request always could.
         """
         record, body = item.record, item.body
         assert body is not None
         in_flight = record._replace(status=Status.IN_FLIGHT, attempts=attempts + 1)
         while await self._limiter.admit():
-            if not slot.taken:
-                if not await self._take(item):
+            taking = None if slot.taken or self._gate is None else self._gate.take(item)
+            if isinstance(taking, Record):  # held back before anything was written
+                self._record_later(taking)
+                return None
+            try:
+                await self._journal.write(in_flight)
+            except BaseException:
+                if isinstance(taking, asyncio.Future):
+                    taking.cancel()  # stop waiting; a slot it took anyway is kept: the safe side
+                raise
+            if taking is not None:
+                assert self._gate is not None
+                if (held := self._gate.took(item, await taking)) is not None:
+                    self._record_later(held)  # until committed, in_flight: unknown if we die
                     return None
-                slot.taken = True
-            await self._journal.write(in_flight)
+            slot.taken = True
             if await self._limiter.depart() and not self.stopping:
                 return await self._attempt(body)
             if self.stopping:
@@ -328,15 +345,6 @@ class Engine:
             await self._journal.write(_with_outcome(record, Status.NOT_SENT, last, attempts))
         self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
         return None
-
-    async def _take(self, item: Planned) -> bool:
-        """The audience rules' word just before sending: True to send (its slot is held)."""
-        if self._gate is None:
-            return True
-        held = await self._gate.take(item)
-        if held is not None:
-            self._record_later(held)
-        return held is None
 
     def _settle(self, item: Planned, slot: _Slot) -> None:
         """Keep or give back the message's slot once its fate in this run is known."""

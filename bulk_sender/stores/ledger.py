@@ -25,7 +25,7 @@ the same calls and the same tests. The contract every backend keeps:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -85,9 +85,11 @@ class Ledger(Protocol):
         """The id of the campaign ``key`` (a journal's own id), shown as ``name``; idempotent."""
         ...
 
-    async def take(self, request: TakeRequest) -> Facts | None:
-        """Take the message's slot if no rule holds it back: None, committed; else the
-        recipient's facts, read in the same transaction, that made the store refuse it."""
+    def take(self, request: TakeRequest) -> Awaitable[Facts | None]:
+        """Take the message's slot if no rule holds it back: the awaitable gives None once it is
+        committed; else the recipient's facts, read in the same transaction, that made the
+        store refuse it. (An awaitable, not a coroutine: the engine starts it beside the
+        journal's commit without making a task a message.)"""
         ...
 
     def release_later(self, campaign: int, row: int, part: int) -> None:

@@ -11,7 +11,7 @@ Tables:
 ``recipients``   one row per recipient with an opt-out, an opt-in or a message from them:
                  ``opted_out`` (0/1) as of ``opt_at``, ``opt_by``, ``last_incoming``
 ``sends``        one row per message given a slot: recipient, time, content hash, campaign,
-                 row and part. A message has one row at most (a unique index), so taking it
+                 row and part. A message has one row at most (its primary key), so taking it
                  again (a resume) renews it (``renewed``) instead of adding one. A slot is
                  kept unless given back (:func:`release`), which only a slot never renewed
                  can be: an earlier run's attempt at the same message may have arrived.
@@ -78,6 +78,7 @@ class LedgerDialect:
 
     key_type: str  #: a 64-bit integer
     serial_key: str  #: an auto-numbered integer primary key
+    without_rowid: str  #: appended to tables clustered on their primary key (SQLite)
     mark: str  #: the parameter placeholder
     greatest: str  #: the two-argument maximum: ``MAX`` (SQLite) or ``GREATEST`` (PostgreSQL)
     group_concat: str  #: integers joined by commas: ``group_concat`` / ``string_agg`` (PG)
@@ -103,19 +104,17 @@ def schema(d: LedgerDialect) -> list[str]:
             last_incoming {big}
         )""",
         f"""CREATE TABLE IF NOT EXISTS sends (
-            id {d.serial_key},
-            recipient {big} NOT NULL,
-            at {big} NOT NULL,
-            content {big} NOT NULL,
             campaign {big} NOT NULL,
             msg_row {big} NOT NULL,
             msg_part INTEGER NOT NULL,
-            renewed INTEGER NOT NULL DEFAULT 0
-        )""",
-        "CREATE INDEX IF NOT EXISTS sends_by_recipient ON sends (recipient, at)",
-        # The repeat guard's lookup, answered from the index alone.
-        "CREATE INDEX IF NOT EXISTS sends_by_content ON sends (recipient, content, at)",
-        "CREATE UNIQUE INDEX IF NOT EXISTS sends_by_message ON sends (campaign, msg_row, msg_part)",
+            recipient {big} NOT NULL,
+            at {big} NOT NULL,
+            content {big} NOT NULL,
+            renewed INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (campaign, msg_row, msg_part)
+        ){d.without_rowid}""",
+        # Every rule's lookup, answered from the index alone (it holds the primary key too).
+        "CREATE INDEX IF NOT EXISTS sends_by_recipient ON sends (recipient, at, content)",
         "CREATE INDEX IF NOT EXISTS recipients_opted_out ON recipients (opted_out)"
         " WHERE opted_out = 1",
     ]
@@ -156,9 +155,11 @@ def _allowed(b: str, *, other: str = _OTHER) -> str:
 @functools.cache
 def take(d: LedgerDialect, count: int) -> str:
     """The conditional insert of ``count`` messages' slots (see the module docstring)."""
+    # It begins with INSERT, the WITH inside: Python's sqlite3 counts the rows changed only for
+    # a statement that begins with INSERT, UPDATE, DELETE or REPLACE.
     row = "(" + ", ".join([d.mark] * len(TAKE_COLUMNS)) + ")"
-    return f"""WITH r ({", ".join(TAKE_COLUMNS)}) AS (VALUES {", ".join([row] * count)})
-        INSERT INTO sends (recipient, at, content, campaign, msg_row, msg_part)
+    return f"""INSERT INTO sends (recipient, at, content, campaign, msg_row, msg_part)
+        WITH r ({", ".join(TAKE_COLUMNS)}) AS (VALUES {", ".join([row] * count)})
         SELECT r.recipient, r.at, r.content, r.campaign, r.msg_row, r.msg_part
         FROM r
         WHERE {_allowed("r")}
@@ -175,9 +176,9 @@ def taken_now(d: LedgerDialect, count: int) -> str:
     One answer row, not one per slot (``RETURNING``): each row a statement yields makes the
     sqlite3 module give the GIL back and wait for it while the sending loop is busy.
     """
-    five = ", ".join(["(" + ", ".join([d.mark] * 5) + ")"] * count)
-    return f"""SELECT {d.group_concat}(campaign || ':' || msg_row || ':' || msg_part) FROM sends
-        WHERE (campaign, msg_row, msg_part, recipient, at) IN (VALUES {five})"""
+    return f"""WITH {_keys(d, count, "recipient", "at")}
+        SELECT {d.group_concat}(s.campaign || ':' || s.msg_row || ':' || s.msg_part)
+        FROM k JOIN sends s ON {_BY_MESSAGE} AND s.recipient = k.recipient AND s.at = k.at"""
 
 
 def take_params(requests: Sequence[TakeRequest]) -> list[object]:
@@ -249,14 +250,19 @@ def explain_sends(d: LedgerDialect) -> str:
 @functools.cache
 def release(d: LedgerDialect, count: int) -> str:
     """Give back ``count`` messages' slots, unless renewed (see the module docstring)."""
-    return (
-        "DELETE FROM sends WHERE renewed = 0 AND"
-        f" (campaign, msg_row, msg_part) IN (VALUES {_triples(d, count)})"
-    )
+    return f"""DELETE FROM sends WHERE renewed = 0 AND (campaign, msg_row, msg_part) IN (
+        WITH {_keys(d, count)} SELECT campaign, msg_row, msg_part FROM k)"""
 
 
-def _triples(d: LedgerDialect, count: int) -> str:
-    return ", ".join([f"({d.mark}, {d.mark}, {d.mark})"] * count)
+#: A message's slot, found through the primary key (campaign, msg_row, msg_part).
+_BY_MESSAGE: Final = "s.campaign = k.campaign AND s.msg_row = k.msg_row AND s.msg_part = k.msg_part"
+
+
+def _keys(d: LedgerDialect, count: int, *extra: str) -> str:
+    """``k (campaign, msg_row, msg_part, *extra) AS (VALUES ...)`` for ``count`` messages."""
+    columns = ("campaign", "msg_row", "msg_part", *extra)
+    row = "(" + ", ".join([d.mark] * len(columns)) + ")"
+    return f"k ({', '.join(columns)}) AS (VALUES {', '.join([row] * count)})"
 
 
 def change_opt(d: LedgerDialect) -> str:

@@ -97,7 +97,15 @@ class GroupCommitter(Generic[Job, Answer]):
 
     async def submit(self, job: Job) -> Answer:
         """Commit ``job`` (with whatever else is queued); return its answer once durable."""
-        return await self._wait_for(job)
+        return await self.submit_soon(job)
+
+    def submit_soon(self, job: Job) -> asyncio.Future[Answer]:
+        """Queue ``job``; the future is its answer, set once it is durable (no task made)."""
+        self._check_open()
+        assert self._loop is not None
+        waiter: asyncio.Future[Answer] = self._loop.create_future()
+        self._queue.put((job, waiter))
+        return waiter
 
     def submit_later(self, job: Job) -> None:
         """Queue ``job`` for the next commit without waiting (:meth:`flush` waits for it)."""
@@ -106,7 +114,11 @@ class GroupCommitter(Generic[Job, Answer]):
 
     async def flush(self) -> None:
         """Wait until every job queued so far is committed."""
-        await self._wait_for(_FLUSH)
+        self._check_open()
+        assert self._loop is not None
+        waiter: asyncio.Future[Answer] = self._loop.create_future()
+        self._queue.put((_FLUSH, waiter))
+        await waiter
 
     async def stop(self) -> None:
         """Commit what is queued, end the thread and close the connection."""
@@ -115,13 +127,6 @@ class GroupCommitter(Generic[Job, Answer]):
             self._queue.put((_STOP, None))
             await asyncio.to_thread(thread.join)
         self._db.close()
-
-    async def _wait_for(self, job: Job | _Flush) -> Answer:
-        self._check_open()
-        assert self._loop is not None
-        waiter: asyncio.Future[Answer] = self._loop.create_future()
-        self._queue.put((job, waiter))
-        return await waiter
 
     def _check_open(self) -> None:
         if self._loop is None or self._thread is None:

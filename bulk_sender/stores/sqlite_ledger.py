@@ -14,9 +14,9 @@ import contextlib
 import itertools
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
-from typing import Final, NamedTuple, TypeVar
+from typing import Final, NamedTuple, TypeVar, cast
 
 import orjson
 
@@ -36,6 +36,7 @@ __all__ = ["SQLITE", "SqliteLedger"]
 SQLITE: Final = sql.LedgerDialect(
     key_type="INTEGER",
     serial_key="INTEGER PRIMARY KEY",
+    without_rowid=" WITHOUT ROWID",
     mark="?",
     greatest="MAX",
     group_concat="group_concat",
@@ -106,11 +107,9 @@ class SqliteLedger:
         assert isinstance(answer, int)
         return answer
 
-    async def take(self, request: TakeRequest) -> Facts | None:
+    def take(self, request: TakeRequest) -> Awaitable[Facts | None]:
         """Take the slot, or the facts that refused it."""
-        answer = await self._writing().submit(request)
-        assert answer is None or isinstance(answer, Facts)
-        return answer
+        return cast("asyncio.Future[Facts | None]", self._writing().submit_soon(request))
 
     def release_later(self, campaign: int, row: int, part: int) -> None:
         """Queue giving the slot back."""
