@@ -121,10 +121,10 @@ def dry_run(
     touching the journal or writing the ledger."""
     started = time.monotonic()
     table, campaign = _open(settings, campaign_path)
-    table.scan(no_line_breaks=frozenset({campaign.to_column}))
     rules = _rules(settings)
     totals = Totals()
-    with DryRunScreen(rules, settings.audience, clock=clock) as screen:
+    with DryRunScreen(rules, settings.audience, clock=clock) as screen:  # reads the ledger...
+        table.scan(no_line_breaks=frozenset({campaign.to_column}))  # ...while this runs
 
         def counted() -> Iterator[Record]:
             for item in screen.screened(campaign.plan(bodies=False)):

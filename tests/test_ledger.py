@@ -258,7 +258,8 @@ def test_the_stores_take_is_the_pure_rule(
     row: int,
 ) -> None:
     """Over any ledger, the SQL take refuses exactly when judge() holds the message back, and
-    the facts it returns make judge() name the same rule; the read-only screen agrees."""
+    the facts it returns make judge() name the same rule; the read-only screen, and the dry
+    run's screen over a snapshot, agree."""
     path = tmp_path_factory.mktemp("ledger") / "ledger.db"
     last_incoming = None if wrote is None else NOW - wrote * HOUR_MS
     with sqlite3.connect(path):
@@ -283,8 +284,11 @@ def test_the_stores_take_is_the_pure_rule(
             await ledger.change_opt([OptChange(A, True, NOW - DAY, "hand")])
         if last_incoming is not None:
             await ledger.note_incoming([(A, last_incoming)])
-        screened = await ledger.screen([f"+{A}"], [7], limits.bounds(NOW))
-        taken = await ledger.take(TakeRequest(A, 7, names[1], row, 0, NOW, limits.bounds(NOW)))
+        bounds = limits.bounds(NOW)
+        screened = await ledger.screen([f"+{A}"], [7], bounds)
+        snapshot = await ledger.snapshot(sends_since=NOW - 100 * DAY, incoming=True)
+        assert snapshot.screen([f"+{A}"], [7], bounds).keys() == screened.keys()
+        taken = await ledger.take(TakeRequest(A, 7, names[1], row, 0, NOW, bounds))
         assert (0 in screened) == (taken is not None)  # the screen is the take, read only
         return taken
 

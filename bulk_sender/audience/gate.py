@@ -48,6 +48,7 @@ from bulk_sender.audience.rules import (
     wall_clock_ms,
     window_warning,
 )
+from bulk_sender.audience.snapshot import Snapshot
 from bulk_sender.input.campaign import Planned
 from bulk_sender.model import Record, Status
 from bulk_sender.record.carried import Carried
@@ -111,6 +112,7 @@ class AudienceGate:
         self.report = AudienceReport()
         self._quiet_memo: dict[int, tuple[int, int | None]] = {}
         self._bounds_at: tuple[int, Bounds] = (-1, rules.limits.bounds(0))
+        self._snapshot: Snapshot | None = None
 
     def __repr__(self) -> str:
         mode = "off" if self._ledger is None else "writes" if self.writes else "reads"
@@ -192,7 +194,18 @@ class AudienceGate:
             return {}
         contents = [batch[index].content for index in sendable]
         bounds = screen_bounds(self.rules.limits, now)
+        if self._snapshot is not None:
+            return self._snapshot.screen(numbers, contents, bounds)
         return await self._ledger.screen(numbers, contents, bounds)
+
+    async def load_snapshot(self) -> None:
+        """Screen from now on against the ledger as it is now, read whole (a dry run: see
+        :mod:`.snapshot`), instead of asking the ledger batch by batch."""
+        if self._ledger is not None:
+            limits = self.rules.limits
+            self._snapshot = await self._ledger.snapshot(
+                sends_since=self._clock() - limits.looks_back, incoming=limits.window != "off"
+            )
 
     def _listed(self, numbers: list[str]) -> dict[int, OptOut]:
         """By position, the first opt-out file that lists the number (one search per file)."""
@@ -206,15 +219,15 @@ class AudienceGate:
         return listed
 
     def _judge(self, item: Planned, known: Facts, now: int) -> Held | None:
+        """:func:`judge`, without the message's own earlier slot (a resume's)."""
         record = item.record
-        own = [
-            s
-            for s in known.sends
-            if (s.campaign_id, s.row, s.part) != (self._campaign, record.row, record.part)
-        ]
-        if len(own) != len(known.sends):
-            known = known._replace(sends=own)
-        return judge(self.rules.limits, known, content=item.content, now=now)
+        if self._campaign is not None:
+            own = (self._campaign, record.row, record.part)
+            others = [s for s in known.sends if (s.campaign_id, s.row, s.part) != own]
+            if len(others) != len(known.sends):
+                known = known._replace(sends=others)
+        limits = self.rules.limits
+        return judge(limits, known, content=item.content, now=now, bounds=self._bounds(now))
 
     # -- the worker's side -------------------------------------------------------------------
 

@@ -147,11 +147,16 @@ def screen_bounds(limits: Limits, now: int) -> Bounds:
     return bounds
 
 
-def judge(limits: Limits, facts: Facts, *, content: int, now: int) -> Held | None:
-    """The first rule that holds the message back (see the module docstring), or None."""
+def judge(
+    limits: Limits, facts: Facts, *, content: int, now: int, bounds: Bounds | None = None
+) -> Held | None:
+    """The first rule that holds the message back (see the module docstring), or None.
+
+    ``bounds`` are ``limits.bounds(now)``, when the caller has them already.
+    """
     if facts.opt_out is not None:
         return Held(Rule.OPTED_OUT, _opted_out(facts.opt_out))
-    bounds = limits.bounds(now)
+    bounds = bounds or limits.bounds(now)
     if bounds.repeat_since is not None:
         repeats = [s for s in facts.sends if s.content == content and s.at > bounds.repeat_since]
         if repeats:

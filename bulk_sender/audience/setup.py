@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine, Iterable, Iterator
 from pathlib import Path
@@ -80,8 +81,9 @@ async def open_gate(
 class DryRunScreen:
     """The dry run's way through a read-only gate, from synchronous code (a context manager).
 
-    An event loop runs in a thread of its own; each batch's ledger facts are read there while
-    the batch before is judged here.
+    An event loop runs in a thread of its own. On entering, the ledger starts being read whole
+    (:meth:`AudienceGate.load_snapshot`), so enter before the long scan of the campaign file;
+    each batch is then screened there while the one before is counted here.
     """
 
     def __init__(
@@ -93,8 +95,10 @@ class DryRunScreen:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="audience-dry-run")
         self.gate: AudienceGate | None = None
+        self._loaded: concurrent.futures.Future[None] | None = None
 
     def __enter__(self) -> DryRunScreen:
+        """Open the gate; the ledger starts loading (in the background: enter early)."""
         self._thread.start()
         try:
             self.gate = self._run(
@@ -103,10 +107,16 @@ class DryRunScreen:
         except BaseException:
             self._stop()
             raise
+        if self.gate is not None:
+            self._loaded = asyncio.run_coroutine_threadsafe(self.gate.load_snapshot(), self._loop)
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
+            if self._loaded is not None:
+                self._loaded.cancel()
+                with contextlib.suppress(BaseException):
+                    self._loaded.result()
             if self.gate is not None:
                 self._run(self.gate.close())
         finally:
@@ -118,6 +128,8 @@ class DryRunScreen:
         if gate is None:
             yield from plan
             return
+        if self._loaded is not None:
+            self._loaded.result()
         pending: concurrent.futures.Future[list[Planned]] | None = None
         try:
             for batch in _chunked(plan, _DRY_RUN_BATCH):

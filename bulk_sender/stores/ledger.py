@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from bulk_sender.audience.rules import Bounds, Facts
+from bulk_sender.audience.snapshot import Snapshot
 from bulk_sender.errors import BulkSenderError, ExitCode
 
 __all__ = [
@@ -106,6 +107,11 @@ class Ledger(Protocol):
         """Of the messages ``(numbers[i], contents[i])`` (numbers in E.164), those the rules hold
         back under ``bounds``: the predicate of :meth:`take`, read only, counting every send
         recorded (a message's own earlier slot too). Their facts, by index ``i``."""
+        ...
+
+    async def snapshot(self, *, sends_since: int, incoming: bool) -> Snapshot:
+        """Everything the rules may read, as sorted arrays: opt-outs, sends after
+        ``sends_since``, and (if asked) when each customer last wrote. For a dry run."""
         ...
 
     async def change_opt(self, changes: Sequence[OptChange]) -> int:
