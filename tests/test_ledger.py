@@ -182,7 +182,8 @@ def test_a_read_only_open_creates_nothing(tmp_path: Path) -> None:
 
 
 def test_a_send_exactly_a_window_ago_no_longer_counts(tmp_path: Path) -> None:
-    """The repeat guard and the cap count sends after now - window, not at it."""
+    """The repeat guard and the cap count sends after now - window, not at it: in the take,
+    the screen and the dry run's snapshot alike."""
     limits = Limits(repeat_ms=DAY, cap_messages=1, cap_ms=DAY)
 
     async def body(ledger: Ledger) -> Facts | None:
@@ -190,6 +191,9 @@ def test_a_send_exactly_a_window_ago_no_longer_counts(tmp_path: Path) -> None:
         second = await ledger.register_campaign("key-2", "b.csv")
         old = TakeRequest(A, 7, first, 1, 0, NOW - DAY, limits.bounds(NOW - DAY))
         assert await ledger.take(old) is None
+        assert await ledger.screen([f"+{A}"], [7], limits.bounds(NOW)) == {}
+        snapshot = await ledger.snapshot(sends_since=NOW - 2 * DAY, incoming=False)
+        assert snapshot.screen([f"+{A}"], [7], limits.bounds(NOW)) == {}
         return await ledger.take(_request(second, A, limits=limits))
 
     assert _run(tmp_path / "ledger.db", body) is None
