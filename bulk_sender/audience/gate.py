@@ -156,6 +156,32 @@ class AudienceGate:
         sendable = [index for index, item in enumerate(batch) if item.body is not None]
         numbers = [batch[index].record.to for index in sendable]
         found = await self._screen_ledger(batch, sendable, numbers, now)
+        return self._applied(batch, sendable, numbers, found, now)
+
+    def screen_snapshot(self, batch: Sequence[Planned]) -> list[Planned]:
+        """:meth:`screen` against the snapshot :meth:`load_snapshot` read (a dry run), without
+        an event loop: nothing waits."""
+        assert self._snapshot is not None or self._ledger is None, "load_snapshot() first"
+        now = self._clock()
+        sendable = [index for index, item in enumerate(batch) if item.body is not None]
+        numbers = [batch[index].record.to for index in sendable]
+        found = {}
+        if self._snapshot is not None and sendable:
+            contents = [batch[index].content for index in sendable]
+            bounds = screen_bounds(self.rules.limits, now)
+            found = self._snapshot.screen(numbers, contents, bounds)
+        return self._applied(batch, sendable, numbers, found, now)
+
+    def _applied(
+        self,
+        batch: Sequence[Planned],
+        sendable: list[int],
+        numbers: list[str],
+        found: dict[int, Facts],
+        now: int,
+    ) -> list[Planned]:
+        """``batch`` with the holds of the ledger's screen (``found``, by position in
+        ``sendable``), of the opt-out files and of quiet hours applied."""
         listed = self._listed(numbers)
         if self.rules.quiet is None:
             looked_at: Iterable[int] = sorted(found.keys() | listed.keys())
@@ -194,13 +220,11 @@ class AudienceGate:
             return {}
         contents = [batch[index].content for index in sendable]
         bounds = screen_bounds(self.rules.limits, now)
-        if self._snapshot is not None:
-            return self._snapshot.screen(numbers, contents, bounds)
         return await self._ledger.screen(numbers, contents, bounds)
 
     async def load_snapshot(self) -> None:
-        """Screen from now on against the ledger as it is now, read whole (a dry run: see
-        :mod:`.snapshot`), instead of asking the ledger batch by batch."""
+        """Read the ledger whole, as it is now, for :meth:`screen_snapshot` (a dry run: see
+        :mod:`.snapshot`)."""
         if self._ledger is not None:
             limits = self.rules.limits
             self._snapshot = await self._ledger.snapshot(

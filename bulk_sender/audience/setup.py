@@ -81,9 +81,9 @@ async def open_gate(
 class DryRunScreen:
     """The dry run's way through a read-only gate, from synchronous code (a context manager).
 
-    An event loop runs in a thread of its own. On entering, the ledger starts being read whole
-    (:meth:`AudienceGate.load_snapshot`), so enter before the long scan of the campaign file;
-    each batch is then screened there while the one before is counted here.
+    An event loop runs in a thread of its own, for the gate's opening and closing and to read
+    the ledger whole (:meth:`AudienceGate.load_snapshot`) from the moment of entering: enter
+    before the long scan of the campaign file. The screening itself is synchronous, here.
     """
 
     def __init__(
@@ -123,26 +123,16 @@ class DryRunScreen:
             self._stop()
 
     def screened(self, plan: Iterable[Planned]) -> Iterator[Planned]:
-        """``plan`` with what the rules hold back turned into final records."""
+        """``plan`` with what the rules hold back turned into final records: screened here,
+        against the ledger as read on entering, a batch at a time."""
         gate = self.gate
         if gate is None:
             yield from plan
             return
         if self._loaded is not None:
             self._loaded.result()
-        pending: concurrent.futures.Future[list[Planned]] | None = None
-        try:
-            for batch in _chunked(plan, _DRY_RUN_BATCH):
-                future = asyncio.run_coroutine_threadsafe(gate.screen(batch), self._loop)
-                if pending is not None:
-                    yield from pending.result()
-                pending = future
-            if pending is not None:
-                yield from pending.result()
-                pending = None
-        finally:
-            if pending is not None:
-                pending.cancel()
+        for batch in _chunked(plan, _DRY_RUN_BATCH):
+            yield from gate.screen_snapshot(batch)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()

@@ -56,7 +56,7 @@ class Snapshot:
         ``bounds``, with their facts, by index: the store's screen, over the arrays."""
         if not numbers:
             return {}
-        keys = np.array([number[1:] for number in numbers]).astype(np.int64)
+        keys = np.fromiter((int(n[1:]) for n in numbers), dtype=np.int64, count=len(numbers))
         content = np.array(contents, dtype=np.int64)
         held = _found(self.opt_to, keys)
         lo = np.searchsorted(self.send_to, keys, side="left")
@@ -67,9 +67,9 @@ class Snapshot:
             held |= recent >= bounds.cap
         if bounds.window_since is not None:
             held |= ~self._wrote_since(keys, bounds.window_since)
-        return {
-            int(i): self._facts(int(keys[i]), int(lo[i]), int(hi[i])) for i in np.flatnonzero(held)
-        }
+        positions = np.flatnonzero(held)
+        facts = self._facts(keys[positions], lo[positions], hi[positions])
+        return dict(zip(positions.tolist(), facts, strict=True))
 
     def _wrote_since(self, keys: Int64s, since: int) -> Bools:
         """Per message: whether its customer wrote after ``since``."""
@@ -98,23 +98,43 @@ class Snapshot:
                 recent += valid & (at > bounds.cap_since)
         return repeat, recent
 
-    def _facts(self, key: int, lo: int, hi: int) -> Facts:
-        at = int(np.searchsorted(self.opt_to, key))
-        opt_out = None
-        if at < len(self.opt_to) and self.opt_to[at] == key:
-            opt_out = OptOut(int(self.opt_at[at]), self.by_names[int(self.opt_by[at])])
-        came = int(np.searchsorted(self.incoming_to, key))
-        incoming = None
-        if came < len(self.incoming_to) and self.incoming_to[came] == key:
-            incoming = int(self.incoming_at[came])
-        sends = [
-            PastSend(
-                int(self.send_at[i]), int(self.send_content[i]),
-                self.campaigns.get(int(self.send_campaign[i]), "?"), int(self.send_campaign[i]),
-            )
-            for i in range(lo, hi)
-        ]  # fmt: skip
-        return Facts(opt_out, incoming, sends)
+    def _facts(self, keys: Int64s, lo: Int64s, hi: Int64s) -> list[Facts]:
+        """The facts of the held messages (their keys, and their sends' spans), gathered with
+        a few array operations, then made into tuples."""
+        opt = self._opt_outs(keys)
+        wrote = self._last_incoming(keys)
+        counts = hi - lo
+        # Every held message's sends, one after the other: their positions in the arrays.
+        flat = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+        at, content = self.send_at[flat].tolist(), self.send_content[flat].tolist()
+        campaign = self.send_campaign[flat].tolist()
+        names = [self.campaigns.get(c, "?") for c in campaign]
+        facts, start = [], 0
+        for n, count in enumerate(counts.tolist()):
+            sends = [
+                PastSend(at[i], content[i], names[i], campaign[i])
+                for i in range(start, start + count)
+            ]
+            start += count
+            facts.append(Facts(opt[n], wrote[n], sends))
+        return facts
+
+    def _opt_outs(self, keys: Int64s) -> list[OptOut | None]:
+        if not len(self.opt_to):
+            return [None] * len(keys)
+        at = np.minimum(np.searchsorted(self.opt_to, keys), len(self.opt_to) - 1)
+        found = (self.opt_to[at] == keys).tolist()
+        when, by = self.opt_at[at].tolist(), self.opt_by[at].tolist()
+        return [
+            OptOut(when[n], self.by_names[by[n]]) if found[n] else None for n in range(len(keys))
+        ]
+
+    def _last_incoming(self, keys: Int64s) -> list[int | None]:
+        if not len(self.incoming_to):
+            return [None] * len(keys)
+        at = np.minimum(np.searchsorted(self.incoming_to, keys), len(self.incoming_to) - 1)
+        found, when = (self.incoming_to[at] == keys).tolist(), self.incoming_at[at].tolist()
+        return [when[n] if found[n] else None for n in range(len(keys))]
 
 
 def _found(sorted_keys: Int64s, keys: Int64s) -> Bools:
