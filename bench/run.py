@@ -6,10 +6,11 @@ table shows their median, every run's value beside it. Servers are ``fast_server
 own processes on 127.0.0.1. Sections:
 
 throughput     bulk-sender vs ``bare_loop.py`` (the loop a user would write instead) against
-               the same server, same requests; one more bulk-sender run under py-spy
+               the same server, same requests; bulk-sender with the audience ledger on against
+               it off; one more bulk-sender run under py-spy
 rate fidelity  achieved rate and busiest 1-second window, from the server's arrival times
 memory         peak RSS of ``send`` and ``--dry-run`` at two campaign sizes
-preflight      ``--dry-run`` rows per second
+preflight      ``--dry-run`` rows per second, also against a ledger that knows every recipient
 resume         launch of a resume to the server's first request, on a campaign left with only
                a few rows to send (made once per bench run by a server that answers E110)
 
