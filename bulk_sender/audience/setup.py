@@ -28,7 +28,7 @@ from bulk_sender.stores.ledger import Ledger, open_ledger
 __all__ = ["DryRunScreen", "open_gate", "read_rules"]
 
 T = TypeVar("T")
-_DRY_RUN_BATCH: Final = 8192
+_DRY_RUN_BATCH: Final = 2048
 
 
 def read_rules(
