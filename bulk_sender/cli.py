@@ -25,6 +25,7 @@ from typing import Any
 
 from bulk_sender import __version__
 from bulk_sender.config import Settings, load_settings
+from bulk_sender.delivery import commands as delivery_commands
 from bulk_sender.errors import UsageError
 from bulk_sender.model import UNSENT, Status
 from bulk_sender.record.journal import JournalError
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--balance", type=int, help="messages accepted before E110 (low balance)")
     b.add_argument("--daily-limit", type=int, help="messages accepted before WAV2101")
     b.add_argument("--max-rate", type=float, help="answer 429 above this many requests/s")
+    delivery_commands.add_parsers(commands)
     return parser
 
 
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sandbox":
             return _sandbox(args)
+        if args.command in delivery_commands.COMMANDS:
+            return delivery_commands.run(args)
         invoked = [_program(), *sys.argv[1:]] if argv is None else ["bulk-sender", *argv]
         return _send(args, invoked)
     except UsageError as exc:

@@ -22,8 +22,10 @@ from typing import Any, Literal
 from bulk_sender.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_CALLBACK_SECRET_ENV",
     "POD_DOMAINS",
     "WA_SOURCES",
+    "CallbacksSettings",
     "CampaignSettings",
     "KaleyraSettings",
     "Secret",
@@ -31,6 +33,7 @@ __all__ = [
     "Settings",
     "load_settings",
     "read_api_key",
+    "read_callback_secret",
 ]
 
 #: The seed's API domains by pod.
@@ -192,6 +195,44 @@ class SendingSettings:
             )
 
 
+DEFAULT_CALLBACK_SECRET_ENV = "BULK_SENDER_CALLBACK_SECRET"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallbacksSettings:
+    """Where delivery callbacks are stored, and where ``receive`` listens by default.
+
+    ``store`` is a path; a relative one is taken from the config file's directory (resolved
+    by :func:`load_settings`, or by :meth:`beside` when the config has no ``[callbacks]``).
+    """
+
+    store: str = "callbacks.db"
+    secret_env: str = DEFAULT_CALLBACK_SECRET_ENV
+    host: str = "127.0.0.1"
+    port: int = 8090
+
+    def __post_init__(self) -> None:
+        if not self.store.strip():
+            raise ConfigError("[callbacks] store", "must be the path of the callback store")
+        if not _ENV_RE.fullmatch(self.secret_env):
+            raise ConfigError(
+                "[callbacks] secret_env", "must be the name of an environment variable"
+            )
+        if not self.host.strip():
+            raise ConfigError("[callbacks] host", "must be an address to listen on")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("[callbacks] port", "must be a port number from 0 to 65535")
+
+    @classmethod
+    def beside(cls, config: Path, **values: Any) -> CallbacksSettings:
+        """Settings whose relative ``store`` path is taken from ``config``'s directory."""
+        made = cls(**values)
+        store = Path(made.store)
+        if store.is_absolute() or "://" in made.store:
+            return made
+        return dataclasses.replace(made, store=str(config.parent / store))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything a run needs, validated and immutable."""
@@ -199,12 +240,15 @@ class Settings:
     kaleyra: KaleyraSettings
     campaign: CampaignSettings = field(default_factory=CampaignSettings)
     sending: SendingSettings = field(default_factory=SendingSettings)
+    #: None when the config has no ``[callbacks]`` section.
+    callbacks: CallbacksSettings | None = None
 
 
 _SECTIONS: Mapping[str, type[Any]] = {
     "kaleyra": KaleyraSettings,
     "campaign": CampaignSettings,
     "sending": SendingSettings,
+    "callbacks": CallbacksSettings,
 }
 
 
@@ -239,6 +283,11 @@ def load_settings(
             if value is not None:
                 values[key] = value
         built[section] = _build_section(section, cls, values)
+    built["callbacks"] = (
+        CallbacksSettings.beside(path, **dataclasses.asdict(built["callbacks"]))
+        if "callbacks" in raw
+        else None
+    )
     return Settings(**built)
 
 
@@ -296,5 +345,27 @@ def read_api_key(settings: KaleyraSettings, environ: Mapping[str, str] | None = 
             "[kaleyra] api_key_env",
             f"the environment variable {settings.api_key_env} holds a line break, a control "
             "character or a non-ASCII character; an API key is plain ASCII: export it again",
+        )
+    return Secret(value)
+
+
+def read_callback_secret(
+    settings: CallbacksSettings, environ: Mapping[str, str] | None = None
+) -> Secret:
+    """The callback receiver's shared secret from the environment variable the config names."""
+    env = os.environ if environ is None else environ
+    value = env.get(settings.secret_env, "").strip()
+    if not value:
+        raise ConfigError(
+            "[callbacks] secret_env",
+            f"the environment variable {settings.secret_env} is not set or empty; export the "
+            "shared secret of your Kaleyra callback profile in it",
+        )
+    if not (value.isascii() and value.isprintable()):
+        raise ConfigError(
+            "[callbacks] secret_env",
+            f"the environment variable {settings.secret_env} holds a line break, a control "
+            "character or a non-ASCII character; the secret goes in an HTTP header: export it "
+            "again",
         )
     return Secret(value)

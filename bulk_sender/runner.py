@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from bulk_sender.config import Secret, Settings, read_api_key
+from bulk_sender.delivery.merge import merged_or_none
 from bulk_sender.errors import UsageError
 from bulk_sender.input.campaign import Campaign, LoadStats
 from bulk_sender.input.plan_process import PlanJob, start_planner
@@ -227,14 +228,17 @@ def send(
                     display,
                 )
             )
-            totals = write_outputs(
-                table=table,
-                to_column=campaign.to_column,
-                records=journal.records(),
-                results=options.results,
-                failed=options.failed,
-                include_unknown=options.failed_include_unknown,
-            )
+            store = settings.callbacks.store if settings.callbacks is not None else None
+            with merged_or_none(store, path) as delivery:  # callbacks already stored
+                totals = write_outputs(
+                    table=table,
+                    to_column=campaign.to_column,
+                    records=journal.records(),
+                    results=options.results,
+                    failed=options.failed,
+                    include_unknown=options.failed_include_unknown,
+                    delivery=delivery,
+                )
     log.info(
         "bulk_sender.finished",
         extra={

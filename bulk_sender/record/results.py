@@ -28,12 +28,31 @@ from bulk_sender.input.phone import split_recipients
 from bulk_sender.input.table import Table, publish, write_table
 from bulk_sender.model import EXPORTED, Record, Status
 
-__all__ = ["RESULT_COLUMNS", "Totals", "write_outputs", "write_results_only"]
+__all__ = [
+    "DELIVERY_COLUMNS",
+    "RESULT_COLUMNS",
+    "DeliveryCells",
+    "Totals",
+    "write_outputs",
+    "write_results_only",
+]
 
+#: What callbacks said after Kaleyra accepted a message (bulk_sender.delivery fills them in).
+DELIVERY_COLUMNS: tuple[str, ...] = (
+    "delivery_status", "delivery_code", "delivery_error", "delivered_at", "read_at",
+    "delivery_updated_at",
+)  # fmt: skip
 RESULT_COLUMNS: tuple[str, ...] = (
     "row", "to", "status", "message_id", "http_status", "code", "error", "attempts",
-    "ref", "ref1", "ref2", "finished_at", "warning",
+    "ref", "ref1", "ref2", "finished_at", "warning", *DELIVERY_COLUMNS,
 )  # fmt: skip
+_NO_DELIVERY: tuple[str, ...] = ("",) * len(DELIVERY_COLUMNS)
+
+
+class DeliveryCells(Protocol):
+    """The delivery columns of each message, asked for in results order (by row, then part)."""
+
+    def cells(self, record: Record) -> Sequence[str]: ...
 
 
 @dataclass(slots=True)
@@ -56,8 +75,12 @@ def write_outputs(
     results: Path,
     failed: Path | None,
     include_unknown: bool = False,
+    delivery: DeliveryCells | None = None,
 ) -> Totals:
-    """Write the results file and (unless ``failed`` is None) the failed export."""
+    """Write the results file and (unless ``failed`` is None) the failed export.
+
+    ``delivery`` gives each message's delivery columns (empty without it).
+    """
     totals = Totals()
     retry = EXPORTED | {Status.UNKNOWN} if include_unknown else EXPORTED
     header = list(table.header)
@@ -75,7 +98,7 @@ def write_outputs(
                 if record.code and record.status != Status.SENT:
                     totals.codes[record.code] += 1
                 totals.warnings += bool(record.warning)
-                writer.writerow(_result_row(record))
+                writer.writerow(_result_row(record, delivery))
             again = [r for r in messages if r.status in retry]
             if again and failed is not None:
                 again_rows.append(_export_row(cells, to_column, error_at, messages, again))
@@ -166,10 +189,11 @@ def _export_error(record: Record) -> str:
     return f"{record.status}: {code}{record.error}".rstrip(": ")
 
 
-def _result_row(r: Record) -> list[object]:
+def _result_row(r: Record, delivery: DeliveryCells | None = None) -> list[object]:
     return [
         r.row, r.to, r.status, r.message_id, "" if r.http_status is None else r.http_status,
         r.code, r.error, r.attempts, r.ref, r.ref1, r.ref2, r.finished_at, r.warning,
+        *(_NO_DELIVERY if delivery is None else delivery.cells(r)),
     ]  # fmt: skip
 
 
