@@ -86,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--balance", type=int, help="messages accepted before E110 (low balance)")
     b.add_argument("--daily-limit", type=int, help="messages accepted before WAV2101")
     b.add_argument("--max-rate", type=float, help="answer 429 above this many requests/s")
+    b.add_argument("--callback-url", help="post status callbacks of accepted messages here")
+    b.add_argument(
+        "--callback-secret",
+        help="the receiver's secret (default: $BULK_SENDER_CALLBACK_SECRET)",
+    )
+    b.add_argument(
+        "--callback-mix",
+        default="",
+        help="outcome weights, e.g. read=50,delivered=30,131047=10,not_sent=5,duplicate=0.1",
+    )
+    b.add_argument(
+        "--callback-delay", type=float, default=2.0, help="mean seconds between statuses"
+    )
     delivery_commands.add_parsers(commands)
     return parser
 
@@ -257,5 +270,26 @@ def _sandbox(args: argparse.Namespace) -> int:
     )
     if key == "sandbox-key":
         print(f"accepting api-key 'sandbox-key': export {settings.kaleyra.api_key_env}=sandbox-key")
-    run_forever(host=args.host, port=args.port, account=account, faults=faults)
+    callbacks = _callback_emitter(args)
+    run_forever(host=args.host, port=args.port, account=account, faults=faults, callbacks=callbacks)
     return EXIT_OK
+
+
+def _callback_emitter(args: argparse.Namespace) -> Any:
+    """The sandbox's callback emitter for --callback-url, or None."""
+    if not args.callback_url:
+        return None
+    from bulk_sender.config import DEFAULT_CALLBACK_SECRET_ENV
+    from bulk_sender.sandbox.callbacks import CallbackEmitter, parse_mix
+
+    secret = args.callback_secret or os.environ.get(DEFAULT_CALLBACK_SECRET_ENV, "")
+    if not secret:
+        raise UsageError(
+            f"--callback-url needs the receiver's secret: pass --callback-secret or export "
+            f"{DEFAULT_CALLBACK_SECRET_ENV}"
+        )
+    try:
+        mix = parse_mix(args.callback_mix, delay=args.callback_delay)
+    except ValueError as exc:
+        raise UsageError(f"--callback-mix: {exc}") from None
+    return CallbackEmitter(url=args.callback_url, secret=secret, mix=mix)

@@ -312,10 +312,12 @@ async def _send_async(
     kaleyra = settings.kaleyra
     sandbox = None
     if options.sandbox:
+        from bulk_sender.sandbox.callbacks import emitter_for
         from bulk_sender.sandbox.server import Account, Sandbox
 
         sandbox = Sandbox(
-            Account(sid=kaleyra.sid, api_key=api_key.reveal(), senders=frozenset({kaleyra.sender}))
+            Account(sid=kaleyra.sid, api_key=api_key.reveal(), senders=frozenset({kaleyra.sender})),
+            callbacks=emitter_for(settings.callbacks),  # [callbacks] set: post status callbacks
         )
         kaleyra = replace(kaleyra, base_url=await sandbox.start())
     journal.start_writer()

@@ -33,11 +33,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from bulk_sender.sandbox.callbacks import CallbackEmitter
 
 __all__ = [
     "DEFAULT_ACCOUNT",
@@ -52,6 +55,8 @@ __all__ = [
 ]
 
 MESSAGES_ROUTE: Final = "/v2/{sid}/whatsapp/{sender}/messages"
+#: How long stopping waits for status callbacks still to be posted.
+_CALLBACK_DRAIN_SECONDS: Final = 10.0
 
 
 # --------------------------------------------------------------------------- configuration
@@ -450,6 +455,15 @@ def _recipient(document: object) -> str:
     return ""
 
 
+def _refs(document: object) -> tuple[str, str, str]:
+    """``extra_info``'s ref, ref1 and ref2 of a valid body ("" for those not given)."""
+    extra = document.get("extra_info", {}) if isinstance(document, dict) else {}
+    found = [
+        extra.get(name, "") if isinstance(extra, dict) else "" for name in ("ref", "ref1", "ref2")
+    ]
+    return found[0], found[1], found[2]
+
+
 def _is_json(request: web.Request) -> bool:
     charset = request.charset
     return request.content_type == "application/json" and (charset or "utf-8").lower() == "utf-8"
@@ -474,9 +488,16 @@ def _rejection(account: Account, request: web.Request, document: object) -> _Ans
 class Sandbox:
     """The fake Kaleyra server: start it in a running loop, script its faults, read its records."""
 
-    def __init__(self, account: Account = DEFAULT_ACCOUNT, faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        account: Account = DEFAULT_ACCOUNT,
+        faults: Faults | None = None,
+        callbacks: CallbackEmitter | None = None,
+    ) -> None:
         self.account = account
         self.faults = faults if faults is not None else Faults()
+        #: posts status callbacks for the messages it accepts (see sandbox/callbacks.py)
+        self.callbacks = callbacks
         self.received: list[Received] = []
         self._accepted_total = 0
         self._window: collections.deque[float] = collections.deque()
@@ -539,6 +560,8 @@ class Sandbox:
             raise
         self._runner = runner
         self._url = f"http://{host}:{runner.addresses[0][1]}"
+        if self.callbacks is not None:
+            await self.callbacks.start()
         return self._url
 
     async def stop(self) -> None:
@@ -548,6 +571,9 @@ class Sandbox:
         if runner is not None:
             self._stopping.set()
             await runner.cleanup()
+            if self.callbacks is not None:
+                await self.callbacks.drain(_CALLBACK_DRAIN_SECONDS)
+                await self.callbacks.stop()
 
     def _application(self) -> web.Application:
         app = web.Application()
@@ -580,6 +606,8 @@ class Sandbox:
         rejection = _rejection(self.account, request, document)
         outcome = rejection if rejection is not None else self._render(self._behaviour_for(to))
         self._record(request, body, to, outcome, arrived)
+        if self.callbacks is not None and isinstance(outcome, _Answer) and outcome.message_id:
+            self.callbacks.accepted(message_id=outcome.message_id, to=to, refs=_refs(document))
         if outcome is Behaviour.HANG:
             await self._pause(None)
         if isinstance(outcome, Behaviour):
@@ -736,10 +764,18 @@ class ThreadedSandbox:
             await self._sandbox.stop()
 
 
-def run_forever(*, host: str, port: int, account: Account, faults: Faults) -> None:
+def run_forever(
+    *,
+    host: str,
+    port: int,
+    account: Account,
+    faults: Faults,
+    callbacks: CallbackEmitter | None = None,
+) -> None:
     """Serve until Ctrl-C or SIGTERM, after printing the URL, SID and senders to stdout."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_until_signalled(Sandbox(account, faults), host=host, port=port))
+        sandbox = Sandbox(account, faults, callbacks)
+        asyncio.run(_serve_until_signalled(sandbox, host=host, port=port))
 
 
 async def _serve_until_signalled(sandbox: Sandbox, *, host: str, port: int) -> None:
