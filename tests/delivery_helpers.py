@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from bulk_sender.config import Secret
+from bulk_sender.delivery.receiver import serve
 from bulk_sender.model import Record
 from bulk_sender.record.journal import Journal
 from bulk_sender.stores.base import CallbackStore, open_callback_store
@@ -86,3 +93,77 @@ def v2_status(
         "status": status.lower(),
         "message_id": ids[1],
     }
+
+
+class ThreadedReceiver:
+    """The callback receiver serving ``store`` in a thread of its own, for sync tests.
+
+    ``with ThreadedReceiver(opener) as url:`` returns once it listens; leaving stops it (in-flight
+    requests finish) and closes the store.
+    """
+
+    def __init__(self, opener: StoreFactory, secret: str = SECRET) -> None:
+        self._opener = opener
+        self._secret = secret
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self.url = ""
+        self.error: BaseException | None = None
+        self.wrap: Callable[[CallbackStore], CallbackStore] = lambda store: store
+
+    def __enter__(self) -> str:
+        self._thread = threading.Thread(target=self._run, name="receiver", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout=30) or not self.url:
+            raise RuntimeError("the receiver did not start") from self.error
+        return self.url
+
+    def __exit__(self, *_: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        store = self.wrap(await self._opener())
+
+        def ready(url: str) -> None:
+            self.url = url
+            self._ready.set()
+
+        await serve(
+            store, Secret(self._secret), host="127.0.0.1", port=0, ready=ready, stop=self._stop
+        )
+
+
+def post(
+    url: str,
+    body: bytes | dict[str, Any],
+    *,
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+) -> tuple[int, dict[str, Any]]:
+    """Send one request; (status, decoded JSON answer)."""
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    sent_headers = {"Content-Type": "application/json", "X-Callback-Secret": SECRET}
+    sent_headers.update(headers or {})
+    request = urllib.request.Request(
+        url, data=data if method == "POST" else None, headers=sent_headers, method=method
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, orjson.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read() or b"{}")

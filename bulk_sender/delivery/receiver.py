@@ -40,13 +40,15 @@ from bulk_sender.errors import UsageError
 from bulk_sender.model import utc_now
 from bulk_sender.stores.base import CallbackStore, StoreError
 
-__all__ = ["MAX_BODY", "SECRET_HEADER", "Receiver", "make_app", "serve"]
+__all__ = ["MAX_BODY", "RECEIVER", "SECRET_HEADER", "Receiver", "make_app", "serve"]
 
 log = logging.getLogger("bulk_sender")
 
 MAX_BODY: Final = 1 << 20
 SECRET_HEADER: Final = "X-Callback-Secret"
 _OPEN_PATHS: Final = frozenset({"/healthz"})
+#: How long a stop waits for the requests in flight.
+_DRAIN_SECONDS: Final = 30.0
 
 Parser = Callable[[object], Callback]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -68,6 +70,10 @@ class Receiver:
         self._secret = _digest(secret.reveal())
         self.stored = 0
         self.rejected = 0
+        self.in_flight = 0
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def __repr__(self) -> str:
         return f"Receiver(store={self.store!r}, stored={self.stored}, rejected={self.rejected})"
@@ -83,12 +89,31 @@ class Receiver:
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """401 without the secret; 413 for a declared body over the limit, before reading it."""
+        """401 without the secret; 413 for a declared body over the limit, before reading it;
+        503 once stopping (Kaleyra sends it again later); counts the requests in flight."""
+        if self._stopping:
+            answer = _answer(503, error="the receiver is stopping; send it again later")
+            answer.force_close()
+            return answer
         if request.path not in _OPEN_PATHS and not self.authorised(request):
             return _answer(401, error="missing or wrong callback secret")
         if (request.content_length or 0) > MAX_BODY:
             return _answer(413, error=f"the body is over {MAX_BODY} bytes")
-        return await handler(request)
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    async def drain(self, within: float) -> None:
+        """Refuse new requests and wait (up to ``within`` seconds) for those in flight."""
+        self._stopping = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._idle.wait()
 
     async def status(self, request: web.Request) -> web.Response:
         """A status callback."""
@@ -163,11 +188,15 @@ def _basic_password(header: str) -> str | None:
     return password if colon else None
 
 
+#: The application's :class:`Receiver` (its counters), for whoever holds the app.
+RECEIVER: Final = web.AppKey("receiver", Receiver)
+
+
 def make_app(store: CallbackStore, secret: Secret) -> web.Application:
     """The receiver's application; see the module docstring."""
     receiver = Receiver(store, secret)
     app = web.Application(client_max_size=MAX_BODY, middlewares=[receiver.guard])
-    app["receiver"] = receiver
+    app[RECEIVER] = receiver
     for method in ("POST", "GET"):
         app.router.add_route(method, "/kaleyra/status", receiver.status)
         app.router.add_route(method, "/kaleyra/incoming", receiver.incoming)
@@ -193,11 +222,13 @@ async def serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(make_app(store, secret), access_log=None, shutdown_timeout=30.0)
+    app = make_app(store, secret)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=_DRAIN_SECONDS)
     await runner.setup()
     try:
+        site = web.TCPSite(runner, host, port)
         try:
-            await web.TCPSite(runner, host, port).start()
+            await site.start()
         except OSError as exc:
             raise UsageError(f"cannot listen on {host}:{port}: {exc}") from None
         url = f"http://{host}:{runner.addresses[0][1]}"
@@ -206,6 +237,10 @@ async def serve(
             ready(url)
         await stop.wait()
         log.info("bulk_sender.receiver_stopping", extra={"event": "bulk_sender.receiver_stopping"})
+        # Stop listening, then let every request in flight finish, its body included (aiohttp's
+        # own shutdown stops reading bodies still arriving), before closing connections.
+        await site.stop()
+        await app[RECEIVER].drain(_DRAIN_SECONDS)
     finally:
         await runner.cleanup()
         await store.close()
