@@ -22,7 +22,7 @@ import heapq
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -108,6 +108,7 @@ class FakeClock:
         self._wall0 = wall
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = 0
+        self._slept: asyncio.Event | None = None
 
     def __repr__(self) -> str:
         return f"FakeClock(now={self._now}, sleepers={len(self._sleepers)})"
@@ -125,6 +126,8 @@ class FakeClock:
         waiter = asyncio.get_running_loop().create_future()
         self._seq += 1
         heapq.heappush(self._sleepers, (self._now + seconds, self._seq, waiter))
+        if self._slept is not None:
+            self._slept.set()
         await waiter
 
     def advance(self, seconds: float) -> None:
@@ -139,6 +142,13 @@ class FakeClock:
     def sleeping(self) -> int:
         """Sleepers not yet woken."""
         return sum(1 for *_, waiter in self._sleepers if not waiter.done())
+
+    async def until_sleeping(self, count: int) -> None:
+        """Wait until ``count`` tasks sleep on this clock."""
+        self._slept = self._slept or asyncio.Event()
+        while self.sleeping < count:
+            self._slept.clear()
+            await self._slept.wait()
 
 
 _DEFAULT_WEIGHTS: Final[Mapping[str, float]] = {
@@ -232,6 +242,7 @@ class CallbackEmitter:
         self.posted = 0
         self.retried = 0
         self.dropped = 0
+        self._progress: asyncio.Event | None = None
 
     def __repr__(self) -> str:
         return (
@@ -243,6 +254,7 @@ class CallbackEmitter:
         """Open the HTTP session; call in the running loop."""
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         self._gate = asyncio.Semaphore(self._concurrency)
+        self._progress = asyncio.Event()
 
     def accepted(self, *, message_id: str, to: str, refs: tuple[str, str, str]) -> None:
         """Plan the callbacks of a message the sandbox just accepted."""
@@ -283,12 +295,15 @@ class CallbackEmitter:
         for attempt in range(1, self._max_attempts + 1):
             if await self._post(post.body):
                 self.posted += 1
+                self._note_progress()
                 return
             if attempt == self._max_attempts:
                 break
             self.retried += 1
+            self._note_progress()
             await self.clock.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
         self.dropped += 1
+        self._note_progress()
         log.warning(
             "bulk_sender.sandbox_callback_dropped",
             extra={"event": "bulk_sender.sandbox_callback_dropped", "attempts": attempt},
@@ -304,6 +319,17 @@ class CallbackEmitter:
                     return answer.status == 200
             except (aiohttp.ClientError, TimeoutError):
                 return False
+
+    def _note_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.set()
+
+    async def wait_until(self, done: Callable[[CallbackEmitter], bool]) -> None:
+        """Wait until ``done(self)`` holds, checked after every post, retry or drop."""
+        assert self._progress is not None, "start() first"
+        while not done(self):
+            self._progress.clear()
+            await self._progress.wait()
 
     @property
     def pending(self) -> int:
