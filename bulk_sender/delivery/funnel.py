@@ -2,7 +2,7 @@
 
 :class:`FunnelCounter` sees every message once (its journal record and delivery state) and keeps
 only counters: the funnel (accepted, sent, delivered, read), failures by code, the rows still
-waiting for a callback, and per-minute series of accepted messages and of the delay from the
+waiting for a callback, and per-second series of accepted messages and of the delay from the
 202 to ``delivered``/``read`` (as log-spaced histograms), so memory stays flat for millions of
 rows. :func:`funnel_text` and :func:`funnel_dict` present the result.
 """
@@ -52,9 +52,9 @@ class Funnel:
     accepted: int = 0
     statuses: Counter[DeliveryStatus] = field(default_factory=Counter)
     failures: Counter[tuple[DeliveryStatus, str]] = field(default_factory=Counter)
-    #: per minute ("2026-11-24T21:33"): accepted messages
-    accepted_per_minute: Counter[str] = field(default_factory=Counter)
-    #: per minute of sending: histogram of delays to delivered / to read (DELAY_EDGES bins)
+    #: per second ("2026-11-24T21:33:17"): accepted messages
+    accepted_per_second: Counter[str] = field(default_factory=Counter)
+    #: per second of sending: histogram of delays to delivered / to read (DELAY_EDGES bins)
     to_delivered: dict[str, list[int]] = field(default_factory=dict)
     to_read: dict[str, list[int]] = field(default_factory=dict)
     last_update: str = ""
@@ -98,8 +98,8 @@ class FunnelCounter:
         if record.status != Status.SENT:
             return
         funnel.accepted += 1
-        minute = record.finished_at[:16]
-        funnel.accepted_per_minute[minute] += 1
+        second = record.finished_at[:19]
+        funnel.accepted_per_second[second] += 1
         status = state.status
         if status is None:
             return
@@ -108,17 +108,17 @@ class FunnelCounter:
             funnel.failures[(status, state.failure()[0])] += 1
         if state.updated_at and state.updated_at > funnel.last_update:
             funnel.last_update = state.updated_at
-        self._delay(funnel.to_delivered, minute, record.finished_at, state.delivered_at)
-        self._delay(funnel.to_read, minute, record.finished_at, state.read_at)
+        self._delay(funnel.to_delivered, second, record.finished_at, state.delivered_at)
+        self._delay(funnel.to_read, second, record.finished_at, state.read_at)
 
     @staticmethod
-    def _delay(series: dict[str, list[int]], minute: str, start: str, end: str | None) -> None:
+    def _delay(series: dict[str, list[int]], second: str, start: str, end: str | None) -> None:
         seconds = _delay(start, end)
         if seconds is None:
             return
-        bins = series.get(minute)
+        bins = series.get(second)
         if bins is None:
-            bins = series[minute] = [0] * (len(DELAY_EDGES) + 1)
+            bins = series[second] = [0] * (len(DELAY_EDGES) + 1)
         bins[bisect.bisect_left(DELAY_EDGES, seconds)] += 1
 
 
