@@ -99,7 +99,7 @@ def _key(event: StatusEvent) -> int:
     """
     parts = (
         *sorted(event.message_ids), "", event.status, event.at, event.recipient, event.ref,
-        event.ref1, event.ref2, event.code,
+        event.ref1, event.ref2, event.code, event.title, event.detail,
     )  # fmt: skip
     digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1

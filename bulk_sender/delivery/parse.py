@@ -24,6 +24,7 @@ neither a message id nor a recipient. Every function here is total over any JSON
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -118,7 +119,7 @@ def parse_status(document: object, *, received_at: str) -> Callback:
     doc = _object(document, "the body")
     extra = _object(doc.get("extra_info", {}), "extra_info")
     statuses = _v2_list(doc, "statuses")
-    if _v2_list(doc, "messages") and not statuses:
+    if not statuses and _v2_list(doc, "messages"):
         raise CallbackRejected(
             "This is an incoming message, not a status; point it at /kaleyra/incoming."
         )
@@ -360,6 +361,8 @@ def _first(doc: Mapping[str, Any], names: tuple[str, ...]) -> object:
 
 def _text(value: object, where: str) -> str:
     """A string field (numbers allowed, as Meta's codes are), cleaned; "" when absent."""
+    if type(value) is str and value.isprintable():  # the usual case, first
+        return value.strip()[:_MAX_TEXT]
     if value is None:
         return ""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -393,7 +396,7 @@ def _time(value: object, where: str, received_at: str) -> str:
         raise CallbackRejected(f"{where} must be a unix time or an ISO-8601 time.")
     seconds = _unix_seconds(value)
     if seconds is not None:
-        return format_time(datetime.fromtimestamp(seconds, UTC))
+        return _unix_time(seconds)
     assert isinstance(value, str)
     try:
         moment = datetime.fromisoformat(value.strip())
@@ -405,6 +408,12 @@ def _time(value: object, where: str, received_at: str) -> str:
     if not plausible:
         raise CallbackRejected(f"{where} is not a plausible time.")
     return format_time(moment)
+
+
+@functools.lru_cache(maxsize=4096)
+def _unix_time(seconds: float) -> str:
+    """ISO-8601 of a unix time; cached, as a flood of callbacks shares its seconds."""
+    return format_time(datetime.fromtimestamp(seconds, UTC))
 
 
 def _unix_seconds(value: str | int | float) -> float | None:

@@ -40,7 +40,7 @@ from bulk_sender.errors import UsageError
 from bulk_sender.model import utc_now
 from bulk_sender.stores.base import CallbackStore, StoreError
 
-__all__ = ["MAX_BODY", "RECEIVER", "SECRET_HEADER", "Receiver", "make_app", "serve"]
+__all__ = ["MAX_BODY", "SECRET_HEADER", "Receiver", "serve"]
 
 log = logging.getLogger("bulk_sender")
 
@@ -51,11 +51,14 @@ _OPEN_PATHS: Final = frozenset({"/healthz"})
 _DRAIN_SECONDS: Final = 30.0
 
 Parser = Callable[[object], Callback]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+_JSON: Final = {"Content-Type": "application/json"}
 
 
 def _answer(status: int, **fields: object) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(fields), content_type="application/json")
+    return web.Response(status=status, body=orjson.dumps(fields), headers=_JSON)
 
 
 def _digest(value: str) -> bytes:
@@ -63,7 +66,7 @@ def _digest(value: str) -> bytes:
 
 
 class Receiver:
-    """The handlers, bound to one store and one secret; :func:`make_app` routes them."""
+    """The handlers, bound to one store and one secret; :meth:`handle` routes every request."""
 
     def __init__(self, store: CallbackStore, secret: Secret) -> None:
         self.store = store
@@ -74,11 +77,18 @@ class Receiver:
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._routes: dict[tuple[str, str], Handler] = {
+            (method, path): route
+            for path, route in (("/kaleyra/status", self.status),
+                                ("/kaleyra/incoming", self.incoming))
+            for method in ("POST", "GET")
+        }  # fmt: skip
+        self._routes["GET", "/healthz"] = self.healthz
 
     def __repr__(self) -> str:
         return f"Receiver(store={self.store!r}, stored={self.stored}, rejected={self.rejected})"
 
-    def authorised(self, request: web.Request) -> bool:
+    def authorised(self, request: web.BaseRequest) -> bool:
         """Whether the request carries the secret (header or Basic auth password)."""
         given = request.headers.get(SECRET_HEADER)
         if given is None:
@@ -87,22 +97,27 @@ class Receiver:
         # shows in the timing.
         return given is not None and hmac.compare_digest(_digest(given), self._secret)
 
-    @web.middleware
-    async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """401 without the secret; 413 for a declared body over the limit, before reading it;
-        503 once stopping (Kaleyra sends it again later); counts the requests in flight."""
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Every request: 503 once stopping (Kaleyra sends it again later); 401 without the
+        secret; 413 for a declared body over the limit, before reading it; 404/405 for other
+        paths and methods; then the route, counted as in flight until it has answered."""
         if self._stopping:
             answer = _answer(503, error="the receiver is stopping; send it again later")
             answer.force_close()
             return answer
-        if request.path not in _OPEN_PATHS and not self.authorised(request):
+        path = request.path
+        if path not in _OPEN_PATHS and not self.authorised(request):
             return _answer(401, error="missing or wrong callback secret")
+        route = self._routes.get((request.method, path))
+        if route is None:
+            known = any(p == path for _, p in self._routes)
+            return _answer(405 if known else 404, error=f"no route {request.method} {path}")
         if (request.content_length or 0) > MAX_BODY:
             return _answer(413, error=f"the body is over {MAX_BODY} bytes")
         self.in_flight += 1
         self._idle.clear()
         try:
-            return await handler(request)
+            return await route(request)
         finally:
             self.in_flight -= 1
             if not self.in_flight:
@@ -115,15 +130,15 @@ class Receiver:
             async with asyncio.timeout(within):
                 await self._idle.wait()
 
-    async def status(self, request: web.Request) -> web.Response:
+    async def status(self, request: web.BaseRequest) -> web.Response:
         """A status callback."""
         return await self._take(request, parse_status)
 
-    async def incoming(self, request: web.Request) -> web.Response:
+    async def incoming(self, request: web.BaseRequest) -> web.Response:
         """An incoming message."""
         return await self._take(request, parse_incoming)
 
-    async def healthz(self, request: web.Request) -> web.Response:
+    async def healthz(self, request: web.BaseRequest) -> web.Response:
         """200 when a write to the store commits now."""
         try:
             await self.store.check_writable()
@@ -135,7 +150,7 @@ class Receiver:
             return _answer(503, health="store not writable")
         return _answer(200, health="ok")
 
-    async def _take(self, request: web.Request, parse: Callable[..., Callback]) -> web.Response:
+    async def _take(self, request: web.BaseRequest, parse: Callable[..., Callback]) -> web.Response:
         received = utc_now()
         try:
             document = await _document(request)
@@ -163,7 +178,7 @@ class Receiver:
         return _answer(200, stored=len(callback.statuses) + len(callback.incoming))
 
 
-async def _document(request: web.Request) -> object:
+async def _document(request: web.BaseRequest) -> object:
     """The callback's fields: the JSON body, a form body, or the query string of a GET."""
     if request.method == "GET":
         return dict(request.query)
@@ -188,22 +203,6 @@ def _basic_password(header: str) -> str | None:
     return password if colon else None
 
 
-#: The application's :class:`Receiver` (its counters), for whoever holds the app.
-RECEIVER: Final = web.AppKey("receiver", Receiver)
-
-
-def make_app(store: CallbackStore, secret: Secret) -> web.Application:
-    """The receiver's application; see the module docstring."""
-    receiver = Receiver(store, secret)
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[receiver.guard])
-    app[RECEIVER] = receiver
-    for method in ("POST", "GET"):
-        app.router.add_route(method, "/kaleyra/status", receiver.status)
-        app.router.add_route(method, "/kaleyra/incoming", receiver.incoming)
-    app.router.add_get("/healthz", receiver.healthz)
-    return app
-
-
 async def serve(
     store: CallbackStore,
     secret: Secret,
@@ -222,8 +221,12 @@ async def serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    app = make_app(store, secret)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=_DRAIN_SECONDS)
+    receiver = Receiver(store, secret)
+    # The low-level server: one handler that routes by a dict lookup, no application, router
+    # or middleware chain to pay for on every callback. Bodies are capped at 1 MiB
+    # (client_max_size), which read() enforces on chunked bodies too.
+    server = web.Server(receiver.handle, client_max_size=MAX_BODY)
+    runner = web.ServerRunner(server, access_log=None, shutdown_timeout=_DRAIN_SECONDS)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -240,7 +243,7 @@ async def serve(
         # Stop listening, then let every request in flight finish, its body included (aiohttp's
         # own shutdown stops reading bodies still arriving), before closing connections.
         await site.stop()
-        await app[RECEIVER].drain(_DRAIN_SECONDS)
+        await receiver.drain(_DRAIN_SECONDS)
     finally:
         await runner.cleanup()
         await store.close()

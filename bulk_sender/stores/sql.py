@@ -34,7 +34,9 @@ from bulk_sender.model import Status
 __all__ = [
     "STATE_COLUMNS",
     "Dialect",
+    "Insert",
     "candidate_keys",
+    "checked",
     "fallback_candidates",
     "insert_statements",
     "last_incoming",
@@ -99,20 +101,51 @@ _EVENT_COLUMNS: Final = (
 _INCOMING_COLUMNS: Final = ("message_id", "sender", "sent_at", "received_at", "type", "body")
 
 
-def _insert(d: Dialect, table: str, columns: tuple[str, ...], key: str) -> str:
-    marks = ", ".join([d.mark] * len(columns))
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """An idempotent insert into ``table``, for any number of rows in one statement.
+
+    One statement of many rows rather than ``executemany`` of one: the sqlite3 module lets go
+    of the GIL around every statement it steps, and getting it back while the receiver's loop
+    is busy is what a per-row insert mostly waits for (as in the journal).
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    conflict: str  #: what follows ON CONFLICT
+    mark: str = "?"
+    single: bool = False  #: one row per statement (an upsert may not touch a row twice in one)
+
+    @property
+    def most_rows(self) -> int:
+        """Rows per statement: the most that stay under SQLite's oldest limit of 999 variables."""
+        return 1 if self.single else 999 // len(self.columns)
+
+    def statement(self, rows: int) -> str:
+        """The statement inserting ``rows`` rows."""
+        one = "(" + ", ".join([self.mark] * len(self.columns)) + ")"
+        return (
+            f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES "
+            + ", ".join([one] * rows)
+            + f" ON CONFLICT {self.conflict}"
+        )
+
+
+def insert_statements(d: Dialect) -> tuple[Insert, Insert, Insert]:
+    """The inserts of events, of their ids and of incoming messages (idempotent)."""
     return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-        f" ON CONFLICT ({key}) DO NOTHING"
+        Insert("status_events", _EVENT_COLUMNS, "(event_key) DO NOTHING", d.mark),
+        Insert(
+            "status_ids", ("message_id", "event_key"), "(message_id, event_key) DO NOTHING", d.mark
+        ),
+        Insert("incoming_messages", _INCOMING_COLUMNS, "(message_id) DO NOTHING", d.mark),
     )
 
 
-def insert_statements(d: Dialect) -> tuple[str, str, str]:
-    """The inserts of an event, of one of its ids and of an incoming message (idempotent)."""
-    return (
-        _insert(d, "status_events", _EVENT_COLUMNS, "event_key"),
-        _insert(d, "status_ids", ("message_id", "event_key"), "message_id, event_key"),
-        _insert(d, "incoming_messages", _INCOMING_COLUMNS, "message_id"),
+def checked(d: Dialect) -> Insert:
+    """An upsert of ``store_meta``'s ``checked_at`` (one row per statement)."""
+    return Insert(
+        "store_meta", ("key", "value"), "(key) DO UPDATE SET value = excluded.value", d.mark
     )
 
 

@@ -22,10 +22,7 @@ __all__ = ["SQLITE", "SqliteCallbackStore"]
 
 SQLITE: Final = sql.Dialect(key_type="INTEGER", without_rowid=" WITHOUT ROWID", mark="?")
 _INSERTS: Final = sql.insert_statements(SQLITE)
-_CHECKED: Final = (
-    "INSERT INTO store_meta (key, value) VALUES ('checked_at', ?)"
-    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-)
+_CHECKED: Final = sql.checked(SQLITE)
 
 
 class SqliteCallbackStore:
@@ -68,7 +65,7 @@ class SqliteCallbackStore:
 
     async def check_writable(self) -> None:
         """Commit a heartbeat through the same writer as the callbacks."""
-        await self._writer.write([(_CHECKED, (utc_now(),))])
+        await self._writer.write([(_CHECKED, ("checked_at", utc_now()))])
 
     async def export_deliveries(self, *, journal: Path, since: str, into: Path) -> None:
         """Run the merge against ``journal`` into ``into`` (in a thread)."""

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import queue
 import sqlite3
 import threading
@@ -22,10 +24,12 @@ from pathlib import Path
 from typing import Final
 
 from bulk_sender.stores.base import StoreError
+from bulk_sender.stores.sql import Insert
 
-__all__ = ["GroupCommitWriter", "connect"]
+__all__ = ["GroupCommitWriter", "Statement", "connect"]
 
-Statement = tuple[str, tuple[object, ...]]
+#: One row to insert: how, and its values.
+Statement = tuple[Insert, tuple[object, ...]]
 _Item = tuple[Sequence[Statement], "asyncio.Future[None] | None"]
 _STOP: Final[_Item] = ((), None)
 #: Writers per transaction at most: bounds a commit's latency under a flood.
@@ -98,17 +102,17 @@ class GroupCommitWriter:
                 return
 
     def _commit(self, work: list[Sequence[Statement]]) -> StoreError | None:
-        grouped: dict[str, list[tuple[object, ...]]] = {}
+        grouped: dict[Insert, list[tuple[object, ...]]] = {}
         for statements in work:
-            for sql, params in statements:
-                grouped.setdefault(sql, []).append(params)
+            for insert, params in statements:
+                grouped.setdefault(insert, []).append(params)
         if not grouped:
             return None
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
-            for sql, rows in grouped.items():
-                db.executemany(sql, rows)
+            for insert, rows in grouped.items():
+                _insert_all(db, insert, rows)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -117,6 +121,22 @@ class GroupCommitWriter:
         self.batches += 1
         self.committed += len(work)
         return None
+
+
+@functools.cache
+def _statement(insert: Insert, rows: int) -> str:
+    return insert.statement(rows)
+
+
+def _insert_all(db: sqlite3.Connection, insert: Insert, rows: list[tuple[object, ...]]) -> None:
+    """Insert ``rows`` in as few statements as the variable limit allows (sizes in powers of
+    two, so a handful of statements are ever prepared)."""
+    start, most = 0, insert.most_rows
+    while start < len(rows):
+        size = min(1 << (most.bit_length() - 1), 1 << ((len(rows) - start).bit_length() - 1))
+        group = rows[start : start + size]
+        db.execute(_statement(insert, size), list(itertools.chain.from_iterable(group)))
+        start += size
 
 
 def _settle(waiters: list[asyncio.Future[None]], error: StoreError | None) -> None:
