@@ -33,7 +33,7 @@ __all__ = [
     "send_command",
 ]
 
-SECTIONS = ("throughput", "rate fidelity", "memory", "preflight", "resume")
+SECTIONS = ("throughput", "rate fidelity", "memory", "preflight", "resume", "delivery")
 #: The highest rate bulk-sender accepts ([sending] rate_per_second <= 100,000): "unlimited".
 UNLIMITED_RATE = 100_000
 REPO = BENCH_DIR.parent

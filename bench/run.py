@@ -12,6 +12,8 @@ memory         peak RSS of ``send`` and ``--dry-run`` at two campaign sizes
 preflight      ``--dry-run`` rows per second
 resume         launch of a resume to the server's first request, on a campaign left with only
                a few rows to send (made once per bench run by a server that answers E110)
+delivery       callbacks acknowledged per second by ``receive`` against a naive handler, and a
+               ``report`` merging 3,000,000 callbacks into 1,000,000 rows (``delivery.py``)
 
 Inputs and outputs go to ``bench/out/`` (git-ignored); ``--markdown PATH`` also writes the
 table with the machine's description.
@@ -28,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from delivery import callbacks_rows, merge_rows
 from footprint import DryRuns, dry_runs, memory_rows, preflight_rows, small_send
 from harness import (
     QUICK,
@@ -91,6 +94,9 @@ def run_all(bench: Bench, only: frozenset[str]) -> None:
         add("memory", memory_rows(bench, dry, small, setup[0] if setup else None))
     if setup is not None and "resume" in only:
         add("resume", guarded(bench, "resume", lambda: resume(bench, *setup)))
+    if "delivery" in only:
+        add("delivery", guarded(bench, "delivery", lambda: callbacks_rows(bench)))
+        add("delivery", guarded(bench, "delivery", lambda: merge_rows(bench)))
 
 
 def warm_up(bench: Bench) -> None:

@@ -200,8 +200,10 @@ class _Flaky:
             raise StoreError("disk full")
         await self.store.check_writable()
 
-    async def export_deliveries(self, *, journal: Path, since: str, into: Path) -> None:
-        await self.store.export_deliveries(journal=journal, since=since, into=into)
+    async def export_deliveries(
+        self, *, journal: Path, since: str, into: Path, rows: tuple[int, int] | None = None
+    ) -> None:
+        await self.store.export_deliveries(journal=journal, since=since, into=into, rows=rows)
 
     async def close(self) -> None:
         await self.store.close()

@@ -10,6 +10,7 @@ rows. :func:`funnel_text` and :func:`funnel_dict` present the result.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,15 +34,23 @@ _SENT_OR_LATER: Final = frozenset(
 _DELIVERED_OR_LATER: Final = frozenset({DeliveryStatus.DELIVERED, DeliveryStatus.READ})
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _epoch(text: str) -> float | None:
+    """Unix seconds of an ISO-8601 time (cached: a campaign's times share their seconds)."""
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
 def _delay(start: str, end: str | None) -> float | None:
     """Seconds from ``start`` to ``end`` (ISO-8601), at least 0 (clocks differ); None if unknown."""
     if not start or not end:
         return None
-    try:
-        seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-    except ValueError:
+    begin, finish = _epoch(start), _epoch(end)
+    if begin is None or finish is None:
         return None
-    return max(seconds, 0.0)
+    return max(finish - begin, 0.0)
 
 
 @dataclass(slots=True)

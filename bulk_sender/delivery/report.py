@@ -30,7 +30,6 @@ from bulk_sender.model import Record
 from bulk_sender.record.journal import Journal, journal_path
 from bulk_sender.record.results import Totals, write_outputs
 from bulk_sender.stores.base import store_exists
-from bulk_sender.stores.sqlite_delivery import DeliveryRows
 
 __all__ = ["ReportOptions", "ReportResult", "report"]
 
@@ -88,7 +87,7 @@ def report(
         )  # fmt: skip
         failed_rows = None
         if failed is not None:
-            with contextlib.closing(DeliveryRows(columns.path).stream(failed_only=True)) as rows:
+            with contextlib.closing(columns.again(failed_only=True)) as rows:
                 failed_rows = write_resend_export(
                     table=table, to_column=campaign.to_column,
                     resendable=again(rows, now=moment), path=failed,

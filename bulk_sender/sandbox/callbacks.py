@@ -304,10 +304,6 @@ class CallbackEmitter:
             await self.clock.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
         self.dropped += 1
         self._note_progress()
-        log.warning(
-            "bulk_sender.sandbox_callback_dropped",
-            extra={"event": "bulk_sender.sandbox_callback_dropped", "attempts": attempt},
-        )
 
     async def _post(self, body: bytes) -> bool:
         assert self._session is not None and self._gate is not None, "start() first"
@@ -350,10 +346,17 @@ class CallbackEmitter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.dropped += len(left)
-        if left:
+        if self.dropped:
             log.warning(
                 "bulk_sender.sandbox_callbacks_dropped",
-                extra={"event": "bulk_sender.sandbox_callbacks_dropped", "callbacks": len(left)},
+                extra={
+                    "event": "bulk_sender.sandbox_callbacks_dropped",
+                    "callbacks": self.dropped,
+                    "posted": self.posted,
+                    "url": self.url,
+                    "hint": "the receiver did not answer 200 in time; is bulk-sender receive "
+                    "running there with the same secret?",
+                },
             )
         if self._session is not None:
             await self._session.close()

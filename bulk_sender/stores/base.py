@@ -39,11 +39,14 @@ class CallbackStore(Protocol):
         """Raise :class:`StoreError` unless a write can be committed now."""
         ...
 
-    async def export_deliveries(self, *, journal: Path, since: str, into: Path) -> None:
-        """Write the delivery state of every message of ``journal`` into the SQLite file ``into``.
+    async def export_deliveries(
+        self, *, journal: Path, since: str, into: Path, rows: tuple[int, int] | None = None
+    ) -> None:
+        """Write the delivery state of ``journal``'s messages into the SQLite file ``into``.
 
         ``since`` (ISO-8601) bounds the fallback match by recipient and refs to callbacks
-        received after the campaign began.
+        received after the campaign began; ``rows`` (first, last; inclusive) limits it to
+        those data rows, so a report can export a campaign in slices while it writes.
         """
         ...
 

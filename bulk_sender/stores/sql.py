@@ -11,7 +11,8 @@ Tables:
 
 ``status_events``   one row per distinct status event; ``event_key`` is its content's 63-bit
                     hash (:attr:`StatusEvent.key`), so a repeated callback inserts nothing.
-``status_ids``      the message ids of each event (one to three), for the match by id.
+``status_ids``      the message ids of each event (one to three), for the match by id, each
+                    with the event's rank, time and failure, so that match reads no event.
 ``incoming_messages``  customers' messages, keyed by Meta's message id.
 """
 
@@ -80,6 +81,9 @@ def schema(d: Dialect) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS status_ids (
             message_id TEXT NOT NULL,
             event_key {d.key_type} NOT NULL,
+            status_rank INTEGER NOT NULL,
+            event_at TEXT NOT NULL,
+            failure_key TEXT,
             PRIMARY KEY (message_id, event_key)
         ){d.without_rowid}""",
         """CREATE TABLE IF NOT EXISTS incoming_messages (
@@ -98,6 +102,7 @@ _EVENT_COLUMNS: Final = (
     "event_key", "received_at", "status", "status_rank", "event_at", "recipient", "ref",
     "ref1", "ref2", "code", "title", "detail", "failure_key",
 )  # fmt: skip
+_ID_COLUMNS: Final = ("message_id", "event_key", "status_rank", "event_at", "failure_key")
 _INCOMING_COLUMNS: Final = ("message_id", "sender", "sent_at", "received_at", "type", "body")
 
 
@@ -135,9 +140,7 @@ def insert_statements(d: Dialect) -> tuple[Insert, Insert, Insert]:
     """The inserts of events, of their ids and of incoming messages (idempotent)."""
     return (
         Insert("status_events", _EVENT_COLUMNS, "(event_key) DO NOTHING", d.mark),
-        Insert(
-            "status_ids", ("message_id", "event_key"), "(message_id, event_key) DO NOTHING", d.mark
-        ),
+        Insert("status_ids", _ID_COLUMNS, "(message_id, event_key) DO NOTHING", d.mark),
         Insert("incoming_messages", _INCOMING_COLUMNS, "(message_id) DO NOTHING", d.mark),
     )
 
@@ -165,9 +168,10 @@ def _incoming_row(message: IncomingMessage, received_at: str) -> tuple[object, .
 def rows_of(callback: Callback, received_at: str) -> Iterator[tuple[int, tuple[object, ...]]]:
     """``(statement index, parameters)`` for every row ``callback`` adds."""
     for event in callback.statuses:
-        yield 0, _event_row(event, received_at)
+        row = _event_row(event, received_at)
+        yield 0, row
         for message_id in event.message_ids:
-            yield 1, (message_id, event.key)
+            yield 1, (message_id, event.key, row[3], row[4], row[12])
     for message in callback.incoming:
         yield 2, _incoming_row(message, received_at)
 
@@ -177,34 +181,41 @@ STATE_COLUMNS: Final = (
     "status_rank", "delivered_at", "read_at", "updated_at", "failed", "not_sent",
 )  # fmt: skip
 
-_AGGREGATES: Final = f"""
-    MAX(e.status_rank),
-    MIN(CASE WHEN e.status = '{DeliveryStatus.DELIVERED}' THEN e.event_at END),
-    MIN(CASE WHEN e.status = '{DeliveryStatus.READ}' THEN e.event_at END),
-    MAX(e.event_at),
-    MIN(CASE WHEN e.status = '{DeliveryStatus.FAILED}' THEN e.failure_key END),
-    MIN(CASE WHEN e.status = '{DeliveryStatus.NOT_SENT}' THEN e.failure_key END)"""
+
+def _aggregates(alias: str) -> str:
+    """A message's state from its events' rows (``alias``: status_ids or status_events)."""
+    a = alias
+    return f"""
+    MAX({a}.status_rank),
+    MIN(CASE WHEN {a}.status_rank = {RANK[DeliveryStatus.DELIVERED]} THEN {a}.event_at END),
+    MIN(CASE WHEN {a}.status_rank = {RANK[DeliveryStatus.READ]} THEN {a}.event_at END),
+    MAX({a}.event_at),
+    MIN(CASE WHEN {a}.status_rank = {RANK[DeliveryStatus.FAILED]} THEN {a}.failure_key END),
+    MIN(CASE WHEN {a}.status_rank = {RANK[DeliveryStatus.NOT_SENT]} THEN {a}.failure_key END)"""
+
+
 _INTO: Final = f"INSERT INTO out.delivery (row, part, {', '.join(STATE_COLUMNS)})"
 
 
-def match_by_id() -> str:
+def match_by_id(d: Dialect) -> str:
     """Every message of the journal with an event carrying its id, with its state (one pass).
 
     The journal is scanned in (row, part) order and each message's events are found through
-    ``status_ids``' primary key, so the grouping needs no sort.
+    ``status_ids``, clustered by message id and carrying each event's rank, time and failure,
+    so the grouping needs no sort and no event row is read.
     """
     return f"""{_INTO}
-        SELECT m.row, m.part, {_AGGREGATES}
+        SELECT m.row, m.part, {_aggregates("x")}
         FROM j.messages m
         JOIN cb.status_ids x ON x.message_id = m.message_id
-        JOIN cb.status_events e ON e.event_key = x.event_key
-        WHERE m.message_id <> ''
+        WHERE m.message_id <> '' AND m.row BETWEEN {d.mark} AND {d.mark}
         GROUP BY m.row, m.part"""
 
 
 def fallback_candidates(d: Dialect) -> str:
     """Accepted messages no event matched by id, paired with events for the same recipient and
-    refs received since the campaign began (the parameter); kept in ``out.candidates``."""
+    refs received since the campaign began; kept in ``out.candidates``. Parameters: that time,
+    and the first and last row."""
     return f"""INSERT INTO out.candidates (row, part, "to", ref, ref1, ref2, event_key)
         SELECT m.row, m.part, m."to", m.ref, m.ref1, m.ref2, e.event_key
         FROM j.messages m
@@ -212,6 +223,7 @@ def fallback_candidates(d: Dialect) -> str:
           ON e.recipient = substr(m."to", 2) AND e.ref = m.ref AND e.ref1 = m.ref1
              AND e.ref2 = m.ref2
         WHERE m.status = '{Status.SENT}' AND e.received_at >= {d.mark}
+          AND m.row BETWEEN {d.mark} AND {d.mark}
           AND NOT EXISTS (
               SELECT 1 FROM out.delivery o WHERE o.row = m.row AND o.part = m.part)"""
 
@@ -230,7 +242,7 @@ def match_by_recipient() -> str:
     """The candidates' states, keeping only recipients and refs that name exactly one accepted
     message of the campaign (so an event can never be given to two messages)."""
     return f"""{_INTO}
-        SELECT c.row, c.part, {_AGGREGATES}
+        SELECT c.row, c.part, {_aggregates("e")}
         FROM out.candidates c
         JOIN out.candidate_keys k
           ON k."to" = c."to" AND k.ref = c.ref AND k.ref1 = c.ref1 AND k.ref2 = c.ref2

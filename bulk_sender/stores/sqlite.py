@@ -67,11 +67,15 @@ class SqliteCallbackStore:
         """Commit a heartbeat through the same writer as the callbacks."""
         await self._writer.write([(_CHECKED, ("checked_at", utc_now()))])
 
-    async def export_deliveries(self, *, journal: Path, since: str, into: Path) -> None:
+    async def export_deliveries(
+        self, *, journal: Path, since: str, into: Path, rows: tuple[int, int] | None = None
+    ) -> None:
         """Run the merge against ``journal`` into ``into`` (in a thread)."""
         from bulk_sender.stores.sqlite_delivery import export
 
-        await asyncio.to_thread(export, store=self.path, journal=journal, since=since, into=into)
+        await asyncio.to_thread(
+            export, store=self.path, journal=journal, since=since, into=into, rows=rows
+        )
 
     async def close(self) -> None:
         """Commit what is queued and close the file."""

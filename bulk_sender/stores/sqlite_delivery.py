@@ -13,9 +13,8 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from bulk_sender.delivery.events import FAILURES, RANK
 from bulk_sender.stores import sql
@@ -62,13 +61,18 @@ def create_output(into: Path) -> sqlite3.Connection:
     return db
 
 
-def export(*, store: Path, journal: Path, since: str, into: Path) -> None:
-    """Compute every message's delivery state (see the module docstring) into ``into``."""
+def export(
+    *, store: Path, journal: Path, since: str, into: Path, rows: tuple[int, int] | None = None
+) -> None:
+    """Compute the delivery state of the journal's messages of data rows ``rows`` (first and
+    last, inclusive; every row when None) into ``into`` (see the module docstring)."""
+    first, last = rows if rows is not None else (0, 2**62)
+    dialect = sql.Dialect("", "", "?")
     try:
         with contextlib.closing(_attached(store, journal, into)) as db:
             db.execute("BEGIN")
-            db.execute(sql.match_by_id())
-            db.execute(sql.fallback_candidates(sql.Dialect("", "", "?")), (since,))
+            db.execute(sql.match_by_id(dialect), (first, last))
+            db.execute(sql.fallback_candidates(dialect), (since, first, last))
             if db.execute("SELECT 1 FROM out.candidates LIMIT 1").fetchone():
                 db.execute(sql.candidate_keys())
                 db.execute(sql.match_by_recipient())
@@ -88,9 +92,9 @@ def _attached(store: Path, journal: Path, into: Path) -> sqlite3.Connection:
     return db
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryRow:
-    """One matched message's state as the merge left it (see :mod:`.sql`)."""
+class DeliveryRow(NamedTuple):
+    """One matched message's state as the merge left it (see :mod:`.sql`); a named tuple, as
+    a million of them are read per report."""
 
     row: int
     part: int
@@ -115,6 +119,7 @@ class DeliveryRows:
         columns = ", ".join(("row", "part", *sql.STATE_COLUMNS, "last_incoming"))
         where = f" WHERE status_rank IN ({_FAILED_RANKS})" if failed_only else ""
         query = f"SELECT {columns} FROM delivery{where} ORDER BY row, part"
+        make = DeliveryRow._make
         with contextlib.closing(sqlite3.connect(self.path)) as db:
             for values in db.execute(query):
-                yield DeliveryRow(*values)
+                yield make(values)
