@@ -9,8 +9,9 @@ local output (``out``). Text comparisons must be bytewise (SQLite's default; on 
 
 Tables:
 
-``status_events``   one row per distinct status event; ``event_key`` is its content's 63-bit
-                    hash (:attr:`StatusEvent.key`), so a repeated callback inserts nothing.
+``status_events``   one row per distinct status event, in arrival order (``seq``: a commit
+                    touches few pages); ``event_key`` is its content's 63-bit hash
+                    (:attr:`StatusEvent.key`), unique, so a repeated callback inserts nothing.
 ``status_ids``      the message ids of each event (one to three), for the match by id, each
                     with the event's rank, time and failure, so that match reads no event.
 ``incoming_messages``  customers' messages, keyed by Meta's message id.
@@ -52,9 +53,18 @@ __all__ = [
 class Dialect:
     """The words a backend spells its own way."""
 
-    key_type: str  #: a 64-bit integer primary key
+    key_type: str  #: a 64-bit integer
+    serial_key: str  #: an integer primary key the database numbers in insert order
     without_rowid: str  #: appended to tables clustered on their primary key
     mark: str  #: the parameter placeholder (``?``; PostgreSQL drivers differ)
+
+
+#: The store's layout; a store of another layout is refused rather than misread.
+SCHEMA_VERSION: Final = "1"
+SCHEMA_VERSION_INSERT: Final = (
+    "INSERT INTO store_meta (key, value) VALUES ('schema', ?) ON CONFLICT (key) DO NOTHING"
+)
+SCHEMA_VERSION_QUERY: Final = "SELECT value FROM store_meta WHERE key = 'schema'"
 
 
 def schema(d: Dialect) -> list[str]:
@@ -62,7 +72,8 @@ def schema(d: Dialect) -> list[str]:
     return [
         "CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         f"""CREATE TABLE IF NOT EXISTS status_events (
-            event_key {d.key_type} PRIMARY KEY,
+            seq {d.serial_key},
+            event_key {d.key_type} NOT NULL UNIQUE,
             received_at TEXT NOT NULL,
             status TEXT NOT NULL,
             status_rank INTEGER NOT NULL,

@@ -20,7 +20,12 @@ from bulk_sender.stores.sqlite_writer import GroupCommitWriter, Statement, conne
 
 __all__ = ["SQLITE", "SqliteCallbackStore"]
 
-SQLITE: Final = sql.Dialect(key_type="INTEGER", without_rowid=" WITHOUT ROWID", mark="?")
+SQLITE: Final = sql.Dialect(
+    key_type="INTEGER",
+    serial_key="INTEGER PRIMARY KEY",
+    without_rowid=" WITHOUT ROWID",
+    mark="?",
+)
 _INSERTS: Final = sql.insert_statements(SQLITE)
 _CHECKED: Final = sql.checked(SQLITE)
 
@@ -45,12 +50,20 @@ class SqliteCallbackStore:
                 db.execute("BEGIN IMMEDIATE")
                 for statement in sql.schema(SQLITE):
                     db.execute(statement)
+                db.execute(sql.SCHEMA_VERSION_INSERT, (sql.SCHEMA_VERSION,))
+                found = db.execute(sql.SCHEMA_VERSION_QUERY).fetchone()[0]
                 db.execute("COMMIT")
             except BaseException:
                 db.close()
                 raise
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the callback store {path}: {exc}") from None
+        if found != sql.SCHEMA_VERSION:
+            db.close()
+            raise StoreError(
+                f"the callback store {path} has layout {found}, this bulk-sender reads "
+                f"{sql.SCHEMA_VERSION}; point [callbacks] store at a new file"
+            )
         writer = GroupCommitWriter(path, db)
         writer.start()
         return cls(path, writer)

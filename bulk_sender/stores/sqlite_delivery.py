@@ -19,6 +19,7 @@ from typing import Final, NamedTuple
 from bulk_sender.delivery.events import FAILURES, RANK
 from bulk_sender.stores import sql
 from bulk_sender.stores.base import StoreError
+from bulk_sender.stores.sqlite import SQLITE
 
 __all__ = ["OUTPUT_SCHEMA", "DeliveryRow", "DeliveryRows", "create_output", "export"]
 
@@ -67,12 +68,11 @@ def export(
     """Compute the delivery state of the journal's messages of data rows ``rows`` (first and
     last, inclusive; every row when None) into ``into`` (see the module docstring)."""
     first, last = rows if rows is not None else (0, 2**62)
-    dialect = sql.Dialect("", "", "?")
     try:
         with contextlib.closing(_attached(store, journal, into)) as db:
             db.execute("BEGIN")
-            db.execute(sql.match_by_id(dialect), (first, last))
-            db.execute(sql.fallback_candidates(dialect), (since, first, last))
+            db.execute(sql.match_by_id(SQLITE), (first, last))
+            db.execute(sql.fallback_candidates(SQLITE), (since, first, last))
             if db.execute("SELECT 1 FROM out.candidates LIMIT 1").fetchone():
                 db.execute(sql.candidate_keys())
                 db.execute(sql.match_by_recipient())
