@@ -27,6 +27,7 @@ from urllib.parse import SplitResult, quote, unquote, urlsplit
 from bulk_sender.errors import ConfigError
 
 __all__ = [
+    "CONCURRENCY_MAX",
     "MAX_RATE",
     "MIN_RATE",
     "POD_DOMAINS",
@@ -100,6 +101,10 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+#: The most requests in flight a run may be allowed (each holds a connection).
+CONCURRENCY_MAX = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +340,8 @@ class SendingSettings:
     """How fast and how persistently to send."""
 
     rate_per_second: float = 50.0
-    concurrency: int = 32
+    #: The ceiling of requests in flight; the run sizes its limit from the latency below it.
+    concurrency: int = 512
     max_attempts: int = 5
     timeout_seconds: float = 30.0
     delivery: Delivery = "at-most-once"
@@ -349,8 +355,10 @@ class SendingSettings:
                 f"must be a number of messages per second from {MIN_RATE:g} (one every 100 s) "
                 f"to {MAX_RATE:,}, not {self.rate_per_second:g} (set in the config or with --rate)",
             )
-        if not 1 <= self.concurrency <= 1024:
-            raise ConfigError("[sending] concurrency", "must be a whole number from 1 to 1024")
+        if not 1 <= self.concurrency <= CONCURRENCY_MAX:
+            raise ConfigError(
+                "[sending] concurrency", f"must be a whole number from 1 to {CONCURRENCY_MAX}"
+            )
         if not 1 <= self.max_attempts <= 100:
             raise ConfigError("[sending] max_attempts", "must be a whole number from 1 to 100")
         if not 0 < self.timeout_seconds <= 600:

@@ -131,6 +131,7 @@ class Progress:
                     **{s.value: stats.statuses[s] for s in RESULT_STATUSES},
                     "rate": round(meter.rate(stats.requests), 1),
                     "target_rate": round(stats.rate, 1),
+                    "in_flight_limit": stats.inflight_limit,
                 },
             )
 
@@ -199,6 +200,8 @@ def _rich_fields(stats: RunStats, load: LoadStats, rows: int, meter: _RateMeter)
         rate = f"[yellow]{achieved:.0f}/s, slowed to {stats.rate:g} of {stats.target_rate:g}/s[/]"
     else:
         rate = f"{achieved:.0f}/s of {stats.target_rate:g}/s"
+    if stats.inflight_note:
+        rate += f" [yellow](concurrency caps it at {stats.inflight_limit})[/]"
     return {"completed": done, "total": total, "counts": counts, "rate": rate}
 
 

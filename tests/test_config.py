@@ -108,7 +108,7 @@ def test_minimal_config_takes_the_defaults(tmp_path: Path) -> None:
     assert settings.kaleyra.api_key_env == "KALEYRA_API_KEY"
     assert settings.campaign.wa_source == "api"
     assert settings.sending.rate_per_second == 50.0
-    assert settings.sending.concurrency == 32
+    assert settings.sending.concurrency == 512  # a ceiling since issue 19
     assert settings.sending.max_attempts == 5
     assert settings.sending.delivery == "at-most-once"
 

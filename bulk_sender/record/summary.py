@@ -107,6 +107,7 @@ def _dry_run_dict(result: DryRunResult, *, exit_code: int) -> dict[str, Any]:
         "mean_rate": 0.0,
         "latency_ms": {"p50": None, "p95": None, "p99": None},
         "rate": {"configured": None, "final": None, "changes": 0},
+        "in_flight": {"limit": None, "capped": None},
         "results": None if result.verdicts is None else str(result.verdicts),
         "failed": None,
         "failed_rows": result.totals.failed_rows,
@@ -167,6 +168,7 @@ def _this_run(result: SendResult) -> dict[str, Any]:
             "final": stats.rate,
             "changes": stats.rate_changes,
         },
+        "in_flight": {"limit": stats.inflight_limit, "capped": stats.inflight_note or None},
     }
 
 
@@ -267,6 +269,8 @@ def _send_lines(doc: dict[str, Any]) -> list[str]:
         f"{doc['mean_rate']:g}/s (configured {doc['rate']['configured']:g}/s), latency "
         f"p50 {_ms(lat['p50'])} p95 {_ms(lat['p95'])} p99 {_ms(lat['p99'])}"
     ]
+    if doc["in_flight"]["capped"]:
+        lines.append(f"  the pace was held down by concurrency: {doc['in_flight']['capped']}")
     if run["already_done_before"]:
         lines.append(f"  already done before this run: {run['already_done_before']:,}")
     lines.append(f"  results: {doc['results']}")

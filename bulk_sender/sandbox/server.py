@@ -491,6 +491,8 @@ class Sandbox:
         self.account = account
         self.faults = faults if faults is not None else Faults()
         self.received: list[Received] = []
+        #: Message requests being answered right now, and the most there ever were at once.
+        self.in_progress = self.most_in_progress = 0
         self._accepted_total = 0
         self._window: collections.deque[float] = collections.deque()
         self._id_prefix = secrets.token_hex(4).upper()
@@ -531,6 +533,7 @@ class Sandbox:
         """Forget every record and counter, and restore the default :class:`Faults`."""
         self.received = []
         self.faults = Faults()
+        self.most_in_progress = self.in_progress
         self._accepted_total = 0
         self._window.clear()
 
@@ -586,6 +589,14 @@ class Sandbox:
         return await self._answer(answer)
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
+        self.in_progress += 1
+        self.most_in_progress = max(self.most_in_progress, self.in_progress)
+        try:
+            return await self._message(request)
+        finally:
+            self.in_progress -= 1
+
+    async def _message(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
         body = await request.read()
         document = _decode(body)

@@ -49,7 +49,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from bulk_sender.config import SendingSettings
+from bulk_sender.config import CONCURRENCY_MAX, SendingSettings
 from bulk_sender.errors import TransportError
 from bulk_sender.input.campaign import Planned
 from bulk_sender.model import Record, Status, utc_now
@@ -57,11 +57,13 @@ from bulk_sender.record.journal import Journal, JournalError
 from bulk_sender.sending.client import Answer
 from bulk_sender.sending.firstcontact import FirstContact
 from bulk_sender.sending.garbled import GarbledAnswers
+from bulk_sender.sending.inflight import InflightSizer
 from bulk_sender.sending.limiter import PacedLimiter
 from bulk_sender.sending.message_ids import RecentIds
 from bulk_sender.sending.outcome import Kind, Outcome, classify_answer, classify_failure
 from bulk_sender.sending.policy import Decision, Final, Retry, RetryPolicy
 from bulk_sender.sending.ratecontrol import RateChange, RateController
+from bulk_sender.sending.slots import InflightSlots
 from bulk_sender.sending.stats import RunStats
 
 __all__ = ["Engine", "Plan", "Poster", "StopReason"]
@@ -109,6 +111,9 @@ class Engine:
         self._loop = asyncio.get_running_loop()
         self._limiter = PacedLimiter(RateController(target=settings.rate_per_second))
         stats.rate_source = self._limiter
+        self._sizer = InflightSizer(ceiling=settings.concurrency)
+        self._slots = InflightSlots(self._sizer.start(settings.rate_per_second))
+        stats.inflight_limit = self._slots.limit
         self._stopped = asyncio.Event()
         self.stop_reason: StopReason | None = None
         self._failed_in_a_row = 0
@@ -133,6 +138,7 @@ class Engine:
                 extra={"event": "bulk_sender.stopping", "reason": reason.kind, "code": reason.code},
             )
         self._limiter.stop()
+        self._slots.stop()
         self._stopped.set()
 
     @property
@@ -257,6 +263,18 @@ class Engine:
     async def _send_once(
         self, body: bytes, record: Record, attempts: int, last: Outcome | None
     ) -> Outcome | None:
+        """Take an in-flight slot, then send; None if the run stopped first (recorded then)."""
+        if not await self._slots.acquire():
+            self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
+            return None
+        try:
+            return await self._send_in_slot(body, record, attempts, last)
+        finally:
+            self._slots.release()
+
+    async def _send_in_slot(
+        self, body: bytes, record: Record, attempts: int, last: Outcome | None
+    ) -> Outcome | None:
         """Pass both gates and send; None if the run stopped first (the row is then recorded).
 
         ``in_flight`` is committed after every long wait: between it and the request there is
@@ -308,8 +326,31 @@ class Engine:
         if self._garbled.judge(outcome):
             self.request_stop(StopReason("answers", outcome.code, outcome.error))
         self.stats.requests += 1
-        self.stats.latency.add(self._loop.time() - started)
+        latency = self._loop.time() - started
+        self.stats.latency.add(latency)
+        self._size(latency)
         return outcome
+
+    def _size(self, latency: float) -> None:
+        """Follow the latency with the in-flight limit; say once if the ceiling holds it down."""
+        self._sizer.observe(latency)
+        rate = self._limiter.rate
+        change = self._sizer.resize(self._loop.time(), rate)
+        if change is not None:
+            self._slots.resize(change.new)
+            self.stats.inflight_limit = change.new
+        sizer = self._sizer
+        if self.stats.inflight_note or not sizer.binds(rate):
+            return  # said already, or the ceiling (with or without headroom) is enough
+        self.stats.inflight_note = (
+            f"at {sizer.latency * 1000:,.0f} ms, {rate:g}/s needs about {sizer.wanted:,} in "
+            f"flight; concurrency caps it at {sizer.ceiling:,} (set [sending] concurrency = "
+            f"{min(sizer.wanted, CONCURRENCY_MAX):,})"
+        )
+        log.warning(
+            "bulk_sender.concurrency_capped",
+            extra={"event": "bulk_sender.concurrency_capped", "hint": self.stats.inflight_note},
+        )
 
     async def _pause(self, delay: float) -> None:
         """Sleep before a retry, waking at once if the run stops."""
