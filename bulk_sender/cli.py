@@ -19,6 +19,7 @@ error exits with the code its class carries in errors.py, through the one handle
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -28,7 +29,8 @@ from typing import Any
 
 from bulk_sender import __version__
 from bulk_sender.config import Settings, load_settings
-from bulk_sender.errors import ExitCode, exit_code_of
+from bulk_sender.errors import ExitCode, OutputPathError, OutputWriteError, exit_code_of
+from bulk_sender.record.paths import Output, check_outputs, send_outputs
 from bulk_sender.record.summary import (
     DryRunResult,
     SendResult,
@@ -38,7 +40,13 @@ from bulk_sender.record.summary import (
     summary_text,
     write_summary_json,
 )
-from bulk_sender.runner import RunOptions, default_results_path, dry_run, send
+from bulk_sender.runner import (
+    RunOptions,
+    default_failed_path,
+    default_results_path,
+    dry_run,
+    send,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -117,7 +125,8 @@ def _failed(args: argparse.Namespace, exc: Exception) -> int:
             "is consistent: rows that were in flight are unknown; run the same command to resume"
         )
     print(f"bulk-sender: {message}", file=sys.stderr)
-    _error_summary(args, code, message)
+    if not (isinstance(exc, OutputPathError) and "--summary-json" in exc.options):
+        _error_summary(args, code, message)
     return code
 
 
@@ -131,7 +140,9 @@ def _error_summary(args: argparse.Namespace, code: int, message: str) -> None:
     """A run that could not start still replaces --summary-json, so no stale success remains."""
     path = getattr(args, "summary_json", None)
     if path is not None:
-        write_summary_json(path, error_summary(code, message))
+        # The line printed says what went wrong; a summary that cannot be written is removed.
+        with contextlib.suppress(OutputWriteError):
+            write_summary_json(path, error_summary(code, message))
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -145,6 +156,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _send(args: argparse.Namespace, command: list[str]) -> int:
     from bulk_sender import ui
 
+    _check_summary_path(args)
     ui.setup_logging(verbosity=args.verbose, json_format=args.log_format == "json")
     settings = _settings(args)
     result: SendResult | DryRunResult
@@ -160,6 +172,21 @@ def _send(args: argparse.Namespace, command: list[str]) -> int:
     stop = stop_line(result, error_threshold=settings.sending.error_threshold)
     _print_quietly(summary_text(doc, stop))
     return code
+
+
+def _check_summary_path(args: argparse.Namespace) -> None:
+    """Check --summary-json first, against every file the run may write (the runner checks
+    those), so that even a run that cannot start writes its error summary only where safe."""
+    if args.summary_json is None:
+        return
+    if args.dry_run:
+        written = [] if args.out is None else [Output("--out", args.out)]
+    else:
+        results = args.out or default_results_path(args.campaign, sandbox=args.sandbox)
+        kinds = ("csv", "xlsx")
+        failed = [args.failed] if args.failed else [default_failed_path(results, k) for k in kinds]
+        written = send_outputs(results, *failed)
+    check_outputs(args.campaign, [Output("--summary-json", args.summary_json)], others=written)
 
 
 def _options(args: argparse.Namespace) -> RunOptions:

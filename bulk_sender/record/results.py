@@ -10,6 +10,10 @@ temporary file that replaces the old one atomically, so neither is ever half-wri
   ``unknown`` on request), with the input's own header, cells and format, plus a last column
   ``error``. When only some numbers of a multi-number cell need sending again, that cell keeps
   only those numbers, so a re-run cannot reach the others twice.
+
+A file that cannot be written (disk full, permissions) ends the run with
+:class:`~bulk_sender.errors.OutputWriteError` (exit 3): the journal keeps the record of what
+was sent, so the same command writes the files again and sends nothing already sent.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from bulk_sender.errors import OutputWriteError
 from bulk_sender.input.phone import split_recipients
 from bulk_sender.input.table import Table, write_table
 from bulk_sender.model import EXPORTED, UNSENT, Record, Status
@@ -81,7 +86,7 @@ def write_outputs(
     export_header = header if error_at is not None else [*header, "error"]
     again_rows = _SpooledRows()
 
-    with _atomic_csv(results) as writer:
+    with _atomic_csv(results, "the results file", _RESUMABLE) as writer:
         writer.writerow(RESULT_COLUMNS)
         for _, cells, messages in _merge(table, to_column, records):
             totals.rows += 1
@@ -93,14 +98,16 @@ def write_outputs(
                 again_rows.append(_export_row(cells, to_column, error_at, messages, again))
     totals.failed_rows = again_rows.count
     if failed is not None:
-        with again_rows:
+        with again_rows, _written(failed, "the failed export", _RESUMABLE):
             write_table(failed, table.format, export_header, again_rows)
     return totals
 
 
 def write_results_only(records: Iterable[Record], results: Path) -> None:
     """Write ``records`` (already in order) as a results file, e.g. a dry run's verdicts."""
-    with _atomic_csv(results) as writer:
+    with _atomic_csv(
+        results, "the verdicts", "fix the cause, then run the same command again"
+    ) as writer:
         writer.writerow(RESULT_COLUMNS)
         writer.writerows(_result_row(record) for record in records)
 
@@ -190,9 +197,26 @@ class _Writer(Protocol):
     def writerows(self, rows: Iterable[Iterable[object]], /) -> None: ...
 
 
+_RESUMABLE = (
+    "the journal keeps the record of what was sent: fix the cause (disk space, permissions), "
+    "then run the same command again; it sends nothing already sent and writes the files again"
+)
+
+
 @contextlib.contextmanager
-def _atomic_csv(path: Path) -> Iterator[_Writer]:
+def _atomic_csv(path: Path, what: str, todo: str) -> Iterator[_Writer]:
     """A csv writer on a temporary file that replaces ``path`` only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, encoding="utf-8") as handle:
+    with _written(path, what, todo), atomic_write(path, encoding="utf-8") as handle:
         yield csv.writer(handle, lineterminator="\n")
+
+
+@contextlib.contextmanager
+def _written(path: Path, what: str, todo: str) -> Iterator[None]:
+    """Translate a failed write of ``path`` into :class:`OutputWriteError` (one line, exit 3)."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OutputWriteError(
+            f"cannot write {what} {path} ({reason}); {todo}", path=path
+        ) from None
