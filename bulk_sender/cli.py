@@ -30,6 +30,7 @@ from typing import Any
 from bulk_sender import __version__
 from bulk_sender.config import Settings, load_settings
 from bulk_sender.errors import ExitCode, OutputPathError, OutputWriteError, exit_code_of
+from bulk_sender.printable import printable
 from bulk_sender.record.paths import Output, check_outputs, send_outputs
 from bulk_sender.record.summary import (
     DryRunResult,
@@ -124,7 +125,7 @@ def _failed(args: argparse.Namespace, exc: Exception) -> int:
             f"internal error ({type(exc).__name__}; a bug, the traceback is above). The journal "
             "is consistent: rows that were in flight are unknown; run the same command to resume"
         )
-    print(f"bulk-sender: {message}", file=sys.stderr)
+    print(f"bulk-sender: {printable(message)}", file=sys.stderr)
     if not (isinstance(exc, OutputPathError) and "--summary-json" in exc.options):
         _error_summary(args, code, message)
     return code

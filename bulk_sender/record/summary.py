@@ -3,7 +3,9 @@
 A send returns a :class:`SendResult`, a dry run a :class:`DryRunResult`; each knows only what
 its kind of run has. :func:`summary_dict` turns either into the one JSON document (the same
 fields for both, documented with ``--summary-json``), which :func:`summary_text` prints for a
-person; :func:`stop_line` says what stopped a send and what to do next.
+person; :func:`stop_line` says what stopped a send and what to do next. The printed text
+quotes Kaleyra (codes, the message of an account stop) and the campaign (paths, invalid
+reasons): every line of it is made :func:`~bulk_sender.printable.printable` there.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import orjson
 from bulk_sender.errors import OutputWriteError
 from bulk_sender.input.campaign import LoadStats
 from bulk_sender.model import DRY_RUN_STATUSES, RESULT_STATUSES, Status
+from bulk_sender.printable import printable
 from bulk_sender.record.atomic import atomic_write
 from bulk_sender.record.results import Totals
 from bulk_sender.sending.advice import account_advice
@@ -268,7 +271,7 @@ def summary_text(doc: dict[str, Any], stop_line: str | None) -> str:
             )
     if doc["retry_command"]:
         lines.append(f"  to retry the failed rows: {doc['retry_command']}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def _send_lines(doc: dict[str, Any]) -> list[str]:
