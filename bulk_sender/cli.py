@@ -8,9 +8,9 @@ error exits with the code its class carries in errors.py, through the one handle
 0    every message was sent (or deliberately skipped as a duplicate); dry run: all rows valid
 1    the run finished but some messages were not sent (failed, invalid, unknown); dry run: some
      rows are invalid
-2    usage, config or campaign-file error: nothing was sent
-3    the run stopped early (account-level error, error threshold, journal not writable); run
-     the same command again to resume
+2    usage, config or campaign-file error, an output path that cannot be used: nothing was sent
+3    the run stopped early (account-level error, error threshold, journal not readable or
+     writable, results not writable, planner killed); run the same command again to resume
 70   a bug (the traceback is printed); the journal is consistent, the same command resumes
 130  stopped by SIGINT (Ctrl-C); 143: stopped by SIGTERM. Both resumable.
 ===  ==========================================================================================
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     s = commands.add_parser("send", help="send (or resume) a campaign file")
-    s.add_argument("campaign", type=Path, help="the campaign file (.csv, or .xlsx)")
+    s.add_argument("campaign", type=Path, help="the campaign file (.csv, .xlsx, .xls or .ods)")
     s.add_argument(
         "--config", type=Path, default=Path("config.toml"), help="default: ./config.toml"
     )
@@ -71,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="results file (default: CAMPAIGN.results.csv, or CAMPAIGN.sandbox.results.csv)",
     )
-    s.add_argument("--failed", type=Path, help="failed-row export (default: RESULTS.failed.csv)")
+    s.add_argument(
+        "--failed",
+        type=Path,
+        help="failed-row export (default: RESULTS.failed.csv, with the campaign's own extension)",
+    )
     s.add_argument("--sandbox", action="store_true", help="send to an embedded Kaleyra sandbox")
     s.add_argument("--base-url", help="send to this base URL instead of the pod's")
     s.add_argument("--rate", type=float, help="messages per second (overrides the config)")
@@ -184,9 +188,10 @@ def _check_summary_path(args: argparse.Namespace) -> None:
         written = [] if args.out is None else [Output("--out", args.out)]
     else:
         results = args.out or default_results_path(args.campaign, sandbox=args.sandbox)
-        kinds = ("csv", "xlsx")
-        failed = [args.failed] if args.failed else [default_failed_path(results, k) for k in kinds]
-        written = send_outputs(results, *failed)
+        # The default export's extension depends on the campaign's contents: every one it may be.
+        suffixes = dict.fromkeys((args.campaign.suffix or ".csv", ".csv", ".xlsx"))
+        defaults = [default_failed_path(results, suffix) for suffix in suffixes]
+        written = send_outputs(results, *([args.failed] if args.failed else defaults))
     check_outputs(args.campaign, [Output("--summary-json", args.summary_json)], others=written)
 
 

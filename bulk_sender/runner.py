@@ -31,6 +31,7 @@ import orjson
 from bulk_sender.config import KaleyraSettings, Secret, Settings, read_api_key
 from bulk_sender.errors import PlannerCrashedError, UsageError
 from bulk_sender.input.campaign import Campaign, LoadStats
+from bulk_sender.input.plan_inline import plan_inline
 from bulk_sender.input.plan_process import PlanJob, start_planner
 from bulk_sender.input.table import Table, open_table
 from bulk_sender.model import Record, Status
@@ -39,9 +40,9 @@ from bulk_sender.record.lock import hold_lock
 from bulk_sender.record.paths import Output, check_outputs, send_outputs
 from bulk_sender.record.results import Totals, write_outputs, write_results_only
 from bulk_sender.record.summary import DryRunResult, SendResult
-from bulk_sender.sending.client import KaleyraClient
 from bulk_sender.sending.engine import Engine, Plan, StopReason
 from bulk_sender.sending.stats import RunStats
+from bulk_sender.sending.transport import Route, open_poster, plan_route
 
 __all__ = [
     "RunOptions",
@@ -79,21 +80,24 @@ def default_results_path(campaign: Path, *, sandbox: bool = False) -> Path:
     return campaign.with_name(f"{campaign.stem}{kind}.results.csv")
 
 
-def default_failed_path(results: Path, kind: str = "csv") -> Path:
-    """``results.csv`` -> ``results.failed.csv`` beside it (``.xlsx`` for a workbook campaign)."""
-    return results.with_name(f"{results.stem}.failed.{'xlsx' if kind == 'xlsx' else 'csv'}")
+def default_failed_path(results: Path, suffix: str = ".csv") -> Path:
+    """``results.csv`` -> ``results.failed.csv`` beside it, with the export's ``suffix``
+    (:attr:`Table.export_suffix`: the campaign's own, ``.xlsx`` for a workbook)."""
+    return results.with_name(f"{results.stem}.failed{suffix}")
 
 
 def _failed_path(options: RunOptions, table: Table) -> Path:
-    """Where the failed export goes; its name must not contradict the input's format."""
+    """Where the failed export goes; its name must not contradict the export's format."""
     if options.failed is None:
-        return default_failed_path(options.results, table.format.kind)
+        return default_failed_path(options.results, table.export_suffix)
     is_xlsx = options.failed.suffix.lower() == ".xlsx"
-    if is_xlsx != (table.format.kind == "xlsx"):
-        wanted = ".xlsx" if table.format.kind == "xlsx" else "a text extension such as .csv"
+    if is_xlsx != (table.export_suffix == ".xlsx"):
+        kind = table.format.kind
+        wanted = ".xlsx" if kind != "csv" else "a text extension such as .csv"
+        written = "an .xlsx workbook" if kind != "csv" else "text in the campaign's own format"
         raise UsageError(
-            f"--failed {options.failed}: the failed export is written in the campaign's own "
-            f"format ({table.format.kind}), so name it with {wanted}"
+            f"--failed {options.failed}: the failed export of this {kind} campaign is "
+            f"{written}, so name it with {wanted}"
         )
     return options.failed
 
@@ -161,6 +165,8 @@ def send(
     options = replace(options, failed=_failed_path(options, table))
     check_outputs(options.campaign, send_outputs(options.results, options.failed))
     api_key = _api_key(settings, options, environ)
+    # The embedded sandbox is on this machine: no proxy variable applies to it.
+    route = plan_route(settings.kaleyra, environ={} if options.sandbox else environ)
     destination = SANDBOX if options.sandbox else settings.kaleyra.messages_url
     path = journal_path(options.results)
     with hold_lock(options.results) as previous, contextlib.ExitStack() as cleanup:
@@ -172,19 +178,20 @@ def send(
             cleanup.callback(planner.close)
         journal = _open_journal(path, campaign, destination, options, rows)
         cleanup.callback(journal.close)
-        state = journal.resume_state(resend_unknown=options.resend_unknown, seed=planner is None)
+        state = journal.resume_state(resend_unknown=options.resend_unknown)
         if planner is not None:
             planner.give(PlanJob.of(campaign, state, path))
         _announce(state, rows)
         _log_started(settings, options, rows)
-        stats = RunStats(
-            target_rate=settings.sending.rate_per_second, rate=settings.sending.rate_per_second
-        )
+        stats = RunStats(target_rate=settings.sending.rate_per_second)
         run = _Sending(
-            settings=settings, sandbox=options.sandbox, api_key=api_key, journal=journal,
-            stats=stats, display=(display or _no_display)(stats, campaign.stats, rows),
+            settings=settings, sandbox=options.sandbox, route=route, api_key=api_key,
+            journal=journal, stats=stats,
+            display=(display or _no_display)(stats, campaign.stats, rows),
         )  # fmt: skip
-        plan = campaign.plan(state) if planner is None else planner.plan(campaign.stats)
+        plan = (
+            plan_inline(campaign, state, path) if planner is None else planner.plan(campaign.stats)
+        )
         try:
             stop = _run_loop(_send_async(run, plan))
         except PlannerCrashedError:  # killed (out of memory): what was done is on record
@@ -334,6 +341,7 @@ class _Sending:
 
     settings: Settings
     sandbox: bool
+    route: Route
     api_key: Secret
     journal: Journal
     stats: RunStats
@@ -343,19 +351,14 @@ class _Sending:
 async def _send_async(run: _Sending, plan: Plan) -> StopReason | None:
     """Send ``plan`` to Kaleyra (or an embedded sandbox), the journal's writer running."""
     async with contextlib.AsyncExitStack() as stack:
-        kaleyra = run.settings.kaleyra
+        kaleyra, route = run.settings.kaleyra, run.route
         if run.sandbox:
             url = await stack.enter_async_context(_embedded_sandbox(kaleyra, run.api_key))
-            kaleyra = replace(kaleyra, base_url=url)
+            route = Route(url=replace(kaleyra, base_url=url).messages_url)
         run.journal.start_writer()
         stack.callback(run.journal.stop_writer)
         client = await stack.enter_async_context(
-            KaleyraClient(
-                url=kaleyra.messages_url,
-                api_key=run.api_key,
-                concurrency=run.settings.sending.concurrency,
-                timeout_seconds=run.settings.sending.timeout_seconds,
-            )
+            open_poster(route, api_key=run.api_key, sending=run.settings.sending)
         )
         engine = Engine(
             settings=run.settings.sending, client=client, journal=run.journal, stats=run.stats
