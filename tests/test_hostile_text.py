@@ -39,6 +39,7 @@ def _answer(status: int, **document: object) -> Custom:
         ("\t=1", "'\t=1"),
         ("\r=1", "'\r=1"),
         ("\n=1", "'\n=1"),
+        ("\0=1", "'\0=1"),
         ("+91 98450 12345", "'+91 98450 12345"),
         ("+919845012345", "+919845012345"),
         ("-12.5", "-12.5"),
@@ -52,7 +53,7 @@ def test_spreadsheet_safe_follows_owasp(cell: str, written: str) -> None:
     assert spreadsheet_safe(cell) == written
 
 
-_CELL = st.text(alphabet=st.sampled_from("=+-@\t\r\n.0123456789aZ\x1f'"), max_size=6)
+_CELL = st.text(alphabet=st.sampled_from("=+-@\t\r\n\0.0123456789aZ\x1f'"), max_size=6)
 
 
 @given(st.tuples(*[_CELL] * 8))

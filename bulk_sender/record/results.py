@@ -189,17 +189,18 @@ def _export_error(record: Record) -> str:
     return f"{record.status}: {code}{record.error}".rstrip(": ")
 
 
-#: What a cell a spreadsheet runs as a formula starts with: OWASP's list (CSV Injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+#: What a cell a spreadsheet runs as a formula starts with: OWASP's CSV Injection page lists
+#: =, +, -, @, tab, CR and LF; its ASVS (5.0, 1.2.10) adds NUL.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
 
 
 def spreadsheet_safe(cell: str) -> str:
     """``cell`` with a leading ``'`` when a spreadsheet would run it as a formula.
 
     Excel, LibreOffice and Google Sheets take a cell starting with ``=``, ``+``, ``-``, ``@``,
-    a tab, CR or LF for a formula (``=HYPERLINK(...)`` from a server's error text would become
-    a link). A signed number, such as the E.164 ``+919845012345``, stays as it is: no formula
-    can be made of digits.
+    a tab, CR or LF (or NUL) for a formula (``=HYPERLINK(...)`` from a server's error text
+    would become a link). A signed number, such as the E.164 ``+919845012345``, stays as it
+    is: no formula can be made of digits.
     """
     if not cell.startswith(_FORMULA_START):
         return cell
@@ -215,7 +216,7 @@ _FOREIGN = tuple(
     for name in ("message_id", "code", "error", "ref", "ref1", "ref2", "warning")
 )
 #: A cell that starts like a formula, among cells each written after a "\x1f".
-_FORMULA_CELL = re.compile("\x1f[=+\\-@\t\r\n]")
+_FORMULA_CELL = re.compile("\x1f[=+\\-@\t\r\n\0]")
 
 
 def _result_row(r: Record) -> list[object]:
