@@ -8,9 +8,9 @@ error exits with the code its class carries in errors.py, through the one handle
 0    every message was sent (or deliberately skipped as a duplicate); dry run: all rows valid
 1    the run finished but some messages were not sent (failed, invalid, unknown); dry run: some
      rows are invalid
-2    usage, config or campaign-file error: nothing was sent
-3    the run stopped early (account-level error, error threshold, journal not writable); run
-     the same command again to resume
+2    usage, config or campaign-file error, an output path that cannot be used: nothing was sent
+3    the run stopped early (account-level error, error threshold, journal not readable or
+     writable, results not writable, planner killed); run the same command again to resume
 70   a bug (the traceback is printed); the journal is consistent, the same command resumes
 130  stopped by SIGINT (Ctrl-C); 143: stopped by SIGTERM. Both resumable.
 ===  ==========================================================================================
@@ -19,6 +19,7 @@ error exits with the code its class carries in errors.py, through the one handle
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -28,7 +29,9 @@ from typing import Any
 
 from bulk_sender import __version__
 from bulk_sender.config import Settings, load_settings
-from bulk_sender.errors import ExitCode, exit_code_of
+from bulk_sender.errors import ExitCode, OutputPathError, OutputWriteError, exit_code_of
+from bulk_sender.printable import printable
+from bulk_sender.record.paths import Output, check_outputs, send_outputs
 from bulk_sender.record.summary import (
     DryRunResult,
     SendResult,
@@ -38,7 +41,13 @@ from bulk_sender.record.summary import (
     summary_text,
     write_summary_json,
 )
-from bulk_sender.runner import RunOptions, default_results_path, dry_run, send
+from bulk_sender.runner import (
+    RunOptions,
+    default_failed_path,
+    default_results_path,
+    dry_run,
+    send,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -120,8 +129,9 @@ def _failed(args: argparse.Namespace, exc: Exception) -> int:
             f"internal error ({type(exc).__name__}; a bug, the traceback is above). The journal "
             "is consistent: rows that were in flight are unknown; run the same command to resume"
         )
-    print(f"bulk-sender: {message}", file=sys.stderr)
-    _error_summary(args, code, message)
+    print(f"bulk-sender: {printable(message)}", file=sys.stderr)
+    if not (isinstance(exc, OutputPathError) and "--summary-json" in exc.options):
+        _error_summary(args, code, message)
     return code
 
 
@@ -135,7 +145,9 @@ def _error_summary(args: argparse.Namespace, code: int, message: str) -> None:
     """A run that could not start still replaces --summary-json, so no stale success remains."""
     path = getattr(args, "summary_json", None)
     if path is not None:
-        write_summary_json(path, error_summary(code, message))
+        # The line printed says what went wrong; a summary that cannot be written is removed.
+        with contextlib.suppress(OutputWriteError):
+            write_summary_json(path, error_summary(code, message))
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -149,6 +161,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _send(args: argparse.Namespace, command: list[str]) -> int:
     from bulk_sender import ui
 
+    _check_summary_path(args)
     ui.setup_logging(verbosity=args.verbose, json_format=args.log_format == "json")
     settings = _settings(args)
     result: SendResult | DryRunResult
@@ -164,6 +177,22 @@ def _send(args: argparse.Namespace, command: list[str]) -> int:
     stop = stop_line(result, error_threshold=settings.sending.error_threshold)
     _print_quietly(summary_text(doc, stop))
     return code
+
+
+def _check_summary_path(args: argparse.Namespace) -> None:
+    """Check --summary-json first, against every file the run may write (the runner checks
+    those), so that even a run that cannot start writes its error summary only where safe."""
+    if args.summary_json is None:
+        return
+    if args.dry_run:
+        written = [] if args.out is None else [Output("--out", args.out)]
+    else:
+        results = args.out or default_results_path(args.campaign, sandbox=args.sandbox)
+        # The default export's extension depends on the campaign's contents: every one it may be.
+        suffixes = dict.fromkeys((args.campaign.suffix or ".csv", ".csv", ".xlsx"))
+        defaults = [default_failed_path(results, suffix) for suffix in suffixes]
+        written = send_outputs(results, *([args.failed] if args.failed else defaults))
+    check_outputs(args.campaign, [Output("--summary-json", args.summary_json)], others=written)
 
 
 def _options(args: argparse.Namespace) -> RunOptions:

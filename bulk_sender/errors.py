@@ -10,9 +10,12 @@ bug (exit 70) is printed with its traceback::
     │   ├── ConfigError             a bad or missing value in config.toml or on the command line
     │   ├── InputFileError          the campaign file itself is broken (file, line, what is wrong)
     │   ├── CampaignMismatchError   the journal belongs to another campaign, settings or target
-    │   └── AlreadyRunningError     another process is sending to the same results file
+    │   ├── AlreadyRunningError     another process is sending to the same results file
+    │   └── OutputPathError         an output path cannot or must not be written (checked first)
     ├── JournalError                exit 3: the journal cannot be read or written; resumable
+    ├── OutputWriteError            exit 3: a results file or summary could not be written
     ├── PlannerCrashedError         exit 70: the planning process failed or vanished
+    │   └── PlannerKilledError      exit 3: it was killed (SIGKILL: out of memory, kill -9)
     └── TransportError              one HTTP attempt failed below HTTP; never leaves the engine,
                                     which records it as that message's outcome (.phase, .cause:
                                     network, dns, certificate or proxy)
@@ -40,7 +43,10 @@ __all__ = [
     "ExitCode",
     "InputFileError",
     "JournalError",
+    "OutputPathError",
+    "OutputWriteError",
     "PlannerCrashedError",
+    "PlannerKilledError",
     "TransportCause",
     "TransportError",
     "UsageError",
@@ -107,16 +113,50 @@ class AlreadyRunningError(UsageError):
         self.pid = pid
 
 
+class OutputPathError(UsageError):
+    """An output path cannot be used: its folder is missing or read-only, it is a folder, or
+    it is the campaign file or another output. Checked before anything is sent.
+
+    ``options`` names what the path was given as (``--out``, ``--summary-json``, the journal).
+    """
+
+    def __init__(self, message: str, *, options: tuple[str, ...], path: Path) -> None:
+        super().__init__(message)
+        self.options = options
+        self.path = path
+
+
 class JournalError(BulkSenderError):
     """The journal cannot be written (disk full, permissions): the run must stop."""
 
     exit_code = ExitCode.STOPPED
 
 
+class OutputWriteError(BulkSenderError):
+    """The results file, the failed export, a dry run's verdicts or the summary JSON could not
+    be written (disk full, permissions). The journal holds every outcome: the same command
+    writes them again, and sends nothing already sent."""
+
+    exit_code = ExitCode.STOPPED
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class PlannerCrashedError(BulkSenderError):
-    """The planning process failed or vanished: a bug, or it was killed (out of memory)."""
+    """The planning process failed or vanished: a bug, or it died in a way that may be one."""
 
     exit_code = ExitCode.INTERNAL
+
+
+class PlannerKilledError(PlannerCrashedError):
+    """The planning process was killed by SIGKILL: the out-of-memory killer, or ``kill -9``.
+
+    Not a bug: what was sent is recorded and the results are written; the same command resumes.
+    """
+
+    exit_code = ExitCode.STOPPED
 
 
 class TransportError(BulkSenderError):

@@ -4,8 +4,9 @@ Order matters for the promise "a broken file or setting stops before anything is
 
 1. open the table (byte scan: encoding, NULs, wrong file type) and bind it to the settings
    (recipient column, body placeholders); read the API key;
-2. take the run lock; check the journal belongs to this campaign; scan the whole file's
-   structure unless an earlier run of the same bytes already did;
+2. check every output path (record/paths.py); take the run lock; check the journal belongs to
+   this campaign; scan the whole file's structure unless an earlier run of the same bytes
+   already did;
 3. only then open the journal and send; finally rebuild the results and the failed export.
 """
 
@@ -28,7 +29,7 @@ from typing import Any
 import orjson
 
 from bulk_sender.config import KaleyraSettings, Secret, Settings, read_api_key
-from bulk_sender.errors import UsageError
+from bulk_sender.errors import PlannerCrashedError, UsageError
 from bulk_sender.input.campaign import Campaign, LoadStats
 from bulk_sender.input.plan_inline import plan_inline
 from bulk_sender.input.plan_process import PlanJob, start_planner
@@ -36,6 +37,7 @@ from bulk_sender.input.table import Table, open_table
 from bulk_sender.model import Record, Status
 from bulk_sender.record.journal import SANDBOX, Journal, ResumeState, journal_path
 from bulk_sender.record.lock import hold_lock
+from bulk_sender.record.paths import Output, check_outputs, send_outputs
 from bulk_sender.record.results import Totals, write_outputs, write_results_only
 from bulk_sender.record.summary import DryRunResult, SendResult
 from bulk_sender.sending.engine import Engine, Plan, StopReason
@@ -109,6 +111,8 @@ def dry_run(settings: Settings, campaign_path: Path, verdicts: Path | None) -> D
     """Check the whole file without sending or touching the journal."""
     started = time.monotonic()
     table, campaign = _open(settings, campaign_path)
+    if verdicts is not None:
+        check_outputs(campaign_path, [Output("--out", verdicts)])
     table.scan(no_line_breaks=frozenset({campaign.to_column}))
     totals = Totals()
 
@@ -159,6 +163,7 @@ def send(
     started = time.monotonic()
     table, campaign = _open(settings, options.campaign)
     options = replace(options, failed=_failed_path(options, table))
+    check_outputs(options.campaign, send_outputs(options.results, options.failed))
     api_key = _api_key(settings, options, environ)
     # The embedded sandbox is on this machine: no proxy variable applies to it.
     route = plan_route(settings.kaleyra, environ={} if options.sandbox else environ)
@@ -187,7 +192,11 @@ def send(
         plan = (
             plan_inline(campaign, state, path) if planner is None else planner.plan(campaign.stats)
         )
-        stop = _run_loop(_send_async(run, plan))
+        try:
+            stop = _run_loop(_send_async(run, plan))
+        except PlannerCrashedError:  # killed (out of memory): what was done is on record
+            _write_outputs(table, campaign, journal, options)
+            raise
         totals = _write_outputs(table, campaign, journal, options)
     _log_finished(stop, totals, planned_apart=planner is not None)
     return SendResult(

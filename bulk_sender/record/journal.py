@@ -139,7 +139,9 @@ class ResumeState:
                         f" WHERE status NOT IN ('{Status.INVALID}', '{Status.DUPLICATE}')"
                     ).fetchone()
                 self._seen[:] = [_ints(numbers or ""), _ints(keys or "")]
-            except BaseException as exc:  # handed to the caller of seen()
+            except sqlite3.Error as exc:  # handed to the caller of seen()
+                self._error.append(_journal_error(path, exc))
+            except BaseException as exc:
                 self._error.append(exc)
 
         self._loader = threading.Thread(target=load, name="journal-seen", daemon=True)
@@ -151,7 +153,10 @@ class ResumeState:
             self._loader.join()
             self._loader = None
         if self._error:
-            raise JournalError(f"cannot read the journal: {self._error[0]}")
+            error = self._error[0]
+            if isinstance(error, JournalError):
+                raise error
+            raise JournalError(f"cannot read the journal: {error}")
         if not self._seen:
             return _no_numbers(), _no_numbers()
         return self._seen[0], self._seen[1]
@@ -198,14 +203,17 @@ class Journal:
         settings that change a message); ``destination`` names where its requests go (see
         :meth:`check_destination`). An existing journal for another identity or destination is
         refused with :class:`CampaignMismatchError`, unless ``restart``; then, and whenever
-        ``restart`` is given, the old journal is moved aside (never deleted).
+        ``restart`` is given, the old journal is moved aside (never deleted). A journal that
+        cannot be created (a full disk) leaves nothing behind, and the old one is put back.
         """
         old: Path | None = None
+        new = _empty(path)
         if path.exists() and restart:
             old = cls.move_aside(path)
-        elif not _empty(path):
+        elif not new:
             cls._check_identity(path, identity)
             cls.check_destination(path, destination)
+        db: sqlite3.Connection | None = None
         try:
             db = _create(path, identity, destination)
             journal = cls(path, db)
@@ -213,6 +221,10 @@ class Journal:
                 journal.carried_over = _carry_over(db, old, destination)
             journal.carried = Carried.load(db)
         except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            if new or old is not None:
+                _undo_creation(path, old)
             raise JournalError(
                 f"cannot create the journal {path}: {exc}. Nothing was sent; fix the cause (disk "
                 "space, permissions), then run the same command again"
@@ -245,7 +257,7 @@ class Journal:
         stored = cls._read_identity(path).get("destination")
         if stored is None or stored == destination:
             return
-        with contextlib.closing(sqlite3.connect(path)) as db:
+        with _translated(path), contextlib.closing(sqlite3.connect(path)) as db:
             arrived = db.execute(
                 f"SELECT COUNT(*) FROM messages WHERE status IN ({_sql_list(MAY_HAVE_ARRIVED)})"
             ).fetchone()[0]
@@ -291,12 +303,13 @@ class Journal:
 
     def meta(self, key: str) -> str | None:
         """A value stored with the journal (``rows``, ``created_at``, the identity)."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with _translated(self.path):
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
         """Store a value with the journal (before the writer starts)."""
-        with self._db:
+        with _translated(self.path), self._db:
             self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     # -- resuming --------------------------------------------------------------------------
@@ -304,12 +317,18 @@ class Journal:
     def resume_state(self, *, resend_unknown: bool = False) -> ResumeState:
         """Turn rows left in flight into ``unknown`` and summarise what is done.
 
+        Raises :class:`JournalError` if the journal cannot be read (a damaged page) or written.
+
         With ``resend_unknown``, ``unknown`` messages count as not done, so they are sent again.
         The dedupe seed is not loaded here: whoever plans loads it, in a thread, while it skips
         the finished rows of the campaign file (:meth:`ResumeState.start_seen_loader`).
         Built for a million rows in well under a second: two table scans whose results come
         back as one comma-joined string each (parsed by numpy).
         """
+        with _translated(self.path):
+            return self._resume_state(resend_unknown=resend_unknown)
+
+    def _resume_state(self, *, resend_unknown: bool) -> ResumeState:
         final = FINAL - {Status.UNKNOWN} if resend_unknown else FINAL
         is_final = f"status IN ({_sql_list(final)})"
         counts, in_flight, single_done, retried = self._scan_states(is_final)
@@ -453,14 +472,14 @@ class Journal:
     # -- reading ---------------------------------------------------------------------------
 
     def records(self) -> Iterator[Record]:
-        """Every message's record, in input order (by row, then part)."""
+        """Every message's record, in input order (by row, then part).
+
+        Raises :class:`JournalError` if a page of the journal cannot be read.
+        """
         query = f"SELECT {', '.join(_quoted(c) for c in _COLUMNS)} FROM messages ORDER BY row, part"
-        reader = _connect(self.path)
-        try:
+        with _translated(self.path), contextlib.closing(_connect(self.path)) as reader:
             for values in reader.execute(query):
                 yield Record._make(values)
-        finally:
-            reader.close()
 
     def close(self) -> None:
         """Stop the writer and close the file."""
@@ -493,18 +512,38 @@ def _empty(path: Path) -> bool:
 def _create(path: Path, identity: dict[str, str], destination: str) -> sqlite3.Connection:
     """Open the journal file, creating its tables if it has none (a new or 0-byte file)."""
     db = _connect(path)
-    with db:
-        if db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
-            db.executescript(_SCHEMA)
-            db.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [*identity.items(), ("schema", _SCHEMA_VERSION), ("created_at", utc_now())],
+    try:
+        with db:
+            if db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+                db.executescript(_SCHEMA)
+                db.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)",
+                    [*identity.items(), ("schema", _SCHEMA_VERSION), ("created_at", utc_now())],
+                )
+            db.execute(_CARRIED)
+            db.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('destination', ?)", (destination,)
             )
-        db.execute(_CARRIED)
-        db.execute(
-            "INSERT OR REPLACE INTO meta(key, value) VALUES ('destination', ?)", (destination,)
-        )
+    except BaseException:
+        db.close()
+        raise
     return db
+
+
+def _undo_creation(path: Path, old: Path | None) -> None:
+    """Remove the journal files a failed start created, and put back the journal it moved
+    aside, so that the next run finds what this one found.
+
+    Without this a half-created journal (tables but no identity, after a full disk) would be
+    refused by every later run as another campaign's; and after a ``--restart``, the next one
+    would not find the old journal to carry over from.
+    """
+    for leftover in (Path(f"{path}-wal"), Path(f"{path}-shm"), path):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+    if old is not None:
+        with contextlib.suppress(OSError):
+            old.replace(path)
 
 
 def _carry_over(db: sqlite3.Connection, old: Path, destination: str) -> int:
@@ -548,6 +587,27 @@ def _recovery(path: Path) -> str:
     )
 
 
+@contextlib.contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """SQLite's errors while using the journal at ``path``, as :class:`JournalError`."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise _journal_error(path, exc) from None
+
+
+def _journal_error(path: Path, exc: sqlite3.Error) -> JournalError:
+    """A damaged file gets the advice to recover it; anything else (disk full, permissions,
+    an I/O error) says what to fix."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return JournalError(_unreadable_message(path, exc))
+    return JournalError(
+        f"cannot use the journal {path} ({exc}). Nothing more is sent; fix the cause (disk "
+        "space, permissions), then run the same command again to resume"
+    )
+
+
 def _unreadable_message(path: Path, exc: sqlite3.Error) -> str:
     return f"cannot read the journal {path} ({exc}). {_recovery(path)}"
 
@@ -558,8 +618,12 @@ def _no_tables_message(path: Path) -> str:
 
 def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        db.close()
+        raise
     return db
 
 

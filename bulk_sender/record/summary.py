@@ -3,7 +3,9 @@
 A send returns a :class:`SendResult`, a dry run a :class:`DryRunResult`; each knows only what
 its kind of run has. :func:`summary_dict` turns either into the one JSON document (the same
 fields for both, documented with ``--summary-json``), which :func:`summary_text` prints for a
-person; :func:`stop_line` says what stopped a send and what to do next.
+person; :func:`stop_line` says what stopped a send and what to do next. The printed text
+quotes Kaleyra (codes, the message of an account stop) and the campaign (paths, invalid
+reasons): every line of it is made :func:`~bulk_sender.printable.printable` there.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from typing import Any
 
 import orjson
 
+from bulk_sender.errors import OutputWriteError
 from bulk_sender.input.campaign import LoadStats
 from bulk_sender.model import DRY_RUN_STATUSES, RESULT_STATUSES, Status
+from bulk_sender.printable import printable
 from bulk_sender.record.atomic import atomic_write
 from bulk_sender.record.results import Totals
 from bulk_sender.sending.advice import account_advice, endpoint_advice
@@ -178,9 +182,34 @@ def error_summary(exit_code: int, message: str) -> dict[str, Any]:
 
 
 def write_summary_json(path: Path, doc: dict[str, Any]) -> None:
-    """Write the summary document as JSON (atomically)."""
-    with atomic_write(path) as file:
-        file.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    """Write the summary document as JSON (atomically).
+
+    Raises :class:`OutputWriteError` if it cannot; an older summary there is then removed, so
+    that no job reads an earlier run's outcome for this one's.
+    """
+    try:
+        with atomic_write(path) as file:
+            file.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    except OSError as exc:
+        removed = " (the older summary there was removed)" if _remove_older(path) else ""
+        raise OutputWriteError(
+            f"cannot write the summary JSON {path}: {exc.strerror or exc}{removed}. Fix the "
+            "cause, then run the same command again: it sends nothing already sent",
+            path=path,
+        ) from None
+
+
+def _remove_older(path: Path) -> bool:
+    """Remove the summary an earlier run left at ``path``; never a file that is not one."""
+    try:
+        with path.open("rb") as file:
+            older = orjson.loads(file.read(1 << 20))
+        if not isinstance(older, dict) or not {"version", "outcome", "exit_code"} <= older.keys():
+            return False
+        path.unlink()
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    return True
 
 
 def _resume_command(command: list[str]) -> str:
@@ -257,7 +286,7 @@ def summary_text(doc: dict[str, Any], stop_line: str | None) -> str:
             )
     if doc["retry_command"]:
         lines.append(f"  to retry the failed rows: {doc['retry_command']}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def _send_lines(doc: dict[str, Any]) -> list[str]:

@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_ACCOUNT",
     "Account",
     "Behaviour",
+    "Custom",
     "Faults",
     "Received",
     "Sandbox",
@@ -110,12 +111,25 @@ class Behaviour(enum.StrEnum):
     AS_DOCUMENTED = "as_documented"
 
 
+@dataclass(frozen=True, slots=True)
+class Custom:
+    """A scripted answer of any status and body: text Kaleyra never sent, hostile or odd.
+
+    A JSON body's ``code`` and ``data.message_id`` are recorded as for a canned answer.
+    """
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
 @dataclass
 class Faults:
     """The faults to inject. Mutable on purpose: tests change it between and during runs.
 
     ``scripts`` maps a recipient (``messaging_object.to`` exactly as sent) to the answers for its
-    1st, 2nd, ... valid request; entries are popped as they are used. ``max_rate`` answers 429
+    1st, 2nd, ... valid request (a :class:`Behaviour`, or a :class:`Custom` answer); entries
+    are popped as they are used. ``max_rate`` answers 429
     when more than that many valid requests arrived in the trailing second (counting throttled
     ones, like a real sliding-window limiter); with ``max_rate_throttles`` it lifts itself after
     answering that many 429s (a limit that goes away, ordered by events, not by a timer).
@@ -128,7 +142,7 @@ class Faults:
     daily_limit: int | None = None
     max_rate: float | None = None
     max_rate_throttles: int | None = None
-    scripts: dict[str, list[Behaviour]] = field(default_factory=dict)
+    scripts: dict[str, list[Behaviour | Custom]] = field(default_factory=dict)
     default: Behaviour = Behaviour.OK
 
 
@@ -654,7 +668,7 @@ class Sandbox:
 
     # ------------------------------------------------------------------ faults
 
-    def _behaviour_for(self, to: str) -> Behaviour:
+    def _behaviour_for(self, to: str) -> Behaviour | Custom:
         """Step 5 of the module docstring, for a request that passed every check."""
         faults = self.faults
         self._note_arrival(time.monotonic())
@@ -679,8 +693,10 @@ class Sandbox:
         while window[0] <= now - 1.0:
             window.popleft()
 
-    def _render(self, behaviour: Behaviour) -> _Answer | Behaviour:
+    def _render(self, behaviour: Behaviour | Custom) -> _Answer | Behaviour:
         """The answer for ``behaviour``; DROP and HANG stay behaviours (they send nothing)."""
+        if isinstance(behaviour, Custom):
+            return _custom(behaviour)
         if behaviour is Behaviour.OK or behaviour is Behaviour.AS_DOCUMENTED:
             self._accepted_total += 1
             message_id = f"A{self._id_prefix}{next(self._ids):011X}"
@@ -688,6 +704,20 @@ class Sandbox:
                 return _as_documented(message_id)
             return _accepted(message_id)
         return _CANNED.get(behaviour, behaviour)
+
+
+def _custom(answer: Custom) -> _Answer:
+    document = _decode(answer.body)
+    code = document.get("code") if isinstance(document, dict) else None
+    data = document.get("data") if isinstance(document, dict) else None
+    message_id = data.get("message_id") if isinstance(data, dict) else None
+    return _Answer(
+        answer.status,
+        code if isinstance(code, str) else "",
+        answer.body,
+        content_type=answer.content_type,
+        message_id=message_id if isinstance(message_id, str) else None,
+    )
 
 
 def _dumps(value: object) -> str:
