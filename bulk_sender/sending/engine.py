@@ -73,7 +73,7 @@ class Poster(Protocol):
 class StopReason:
     """Why a run stopped early; ``code``/``message`` come from Kaleyra where there is one."""
 
-    kind: Literal["account", "threshold", "signal", "journal"]
+    kind: Literal["account", "threshold", "signal", "cancelled", "journal"]
     code: str = ""
     message: str = ""
 
