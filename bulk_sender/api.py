@@ -58,7 +58,6 @@ from bulk_sender.runner import (
     StopControl,
     default_results_path,
     handle_signals,
-    run_loop,
 )
 
 if TYPE_CHECKING:
@@ -173,7 +172,10 @@ def send(
     """
     _refuse_running_loop()
     call = prepare(campaign, config=config, results=results, api_key=api_key, **overrides)
-    return run_loop(send_async_call(call))
+    # asyncio's own loop, not uvloop: an exception raised by the host's signal handler (an
+    # Airflow timeout) must come out of the loop, which then cancels the run (a graceful
+    # stop) before it propagates; uvloop logs such an exception and carries on.
+    return asyncio.run(send_async_call(call))
 
 
 async def send_async(

@@ -138,10 +138,11 @@ def _frame_blocks(frame: pd.DataFrame) -> tuple[list[str], Iterator[Block]]:
 def _column_text(column: pd.Series[Any]) -> list[str]:
     """One column of a block as text; missing values (by pandas' own test) empty."""
     values = column.tolist()
-    if column.dtype.kind in "iu":  # plain integers: never missing, always digits
+    missing = column.isna()
+    if column.dtype.kind in "iu" and not missing.any():  # integers, none missing: their digits
         return [str(v) for v in values]
-    missing = column.isna().tolist()
-    return ["" if gone else cell_text(v) for v, gone in zip(values, missing, strict=True)]
+    gone = missing.tolist()
+    return ["" if absent else cell_text(v) for v, absent in zip(values, gone, strict=True)]
 
 
 def _mapping_blocks(rows: Iterable[Mapping[str, object]]) -> tuple[list[str], Iterator[Block]]:
