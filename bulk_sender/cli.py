@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = commands.add_parser("send", help="send (or resume) a campaign file")
     s.add_argument(
-        "campaign", type=Path, help="the campaign file (.csv, .xlsx, or .parquet with pyarrow)"
+        "campaign",
+        type=Path,
+        help="the campaign file (.csv, .xlsx, .xls, .ods, or .parquet with pyarrow)",
     )
     s.add_argument(
         "--config", type=Path, default=Path("config.toml"), help="default: ./config.toml"
@@ -61,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="results file (default: CAMPAIGN.results.csv, or CAMPAIGN.sandbox.results.csv)",
     )
-    s.add_argument("--failed", type=Path, help="failed-row export (default: RESULTS.failed.csv)")
+    s.add_argument(
+        "--failed",
+        type=Path,
+        help="failed-row export (default: RESULTS.failed.csv, with the campaign's own extension)",
+    )
     s.add_argument("--sandbox", action="store_true", help="send to an embedded Kaleyra sandbox")
     s.add_argument("--base-url", help="send to this base URL instead of the pod's")
     s.add_argument("--rate", type=float, help="messages per second (overrides the config)")

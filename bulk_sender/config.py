@@ -5,19 +5,24 @@ Every value is validated here, before anything is sent: a wrong or missing value
 errors too, because a typo (``rate_per_sec``) would otherwise silently run at the default.
 
 The API key is read from the environment variable named by ``[kaleyra] api_key_env`` and is
-held in a :class:`Secret`, whose ``repr``/``str`` never show it.
+held in a :class:`Secret`, whose ``repr``/``str`` never show it. A proxy's password is a
+secret too: :class:`Proxy` holds it in a :class:`Secret`, and no message here repeats a URL
+that carries one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from bulk_sender.errors import ConfigError
 
@@ -26,10 +31,13 @@ __all__ = [
     "WA_SOURCES",
     "CampaignSettings",
     "KaleyraSettings",
+    "Proxy",
     "Secret",
     "SendingSettings",
     "Settings",
     "load_settings",
+    "parse_base_url",
+    "parse_proxy_url",
     "read_api_key",
     "with_overrides",
 ]
@@ -54,6 +62,13 @@ Planner = Literal["auto", "process", "inline"]
 _SID_RE = re.compile(r"^[A-Za-z0-9]{6,64}$")
 _SENDER_RE = re.compile(r"^\+?[1-9][0-9]{6,14}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: ``scheme://user[:password]@``: user info, found before anything tries to parse the rest.
+_USERINFO_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@")
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$")
+#: A ``%`` that does not start an escape (``%2F``): it is written as ``%25``.
+_LONE_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+#: What may stay as it is in a URL path (RFC 3986 pchar and ``/``); the rest is percent-encoded.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 
 
 class Secret:
@@ -80,26 +95,53 @@ class Secret:
         return hash(self._value)
 
 
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """A forward proxy (``http://`` only: HTTPS goes through it in a CONNECT tunnel).
+
+    ``password`` is a :class:`Secret`; :attr:`address` (host and port) is what messages show.
+    """
+
+    host: str
+    port: int
+    user: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
+
+    @property
+    def address(self) -> str:
+        """``host:port``, the only part of a proxy that messages name."""
+        return f"{_bracketed(self.host)}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``, without the credentials."""
+        return f"http://{self.address}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KaleyraSettings:
-    """Where to send: the account, the business number and the API's address."""
+    """Where to send: the account, the business number, the API's address and the way there.
+
+    ``proxy``: ``None`` (the key is absent) lets ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``
+    decide; ``""`` means no proxy whatever the environment says; a URL is the proxy to use.
+    ``ca_bundle``: a PEM file of CA certificates trusted in addition to the system's.
+    """
 
     pod: str = "in"
     base_url: str = ""
     sid: str
     sender: str
     api_key_env: str = "KALEYRA_API_KEY"
+    proxy: str | None = field(default=None, repr=False)
+    ca_bundle: str = ""
 
     def __post_init__(self) -> None:
         if self.pod not in POD_DOMAINS:
             raise ConfigError(
                 "[kaleyra] pod", f"{self.pod!r} is not a pod; use one of {', '.join(POD_DOMAINS)}"
             )
-        if self.base_url and not re.match(r"^https?://[^\s/]+", self.base_url):
-            raise ConfigError(
-                "[kaleyra] base_url",
-                f"{self.base_url!r} is not an http(s) URL; leave it empty to use the pod",
-            )
+        if self.base_url:
+            parse_base_url(self.base_url)
         if not _SID_RE.fullmatch(self.sid):
             raise ConfigError(
                 "[kaleyra] sid", "must be your Kaleyra account SID (letters and digits)"
@@ -113,11 +155,17 @@ class KaleyraSettings:
             raise ConfigError(
                 "[kaleyra] api_key_env", "must be the name of an environment variable"
             )
+        if self.proxy:
+            parse_proxy_url(self.proxy, key="[kaleyra] proxy")
+        if self.ca_bundle:
+            load_ca_bundle(self.ca_bundle, ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
 
     @property
     def api_base(self) -> str:
         """``https://<domain>/v2/<sid>`` or the ``base_url`` override with ``/v2/<sid>``."""
-        root = self.base_url.rstrip("/") if self.base_url else f"https://{POD_DOMAINS[self.pod]}"
+        root = (
+            parse_base_url(self.base_url) if self.base_url else f"https://{POD_DOMAINS[self.pod]}"
+        )
         return f"{root}/v2/{self.sid}"
 
     @property
@@ -125,6 +173,125 @@ class KaleyraSettings:
         """The endpoint for this sender; the seed's sample writes the number without ``+``."""
         digits = self.sender.replace(" ", "").lstrip("+")
         return f"{self.api_base}/whatsapp/{digits}/messages"
+
+
+def parse_base_url(url: str) -> str:
+    """``base_url`` checked and normalised: ``scheme://host[:port]/path`` without a final ``/``.
+
+    The host is IDNA-encoded and the path percent-encoded (``/`` and existing ``%XX`` escapes
+    kept), so the request line and ``Host`` header are plain ASCII. Raises :class:`ConfigError`
+    for anything that is not an ``http(s)`` base URL, never repeating user info.
+    """
+    key = "[kaleyra] base_url"
+    if _USERINFO_RE.match(url.strip()):
+        raise ConfigError(
+            key,
+            "must not hold a user name or password (user:password@...): the API key goes in "
+            "the environment variable named by [kaleyra] api_key_env, and a proxy's "
+            "credentials in [kaleyra] proxy or HTTPS_PROXY",
+        )
+    parts, port = _split(url.strip(), key, what="an http(s) URL; leave it empty to use the pod")
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ConfigError(key, f"{url!r} is not an http(s) URL; leave it empty to use the pod")
+    if "?" in url or "#" in url:
+        raise ConfigError(
+            key,
+            f"{url!r} must not have a query (?...) or fragment (#...): the API's path "
+            "(/v2/<sid>/whatsapp/<number>/messages) is appended to it",
+        )
+    host = _host(parts, key, url)
+    path = quote(_LONE_PERCENT_RE.sub("%25", parts.path), safe=_PATH_SAFE).rstrip("/")
+    netloc = _bracketed(host) if port is None else f"{_bracketed(host)}:{port}"
+    return f"{parts.scheme.lower()}://{netloc}{path}"
+
+
+def parse_proxy_url(text: str, *, key: str) -> Proxy:
+    """A proxy URL (``http://[user:password@]host[:port]``; ``host:port`` alone means http).
+
+    Raises :class:`ConfigError` naming ``key``; no message repeats the URL, which may hold a
+    password.
+    """
+    text = text.strip()
+    url = text if "://" in text else f"http://{text}"
+    what = "a proxy URL such as http://user:password@proxy.example.com:3128"
+    parts, port = _split(url, key, what=what)
+    if parts.scheme.lower() != "http":
+        raise ConfigError(
+            key,
+            f"a {parts.scheme}:// proxy is not supported; give an http:// proxy (HTTPS to "
+            "Kaleyra still goes through it encrypted, in a CONNECT tunnel)",
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(key, f"must be {what}, with no path after the port")
+    host = _host(parts, key, None)
+    return Proxy(
+        host,
+        80 if port is None else port,
+        unquote(parts.username or ""),
+        Secret(unquote(parts.password or "")),
+    )
+
+
+def load_ca_bundle(value: str, context: ssl.SSLContext) -> None:
+    """Add the PEM certificates of ``[kaleyra] ca_bundle`` to ``context``'s trusted CAs."""
+    key = "[kaleyra] ca_bundle"
+    path = Path(value).expanduser()
+    try:
+        context.load_verify_locations(cafile=path)
+    except FileNotFoundError:
+        raise ConfigError(
+            key,
+            f"{path} does not exist; give the path of a PEM file holding the CA "
+            "certificate(s) to trust (your company's, or your proxy's)",
+        ) from None
+    except ssl.SSLError:
+        raise ConfigError(
+            key,
+            f"{path} holds no valid certificate; it must be PEM text with one or more "
+            "-----BEGIN CERTIFICATE----- blocks",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _split(url: str, key: str, *, what: str) -> tuple[SplitResult, int | None]:
+    """``urlsplit`` and the port, both checked; messages leave user info out."""
+    shown = "the URL" if _USERINFO_RE.match(url) else repr(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        reason = str(exc).replace(url, "...")
+        raise ConfigError(key, f"{shown} is not {what} ({reason})") from None
+    if port == 0:
+        raise ConfigError(key, f"{shown} is not {what} (port 0)")
+    return parts, port
+
+
+def _host(parts: SplitResult, key: str, url: str | None) -> str:
+    """The URL's host, IDNA-encoded; an IP address as it is."""
+    shown = repr(url) if url is not None else "the URL"
+    host = parts.hostname or ""
+    if not host:
+        raise ConfigError(key, f"{shown} has no host name")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return host
+    try:
+        host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        raise ConfigError(key, f"{shown} has a host name that cannot be encoded") from None
+    if not _HOSTNAME_RE.fullmatch(host):
+        raise ConfigError(key, f"{shown} has an invalid host name")
+    return host
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address in brackets, as URLs and ``Host`` headers write it."""
+    return f"[{host}]" if ":" in host else host
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,7 +14,8 @@ bug (exit 70) is printed with its traceback::
     ├── JournalError                exit 3: the journal cannot be read or written; resumable
     ├── PlannerCrashedError         exit 70: the planning process failed or vanished
     └── TransportError              one HTTP attempt failed below HTTP; never leaves the engine,
-                                    which records it as that message's outcome
+                                    which records it as that message's outcome (.phase, .cause:
+                                    network, dns, certificate or proxy)
 
 Any other exception reaching the CLI is a bug: exit 70, with its traceback. Foreign exceptions
 (OSError, ssl, httptools, csv, openpyxl, sqlite3) are translated into these at one boundary
@@ -27,6 +28,10 @@ import enum
 from pathlib import Path
 from typing import ClassVar, Literal
 
+#: What failed below HTTP: the network (refused, reset, timeout...), the name lookup, the
+#: server's TLS certificate (it could not be verified), or the proxy (it refused the tunnel).
+TransportCause = Literal["network", "dns", "certificate", "proxy"]
+
 __all__ = [
     "AlreadyRunningError",
     "BulkSenderError",
@@ -36,6 +41,7 @@ __all__ = [
     "InputFileError",
     "JournalError",
     "PlannerCrashedError",
+    "TransportCause",
     "TransportError",
     "UsageError",
     "exit_code_of",
@@ -125,9 +131,20 @@ class TransportError(BulkSenderError):
 
     ``phase`` says whether the request could have reached Kaleyra: ``"connect"`` means it
     never left this machine (safe to retry); ``"after_send"`` means it may have been acted on.
+    ``cause`` says what failed (:data:`TransportCause`); ``status`` is the proxy's HTTP status
+    when the proxy refused (``cause == "proxy"``).
     """
 
-    def __init__(self, description: str, *, phase: Literal["connect", "after_send"]) -> None:
+    def __init__(
+        self,
+        description: str,
+        *,
+        phase: Literal["connect", "after_send"],
+        cause: TransportCause = "network",
+        status: int | None = None,
+    ) -> None:
         super().__init__(description)
         self.description = description
         self.phase = phase
+        self.cause = cause
+        self.status = status

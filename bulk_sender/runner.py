@@ -46,9 +46,9 @@ from bulk_sender.record.journal import SANDBOX, Journal, ResumeState, journal_pa
 from bulk_sender.record.lock import acquire_lock
 from bulk_sender.record.results import Totals, write_outputs, write_results_only
 from bulk_sender.record.summary import DryRunResult, SendResult
-from bulk_sender.sending.client import KaleyraClient
 from bulk_sender.sending.engine import Engine, Plan, StopReason
 from bulk_sender.sending.stats import RunStats
+from bulk_sender.sending.transport import Route, open_poster, plan_route
 
 __all__ = [
     "RunOptions",
@@ -144,21 +144,24 @@ def default_results_path(campaign: Path, *, sandbox: bool = False) -> Path:
     return campaign.with_name(f"{campaign.stem}{kind}.results.csv")
 
 
-def default_failed_path(results: Path, kind: str = "csv") -> Path:
-    """``results.csv`` -> ``results.failed.csv`` beside it (``.xlsx`` for a workbook campaign)."""
-    return results.with_name(f"{results.stem}.failed.{'xlsx' if kind == 'xlsx' else 'csv'}")
+def default_failed_path(results: Path, suffix: str = ".csv") -> Path:
+    """``results.csv`` -> ``results.failed.csv`` beside it, with the export's ``suffix``
+    (:attr:`Table.export_suffix`: the campaign's own, ``.xlsx`` for a workbook)."""
+    return results.with_name(f"{results.stem}.failed{suffix}")
 
 
 def _failed_path(options: RunOptions, table: Table) -> Path:
-    """Where the failed export goes; its name must not contradict the input's format."""
+    """Where the failed export goes; its name must not contradict the export's format."""
     if options.failed is None:
-        return default_failed_path(options.results, table.format.kind)
+        return default_failed_path(options.results, table.export_suffix)
     is_xlsx = options.failed.suffix.lower() == ".xlsx"
-    if is_xlsx != (table.format.kind == "xlsx"):
-        wanted = ".xlsx" if table.format.kind == "xlsx" else "a text extension such as .csv"
+    if is_xlsx != (table.export_suffix == ".xlsx"):
+        kind = table.format.kind
+        wanted = ".xlsx" if kind != "csv" else "a text extension such as .csv"
+        written = "an .xlsx workbook" if kind != "csv" else "text in the campaign's own format"
         raise UsageError(
-            f"--failed {options.failed}: the failed export is written in the campaign's own "
-            f"format ({table.format.kind}), so name it with {wanted}"
+            f"--failed {options.failed}: the failed export of this {kind} campaign is "
+            f"{written}, so name it with {wanted}"
         )
     return options.failed
 
@@ -232,6 +235,8 @@ async def send(
     table, campaign = _open(settings, options.campaign, options.table)
     options = replace(options, failed=_failed_path(options, table))
     api_key = _api_key(settings, options, api_key, environ)
+    # The embedded sandbox is on this machine: no proxy variable applies to it.
+    route = plan_route(settings.kaleyra, environ={} if options.sandbox else environ)
     destination = SANDBOX if options.sandbox else settings.kaleyra.messages_url
     path = journal_path(options.results)
     with contextlib.ExitStack() as cleanup:
@@ -255,8 +260,9 @@ async def send(
             target_rate=settings.sending.rate_per_second, rate=settings.sending.rate_per_second
         )
         run = _Sending(
-            settings=settings, sandbox=options.sandbox, api_key=api_key, journal=journal,
-            stats=stats, display=(display or _no_display)(stats, campaign.stats, rows),
+            settings=settings, sandbox=options.sandbox, route=route, api_key=api_key,
+            journal=journal, stats=stats,
+            display=(display or _no_display)(stats, campaign.stats, rows),
         )  # fmt: skip
         plan = campaign.plan(state) if planner is None else planner.plan(campaign.stats)
         stop = await _send_until_stopped(run, plan, control)
@@ -409,6 +415,7 @@ class _Sending:
 
     settings: Settings
     sandbox: bool
+    route: Route
     api_key: Secret
     journal: Journal
     stats: RunStats
@@ -434,19 +441,14 @@ async def _send_until_stopped(run: _Sending, plan: Plan, control: StopControl) -
 async def _send_async(run: _Sending, plan: Plan, control: StopControl) -> StopReason | None:
     """Send ``plan`` to Kaleyra (or an embedded sandbox), the journal's writer running."""
     async with contextlib.AsyncExitStack() as stack:
-        kaleyra = run.settings.kaleyra
+        kaleyra, route = run.settings.kaleyra, run.route
         if run.sandbox:
             url = await stack.enter_async_context(_embedded_sandbox(kaleyra, run.api_key))
-            kaleyra = replace(kaleyra, base_url=url)
+            route = Route(url=replace(kaleyra, base_url=url).messages_url)
         run.journal.start_writer()
         stack.callback(run.journal.stop_writer)
         client = await stack.enter_async_context(
-            KaleyraClient(
-                url=kaleyra.messages_url,
-                api_key=run.api_key,
-                concurrency=run.settings.sending.concurrency,
-                timeout_seconds=run.settings.sending.timeout_seconds,
-            )
+            open_poster(route, api_key=run.api_key, sending=run.settings.sending)
         )
         engine = Engine(
             settings=run.settings.sending, client=client, journal=run.journal, stats=run.stats

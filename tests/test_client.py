@@ -22,207 +22,56 @@ import struct
 import time
 import traceback
 import zlib
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 import pytest
-import trustme
-import uvloop
 
 from bulk_sender.config import Secret
 from bulk_sender.errors import ConfigError, TransportError
-from bulk_sender.sending.client import IDLE_SECONDS, MAX_ANSWER_BYTES, Answer, KaleyraClient
+from bulk_sender.sending.client import (
+    IDLE_SECONDS,
+    MAX_ANSWER_BYTES,
+    MAX_HEAD_BYTES,
+    Answer,
+    KaleyraClient,
+)
+from bulk_sender.sending.resolver import AddrInfo, CachedResolver
+from tests.rawhttp import (
+    LOOPS,
+    PATH,
+    PATIENCE,
+    Peer,
+    RawServer,
+    Run,
+    Script,
+    Tls,
+    chunked,
+    echo,
+    free_port,
+    make_tls,
+    reply,
+    runner,
+)
 
 pytestmark = pytest.mark.timeout(10)
 
 KEY: Final = "kal-test-key-7Q2xW9vB4nM1zR8"
-PATH: Final = "/v1/HXAP16TEST0001IN/messages"
-#: Longest any single step may take before a test calls it a hang (answers come in milliseconds).
-PATIENCE: Final = 5.0
-
-T = TypeVar("T")
-
-# --------------------------------------------------------------------------- event loops
 
 
-class Run(Protocol):
-    def __call__(self, coro: Coroutine[Any, Any, T], /) -> T: ...
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
+@pytest.fixture(params=LOOPS)
 def run(request: pytest.FixtureRequest) -> Run:
     """Run a test's coroutine to completion on a fresh loop of the parametrised kind."""
-    factory: Callable[[], asyncio.AbstractEventLoop] = (
-        uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-    )
-
-    def go(coro: Coroutine[Any, Any, T]) -> T:
-        async def bounded() -> T:
-            async with asyncio.timeout(8):
-                return await coro
-
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(bounded())
-
-    return go
+    return runner(request.param)
 
 
-# --------------------------------------------------------------------------- the raw server
-
-
-@dataclass
-class Request:
-    """One request as the server read it."""
-
-    line: str
-    headers: list[str]
-    body: bytes = b""
-
-    def header(self, name: str) -> list[str]:
-        """Every value of header ``name`` (case-insensitive), in order."""
-        found = []
-        for line in self.headers:
-            key, _, value = line.partition(":")
-            if key.strip().lower() == name.lower():
-                found.append(value.strip())
-        return found
-
-
-class Peer:
-    """The server's end of one accepted connection, handed to the test's script."""
-
-    def __init__(
-        self, index: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        self.index = index
-        self.reader = reader
-        self.writer = writer
-        self.requests: list[Request] = []
-        self.sent = 0
-        self.done = asyncio.Event()  # set once the script has ended and the socket is closed
-
-    async def request(self) -> Request | None:
-        """The next request on this connection, or None when the client hung up."""
-        try:
-            head = await self.reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            return None
-        line, *headers = head[:-4].decode("latin-1").split("\r\n")
-        request = Request(line, headers)
-        lengths = request.header("content-length")
-        if lengths:
-            try:
-                request.body = await self.reader.readexactly(int(lengths[0]))
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return None
-        self.requests.append(request)
-        return request
-
-    async def send(self, data: bytes) -> None:
-        """Write ``data`` now; raises ConnectionError once the client has gone."""
-        self.writer.write(data)
-        self.sent += len(data)
-        await self.writer.drain()
-
-    async def until_client_leaves(self) -> None:
-        """Read (and ignore) everything until the client closes the connection."""
-        with contextlib.suppress(ConnectionError):
-            await self.reader.read()
-
-
-Script = Callable[[Peer], Awaitable[None]]
-
-
-class RawServer:
-    """A TCP (or TLS) server on 127.0.0.1 whose every connection runs ``script``."""
-
-    def __init__(self, script: Script, *, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._script = script
-        self._ssl = ssl_context
-        self.peers: list[Peer] = []
-        self.errors: list[BaseException] = []
-        self.port = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._server: asyncio.Server | None = None
-
-    @property
-    def connections(self) -> int:
-        """How many connections were accepted (TLS: completed the handshake)."""
-        return len(self.peers)
-
-    @property
-    def requests(self) -> list[Request]:
-        return [request for peer in self.peers for request in peer.requests]
-
-    def url(self, path: str = PATH, scheme: str = "http") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
-
-    async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self._ssl)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        for peer in self.peers:
-            peer.writer.transport.abort()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-        if self.errors and exc is None:
-            raise self.errors[0]
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        peer = Peer(len(self.peers), reader, writer)
-        self.peers.append(peer)
-        try:
-            await self._script(peer)
-        except (OSError, asyncio.IncompleteReadError):
-            pass  # the client went away; the test checks what it got
-        except asyncio.CancelledError:
-            pass  # torn down by __aexit__ (a cancelled handler task would be logged as an error)
-        except Exception as exc:  # a broken script: fail the test at __aexit__
-            self.errors.append(exc)
-        finally:
-            writer.close()
-            peer.done.set()
-
-
-def reply(
-    body: bytes = b"",
-    *headers: str,
-    status: str = "202 Accepted",
-    version: str = "HTTP/1.1",
-    length: bool = True,
-) -> bytes:
-    """An answer's bytes; with ``Content-Length`` unless ``length`` is false."""
-    lines = [f"{version} {status}", *headers]
-    if length:
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def chunked(*parts: bytes) -> bytes:
-    """``parts`` in chunked transfer coding, the last chunk included."""
-    return b"".join(b"%x\r\n%b\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
-
-
-async def echo(peer: Peer) -> None:
-    """Answer every request on the connection at once: 202, ``re:`` + its body."""
-    while (request := await peer.request()) is not None:
-        await peer.send(reply(b"re:" + request.body))
+@pytest.fixture(scope="module")
+def tls() -> Tls:
+    """Certificates from a CA made for this module, and a client context that trusts it."""
+    return make_tls()
 
 
 def late_echo(late: bytes, arrived: asyncio.Event | None = None) -> Script:
@@ -280,14 +129,6 @@ async def failure(client: KaleyraClient, body: bytes = b"{}") -> TransportError:
 async def finished(peer: Peer) -> None:
     """Wait until ``peer``'s connection is over (the client hung up, or the script ended)."""
     await asyncio.wait_for(peer.done.wait(), PATIENCE)
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (it was free a moment ago)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 # --------------------------------------------------------------------------- the client's side
@@ -420,28 +261,6 @@ class LoopClock:
     def advance(self, seconds: float) -> None:
         """Move the clock ``seconds`` forward."""
         self._ahead += seconds
-
-
-# --------------------------------------------------------------------------- TLS material
-
-
-@dataclass(frozen=True)
-class Tls:
-    server: ssl.SSLContext  # serves a certificate for 127.0.0.1 and localhost
-    localhost_only: ssl.SSLContext  # serves a certificate for localhost alone
-    client: ssl.SSLContext  # trusts ``ca``
-
-
-@pytest.fixture(scope="module")
-def tls() -> Iterator[Tls]:
-    ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
-    localhost_only = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(localhost_only)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    yield Tls(server, localhost_only, client)
 
 
 # --------------------------------------------------------------------------- 1. a plain answer
@@ -1113,6 +932,52 @@ def test_oversized_answer_fails_without_being_read_whole(run: Run, framing: str)
     run(scenario())
 
 
+@pytest.mark.parametrize("complete", [True, False], ids=["whole-at-the-cap", "unfinished-past-it"])
+def test_head_size_limit(run: Run, complete: bool) -> None:
+    """A head of MAX_HEAD_BYTES arriving in pieces is an answer; a head still unfinished past
+    MAX_HEAD_BYTES is a malformed answer (after_send) at once, not at the timeout."""
+    base = reply(b"", status="200 OK")[:-2]  # status line and Content-Length, one CRLF left
+    end = b"\r\n\r\n" if complete else b""
+    size = MAX_HEAD_BYTES if complete else MAX_HEAD_BYTES + 1
+    head = base + b"X-Pad: " + b"p" * (size - len(base) - len(b"X-Pad: ") - len(end)) + end
+    assert len(head) == size
+    ends = ClientEnds()
+
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            for start in range(0, len(head), 4096):
+                await peer.send(head[start : start + 4096])
+                await ends.read(peer)  # a read of its own, so the cap is met mid-head
+            if not complete:
+                await peer.until_client_leaves()
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, ends, make_client(server.url()) as client:
+            if complete:
+                assert (await post(client, b"{}")).status == 200
+            else:
+                error = await failure(client)
+                assert error.phase == "after_send"
+                assert f"headers were larger than {MAX_HEAD_BYTES}" in error.description
+
+    run(scenario())
+
+
+def test_a_large_body_right_behind_the_head_is_not_taken_for_headers(run: Run) -> None:
+    """Head and a body far past MAX_HEAD_BYTES in one write: the cap counts the head only."""
+    body = b"b" * (4 * MAX_HEAD_BYTES)
+
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await peer.send(reply(body, status="200 OK"))
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            assert (await post(client, b"{}")).body == body
+
+    run(scenario())
+
+
 @pytest.mark.parametrize("size", [MAX_ANSWER_BYTES, MAX_ANSWER_BYTES + 1])
 def test_answer_size_limit_is_exact(run: Run, size: int) -> None:
     """An answer of exactly MAX_ANSWER_BYTES is taken; one byte more fails."""
@@ -1172,38 +1037,8 @@ def test_tls_answer_with_a_trusted_certificate(run: Run, tls: Tls) -> None:
     run(scenario())
 
 
-def test_tls_with_an_untrusted_certificate_is_a_connect_error(run: Run, tls: Tls) -> None:
-    """A certificate the default trust store does not trust is a connect error; nothing is sent."""
-
-    async def scenario() -> None:
-        async with (
-            RawServer(echo, ssl_context=tls.server) as server,
-            make_client(
-                server.url(scheme="https")  # the default context: the system's CAs, not ours
-            ) as client,
-        ):
-            error = await failure(client)
-        assert error.phase == "connect"
-        assert error.description.startswith("TLS error")
-        assert server.requests == []
-
-    run(scenario())
-
-
-def test_tls_with_a_certificate_for_another_host_is_a_connect_error(run: Run, tls: Tls) -> None:
-    """A certificate for another host name is a connect error; nothing is sent."""
-
-    async def scenario() -> None:
-        async with (
-            RawServer(echo, ssl_context=tls.localhost_only) as server,
-            make_client(server.url(scheme="https"), ssl_context=tls.client) as client,
-        ):
-            error = await failure(client)
-        assert error.phase == "connect"
-        assert error.description.startswith("TLS error")
-        assert server.requests == []
-
-    run(scenario())
+# Certificates that cannot be verified (unknown CA, wrong host, expired): tests/test_transport.py,
+# for both posters.
 
 
 def test_https_url_to_a_plain_http_server_is_a_connect_error(run: Run, tls: Tls) -> None:
@@ -1356,3 +1191,113 @@ def test_stray_bytes_after_an_answer_do_not_answer_the_next_request(run: Run, la
             await finished(server.peers[0])
 
     run(scenario())
+
+
+# --------------------------------------------------------------------------- connecting
+
+
+class FakeLookup:
+    """A stand-in for getaddrinfo: fixed answers (or an error), counting the calls."""
+
+    def __init__(self, answers: list[AddrInfo] | None = None, error: OSError | None = None):
+        self.answers = answers or []
+        self.error = error
+        self.calls = 0
+
+    async def __call__(self, host: str, port: int) -> list[AddrInfo]:
+        self.calls += 1
+        await asyncio.sleep(0)  # a real lookup yields; concurrent callers overlap here
+        if self.error is not None:
+            raise self.error
+        return self.answers
+
+
+def ipv4(port: int) -> AddrInfo:
+    """An address entry for 127.0.0.1:``port``."""
+    return (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))
+
+
+def named_client(url: str, lookup: FakeLookup, *, timeout: float = PATIENCE) -> KaleyraClient:
+    """A client for ``url`` whose host name is resolved by ``lookup``."""
+    parts = urlsplit(url)
+    return KaleyraClient(
+        url=url,
+        api_key=Secret(KEY),
+        concurrency=4,
+        timeout_seconds=timeout,
+        idle_seconds=60.0,
+        resolver=CachedResolver(parts.hostname or "", parts.port or 80, lookup=lookup),
+    )
+
+
+def test_a_name_that_does_not_resolve_is_a_dns_failure(run: Run) -> None:
+    """A failed lookup is a connect failure with cause "dns", naming the host."""
+    lookup = FakeLookup(error=socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+
+    async def scenario() -> None:
+        async with named_client(f"http://api.example.invalid{PATH}", lookup) as client:
+            error = await failure(client)
+        assert (error.phase, error.cause) == ("connect", "dns")
+        assert error.description == "cannot resolve api.example.invalid: Name or service not known"
+
+    run(scenario())
+
+
+def test_new_connections_share_one_lookup(run: Run) -> None:
+    """Four connections opened at once ask for the name once (the cache: tests/test_resolver.py),
+    and the Host header keeps the name."""
+
+    async def scenario() -> None:
+        async with RawServer(echo) as server:
+            lookup = FakeLookup([ipv4(server.port)])
+            url = f"http://kaleyra.test:{server.port}{PATH}"
+            async with named_client(url, lookup) as client:
+                await asyncio.gather(*(post(client, b"%d" % i) for i in range(4)))
+            assert server.connections == 4
+            assert lookup.calls == 1
+            assert server.requests[0].header("host") == [f"kaleyra.test:{server.port}"]
+
+    run(scenario())
+
+
+def test_happy_eyeballs_moves_past_an_address_that_hangs(run: Run) -> None:
+    """The first address never completes its handshake; the second is tried after 250 ms and
+    the request is answered, well before timeout_seconds (a client trying only the first
+    address would time out)."""
+
+    async def scenario() -> None:
+        with stuck_port() as stuck:
+            async with RawServer(echo) as server:
+                lookup = FakeLookup([ipv4(stuck), ipv4(server.port)])
+                url = f"http://kaleyra.test:{server.port}{PATH}"
+                async with named_client(url, lookup, timeout=4.0) as client:
+                    assert await post(client, b"hi") == Answer(202, b"re:hi", None)
+                assert server.connections == 1
+
+    run(scenario())
+
+
+@contextlib.contextmanager
+def stuck_port() -> Iterator[int]:
+    """A port on 127.0.0.1 where a connection attempt hangs: its accept queue is full.
+
+    A listener with a backlog of 0 that never accepts holds one connection; the kernel drops
+    the SYN of every later one, so ``connect`` waits (for minutes) instead of failing.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port: int = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import orjson
@@ -66,18 +65,6 @@ def test_server_error_exhausts_attempts(tmp_path: Path, sandbox: Sandbox, cli: C
     assert rows[A]["http_status"] == "500"
     assert rows[A]["attempts"] == "3"
     assert "Please try again later" in rows[A]["error"]
-
-
-def test_connection_refused_is_retried_then_failed(tmp_path: Path, cli: CliRunner) -> None:
-    """Connection refused never left the machine: retried within max_attempts, then failed."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    run, rows = _send(cli, tmp_path, f"http://127.0.0.1:{port}", [A], sending={"max_attempts": 2})
-    assert run.code == 1
-    assert rows[A]["status"] == "failed"
-    assert rows[A]["code"] == "CONNECT_ERROR"
-    assert rows[A]["attempts"] == "2"
 
 
 @pytest.mark.parametrize(

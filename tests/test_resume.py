@@ -247,7 +247,8 @@ def test_kill_while_waiting_to_retry_resends_on_resume(tmp_path: Path, sandbox: 
     sandbox.faults.retry_after = "30"
     sandbox.faults.scripts[a] = [Behaviour.THROTTLE]
     campaign = write_csv(tmp_path / "c.csv", ["to"], [[a], [b]])
-    config = write_config(tmp_path / "config.toml", sandbox.url)
+    # One worker: b waits behind a's retry, so the kill finds nothing else in flight.
+    config = write_config(tmp_path / "config.toml", sandbox.url, sending={"concurrency": 1})
     out = tmp_path / "r.csv"
     proc = spawn("send", campaign, "--config", config, "--out", out, "-q")
     _wait_for(lambda: _journal_status(tmp_path / "r.csv.journal", 1) == "not_sent")

@@ -87,6 +87,10 @@ def test_a_dry_run_and_a_send_write_the_same_fields() -> None:
         (StopReason("account", "HTTP 401", "Denied"), "Kaleyra says Denied (HTTP 401). Fix it,"),
         (StopReason("threshold", "WA400", "bad"), "Stopped after 5 failed rows in a row (last"),
         (StopReason("signal", "SIGTERM", ""), "Stopped by SIGTERM. To continue, run the same"),
+        (
+            StopReason("endpoint", "TLS_VERIFY", "the TLS certificate of h:443 could not be x"),
+            "Stopped (TLS_VERIFY): the TLS certificate of h:443 could not be x. If your network",
+        ),
     ],
 )
 def test_the_stop_line_says_what_stopped_the_run_and_what_to_do(

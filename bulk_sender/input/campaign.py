@@ -24,15 +24,14 @@ from bulk_sender.config import CampaignSettings
 from bulk_sender.errors import InputFileError, UsageError
 from bulk_sender.input.dedupe import FirstSeen
 from bulk_sender.input.phone import PhoneVerdict, normalise, split_recipients
+from bulk_sender.input.recipient import RECIPIENT_EXAMPLES, is_recipient_header
 from bulk_sender.input.table import Table
 from bulk_sender.model import Record, Status
 from bulk_sender.record.journal import ResumeState
 from bulk_sender.sending.payload import BODY_TEXT_MAX, REF_MAX, Fields, build_body, clip_ref
 
-__all__ = ["OPTIONAL_COLUMNS", "TO_ALIASES", "Campaign", "LoadStats", "Planned", "canonical"]
+__all__ = ["OPTIONAL_COLUMNS", "Campaign", "LoadStats", "Planned", "canonical"]
 
-#: Header names accepted for the recipient column (case- and space-insensitive).
-TO_ALIASES: tuple[str, ...] = ("to", "phone", "phone_number", "mobile", "msisdn")
 #: Optional columns that override the config per row.
 OPTIONAL_COLUMNS: tuple[str, ...] = (
     "thumbnail_product_retailer_id", "body_text", "ref", "ref1", "ref2", "wa_source",
@@ -120,20 +119,22 @@ class Campaign:
 
     def _find_to_column(self) -> int:
         header = self.table.header
-        matches = [i for i, name in enumerate(header) if canonical(name) in TO_ALIASES]
+        matches = [i for i, name in enumerate(header) if is_recipient_header(name)]
         if not matches:
             found = ", ".join(repr(name) for name in header) or "none"
             raise InputFileError(
                 self.table.path,
-                f"no recipient column: the columns found are {found}; name one of them "
-                f"{', '.join(TO_ALIASES)} (case and spaces do not matter)",
+                f"no recipient column: the columns found are {found}; name the recipient "
+                f"column to, or {', '.join(RECIPIENT_EXAMPLES[1:])} or the like (case, spaces "
+                "and dots do not matter)",
                 line=1,
             )
         if len(matches) > 1:
             names = " and ".join(repr(header[i]) for i in matches)
             raise InputFileError(
                 self.table.path,
-                f"two columns both mean the recipient: {names}; keep only one",
+                f"two columns both mean the recipient: {names}; keep only one, or rename the "
+                "other (e.g. 'Alternate Mobile') to keep it as an ordinary column",
                 line=1,
             )
         return matches[0]

@@ -20,8 +20,9 @@ from bulk_sender.input.campaign import LoadStats
 from bulk_sender.model import DRY_RUN_STATUSES, RESULT_STATUSES, Status, utc_now
 from bulk_sender.record.atomic import atomic_write
 from bulk_sender.record.results import Totals
-from bulk_sender.sending.advice import account_advice
+from bulk_sender.sending.advice import account_advice, endpoint_advice
 from bulk_sender.sending.engine import StopReason
+from bulk_sender.sending.garbled import GARBLED_IN_A_ROW
 from bulk_sender.sending.stats import RunStats
 
 __all__ = [
@@ -226,11 +227,23 @@ def stop_line(result: SendResult | DryRunResult, *, error_threshold: int) -> str
         advice = account_advice(stop.code, stop.message)
         detail = f" ({stop.message})" if stop.code == "WA-401" and stop.message else ""
         return f"Kaleyra says {advice.what} ({stop.code}){detail}. {advice.todo}, then {again}"
+    if stop.kind == "endpoint":
+        return (
+            f"Stopped ({stop.code}): {stop.message}. {endpoint_advice(stop.code)}. No row was "
+            f"marked failed for it; {again}"
+        )
     if stop.kind == "threshold":
         return (
             f"Stopped after {error_threshold} failed rows in a row (last: "
             f"{stop.code} {stop.message}). Look at the failures in {result.results}, fix "
             f"the cause, then {again}"
+        )
+    if stop.kind == "answers":
+        return (
+            f"Stopped after {GARBLED_IN_A_ROW} answers in a row that Kaleyra accepted but "
+            f"bulk-sender could not read ({stop.code}: {stop.message}). Those rows are unknown: "
+            "they may have been delivered and are not sent again. Check that base_url points "
+            f"at Kaleyra's API and nothing rewrites its answers, then {again}"
         )
     if stop.kind == "journal":
         return f"Stopped: {stop.message}"

@@ -106,6 +106,8 @@ class Behaviour(enum.StrEnum):
     HANG = "hang"
     NOT_JSON = "not_json"
     NO_MESSAGE_ID = "no_message_id"
+    #: accepted, answered exactly as Kaleyra's documentation prints it (commas missing)
+    AS_DOCUMENTED = "as_documented"
 
 
 @dataclass
@@ -286,6 +288,15 @@ _CANNED: Final[Mapping[Behaviour, _Answer]] = {
         202, {"code": "WA202", "message": "Request Accepted", "data": {}, "error": {}}
     ),
 }
+
+
+def _as_documented(message_id: str) -> _Answer:
+    """The "Sample Success Response" of Kaleyra's page, byte for byte but for the id."""
+    body = (
+        '{\n"code":"WA202"\n"message":"Request Accepted",\n"data":{\n'
+        f'"message_id":"{message_id}"\n}}\n"error":{{}}\n}}'
+    )
+    return _Answer(202, "WA202", body.encode(), message_id=message_id)
 
 
 def _accepted(message_id: str) -> _Answer:
@@ -659,9 +670,12 @@ class Sandbox:
 
     def _render(self, behaviour: Behaviour) -> _Answer | Behaviour:
         """The answer for ``behaviour``; DROP and HANG stay behaviours (they send nothing)."""
-        if behaviour is Behaviour.OK:
+        if behaviour is Behaviour.OK or behaviour is Behaviour.AS_DOCUMENTED:
             self._accepted_total += 1
-            return _accepted(f"A{self._id_prefix}{next(self._ids):011X}")
+            message_id = f"A{self._id_prefix}{next(self._ids):011X}"
+            if behaviour is Behaviour.AS_DOCUMENTED:
+                return _as_documented(message_id)
+            return _accepted(message_id)
         return _CANNED.get(behaviour, behaviour)
 
 

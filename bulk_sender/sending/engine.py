@@ -48,7 +48,10 @@ from bulk_sender.input.campaign import Planned
 from bulk_sender.model import Record, Status, utc_now
 from bulk_sender.record.journal import Journal, JournalError
 from bulk_sender.sending.client import Answer
+from bulk_sender.sending.firstcontact import FirstContact
+from bulk_sender.sending.garbled import GarbledAnswers
 from bulk_sender.sending.limiter import PacedLimiter
+from bulk_sender.sending.message_ids import RecentIds
 from bulk_sender.sending.outcome import Kind, Outcome, classify_answer, classify_failure
 from bulk_sender.sending.policy import Final, Retry, RetryPolicy
 from bulk_sender.sending.ratecontrol import RateChange, RateController
@@ -73,7 +76,7 @@ class Poster(Protocol):
 class StopReason:
     """Why a run stopped early; ``code``/``message`` come from Kaleyra where there is one."""
 
-    kind: Literal["account", "threshold", "signal", "cancelled", "journal"]
+    kind: Literal["account", "endpoint", "threshold", "answers", "signal", "cancelled", "journal"]
     code: str = ""
     message: str = ""
 
@@ -107,6 +110,9 @@ class Engine:
         self.stop_reason: StopReason | None = None
         self._failed_in_a_row = 0
         self._last_failure: Outcome | None = None
+        self._first_contact = FirstContact.for_attempts(settings.max_attempts)
+        self._garbled = GarbledAnswers()
+        self._recent_ids = RecentIds()
 
     def __repr__(self) -> str:
         return (
@@ -255,7 +261,9 @@ class Engine:
                 continue
             status = decision.status if isinstance(decision, Final) else Status.NOT_SENT
             if not isinstance(decision, Final):
-                self.request_stop(StopReason("account", last.code, last.error))
+                endpoint = last.kind is Kind.ENDPOINT  # the URL, TLS or proxy; else the account
+                reason = StopReason("endpoint" if endpoint else "account", last.code, last.error)
+                self.request_stop(reason)
             final = _with_outcome(record, status, last, attempts)
             # Queued, not awaited: this worker's next in_flight record, which it awaits before
             # its next request, is committed in the same batch or a later one, and the run
@@ -273,8 +281,14 @@ class Engine:
         try:
             answer = await self._client.post(body)
             outcome = classify_answer(answer.status, answer.body, retry_after=answer.retry_after)
+            if (checked := self._recent_ids.judge(outcome)) is not outcome:
+                answer.discard()  # out of step: the answer still due on it is this row's
+                outcome = checked
         except TransportError as exc:
             outcome = classify_failure(exc)
+        outcome = self._first_contact.judge(outcome)
+        if self._garbled.judge(outcome):
+            self.request_stop(StopReason("answers", outcome.code, outcome.error))
         self.stats.requests += 1
         self.stats.latency.add(self._loop.time() - started)
         return outcome
@@ -352,4 +366,5 @@ def _with_outcome(record: Record, status: str, outcome: Outcome | None, attempts
         http_status=outcome.http_status,
         code=outcome.code,
         error=outcome.error,
+        warning="; ".join(filter(None, (record.warning, outcome.warning))),
     )

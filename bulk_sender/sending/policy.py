@@ -12,7 +12,7 @@ an outcome is retried only when the request cannot have been acted on, or Kaleyr
 * ``AMBIGUOUS``: the request went out and its fate is unknown. ``unknown`` at once with
   ``delivery = "at-most-once"`` (the default); with ``"at-least-once"`` it is retried like a
   server error, and a row whose last attempt is still ambiguous ends ``unknown``.
-* ``ROW_FAILED``: ``failed``, never retried. ``ACCOUNT``: the run stops.
+* ``ROW_FAILED``: ``failed``, never retried. ``ACCOUNT`` and ``ENDPOINT``: the run stops.
 
 Backoff for the *n*-th retry (n = 1, 2, ...) is "equal jitter"::
 
@@ -92,7 +92,7 @@ class RetryPolicy:
         kind = outcome.kind
         if kind is Kind.SENT:
             return Final(Status.SENT)
-        if kind is Kind.ACCOUNT:
+        if kind is Kind.ACCOUNT or kind is Kind.ENDPOINT:
             return Stop()
         if kind is Kind.ROW_FAILED:
             return Final(Status.FAILED)
