@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.add_argument("--log-format", choices=("text", "json"), default="text")
 
+    _add_sandbox(commands)
+    return parser
+
+
+def _add_sandbox(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``sandbox`` command's arguments."""
     b = commands.add_parser("sandbox", help="run the Kaleyra-compatible sandbox server")
     b.add_argument("--host", default="127.0.0.1")
     b.add_argument("--port", type=int, default=8080)
@@ -100,7 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--balance", type=int, help="messages accepted before E110 (low balance)")
     b.add_argument("--daily-limit", type=int, help="messages accepted before WAV2101")
     b.add_argument("--max-rate", type=float, help="answer 429 above this many requests/s")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

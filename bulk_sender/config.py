@@ -423,6 +423,7 @@ def with_overrides(settings: Settings, overrides: Mapping[str, Mapping[str, Any]
     for section, cls in _SECTIONS.items():
         current = getattr(settings, section)
         values = {f.name: getattr(current, f.name) for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if v is not None}  # None: unset, as in a file
         for key, value in overrides.get(section, {}).items():
             if value is not None:
                 values[key] = value
