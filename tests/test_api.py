@@ -435,7 +435,7 @@ print("loaded:", sorted(m for m in sys.modules if m.partition(".")[0] in ("panda
     assert done.stdout.strip().splitlines()[-1] == "loaded: []"
 
 
-_AIRFLOW_LIKE = """
+_HOSTED = """
 import signal, sys
 import bulk_sender
 
@@ -450,27 +450,31 @@ try:
     bulk_sender.send(sys.argv[1], config=sys.argv[2], results=sys.argv[3])
 except TaskTerminated:
     sys.exit(99)
+except KeyboardInterrupt:
+    sys.exit(98)
 """
 
 
-def test_an_exception_from_a_hosts_signal_handler_stops_gracefully(
-    tmp_path: Path, sandbox: Sandbox
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 99), (signal.SIGINT, 98)])
+def test_a_hosts_signal_stops_a_sync_send_gracefully(
+    tmp_path: Path, sandbox: Sandbox, signum: int, code: int
 ) -> None:
-    """A host (Airflow) whose SIGTERM handler raises: send() stops within the grace, writes the
-    results, and the host's exception comes out; the library installed no handler of its own."""
+    """In a script, send() stops on Ctrl-C (KeyboardInterrupt) or on an exception a host's
+    signal handler raises (Airflow's on SIGTERM): the results are written, the hung row is
+    unknown, and the exception comes out; the library installed no handler of its own."""
     numbers, config = _hanging(tmp_path, sandbox, grace=0.2)
     campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in numbers])
     out = tmp_path / "r.csv"
     env = {**os.environ, KEY_ENV: API_KEY}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _AIRFLOW_LIKE, str(campaign), str(config), str(out)],
+        [sys.executable, "-c", _HOSTED, str(campaign), str(config), str(out)],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
     )
     asyncio.run(_until(_arrived(sandbox, numbers[5])))
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 99, err
+    assert proc.returncode == code, err
     statuses = [r["status"] for r in read_results(out)]
     assert statuses == ["sent"] * 5 + ["unknown"] + ["not_sent"] * 24
