@@ -456,7 +456,7 @@ def _run_of(call: Call, result: SendResult | DryRunResult, command: list[str] | 
     else:
         results, failed = result.verdicts, None
     return Run(
-        exit_code=code,
+        exit_code=int(code),
         statuses=dict(doc["statuses"]),
         results=results,
         failed=failed,
