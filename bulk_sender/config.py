@@ -27,6 +27,8 @@ from urllib.parse import SplitResult, quote, unquote, urlsplit
 from bulk_sender.errors import ConfigError
 
 __all__ = [
+    "MAX_RATE",
+    "MIN_RATE",
     "POD_DOMAINS",
     "WA_SOURCES",
     "CampaignSettings",
@@ -59,6 +61,12 @@ WA_SOURCES: frozenset[str] = frozenset(
 
 Delivery = Literal["at-most-once", "at-least-once"]
 Planner = Literal["auto", "process", "inline"]
+#: The slowest ``rate_per_second`` accepted: one message every 100 s (864 a day). Every wait of a
+#: run is bounded by its rate; a rate such as 1e-300 would make the second request wait longer
+#: than the universe is old, so the run could never finish.
+MIN_RATE = 0.01
+#: The fastest: far above any account's limit ("unlimited" in the benchmark).
+MAX_RATE = 100_000
 _SID_RE = re.compile(r"^[A-Za-z0-9]{6,64}$")
 _SENDER_RE = re.compile(r"^\+?[1-9][0-9]{6,14}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -339,9 +347,11 @@ class SendingSettings:
     stop_grace_seconds: float = 5.0
 
     def __post_init__(self) -> None:
-        if not 0 < self.rate_per_second <= 100_000:
+        if not MIN_RATE <= self.rate_per_second <= MAX_RATE:
             raise ConfigError(
-                "[sending] rate_per_second", "must be a number above 0 (messages per second)"
+                "[sending] rate_per_second",
+                f"must be a number of messages per second from {MIN_RATE:g} (one every 100 s) "
+                f"to {MAX_RATE:,}, not {self.rate_per_second:g} (set in the config or with --rate)",
             )
         if not 1 <= self.concurrency <= 1024:
             raise ConfigError("[sending] concurrency", "must be a whole number from 1 to 1024")

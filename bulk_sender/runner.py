@@ -39,6 +39,7 @@ import orjson
 from bulk_sender.config import KaleyraSettings, Secret, Settings, read_api_key
 from bulk_sender.errors import UsageError
 from bulk_sender.input.campaign import Campaign, LoadStats
+from bulk_sender.input.plan_inline import plan_inline
 from bulk_sender.input.plan_process import PlanJob, start_planner
 from bulk_sender.input.table import Table, open_table
 from bulk_sender.model import Record, Status
@@ -251,20 +252,20 @@ async def send(
             cleanup.callback(planner.close)
         journal = _open_journal(path, campaign, destination, options, rows)
         cleanup.callback(journal.close)
-        state = journal.resume_state(resend_unknown=options.resend_unknown, seed=planner is None)
+        state = journal.resume_state(resend_unknown=options.resend_unknown)
         if planner is not None:
             planner.give(PlanJob.of(campaign, state, path))
         _announce(state, rows)
         _log_started(settings, options, rows)
-        stats = RunStats(
-            target_rate=settings.sending.rate_per_second, rate=settings.sending.rate_per_second
-        )
+        stats = RunStats(target_rate=settings.sending.rate_per_second)
         run = _Sending(
             settings=settings, sandbox=options.sandbox, route=route, api_key=api_key,
             journal=journal, stats=stats,
             display=(display or _no_display)(stats, campaign.stats, rows),
         )  # fmt: skip
-        plan = campaign.plan(state) if planner is None else planner.plan(campaign.stats)
+        plan = (
+            plan_inline(campaign, state, path) if planner is None else planner.plan(campaign.stats)
+        )
         stop = await _send_until_stopped(run, plan, control)
         totals = _write_outputs(table, campaign, journal, options)
     _log_finished(stop, totals, planned_apart=planner is not None)

@@ -12,6 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bulk_sender.config import (
+    MAX_RATE,
+    MIN_RATE,
     KaleyraSettings,
     Secret,
     Settings,
@@ -136,6 +138,9 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
         ('allow_duplicates = "yes"', "campaign", "[campaign] allow_duplicates"),
         ("rate_per_second = 0", "sending", "[sending] rate_per_second"),
         ("rate_per_second = -5", "sending", "[sending] rate_per_second"),
+        ("rate_per_second = 1e-300", "sending", "[sending] rate_per_second"),
+        ("rate_per_second = 0.0099", "sending", "[sending] rate_per_second"),
+        ("rate_per_second = 100_001", "sending", "[sending] rate_per_second"),
         ("rate_per_second = nan", "sending", "[sending] rate_per_second"),
         ("rate_per_second = inf", "sending", "[sending] rate_per_second"),
         ('rate_per_second = "fast"', "sending", "[sending] rate_per_second"),
@@ -272,7 +277,7 @@ def test_overrides_can_supply_a_required_key(tmp_path: Path) -> None:
     assert settings.kaleyra.sid == "HXAP16XXXXXX97IN"
 
 
-@given(rate=st.floats(min_value=0.001, max_value=100_000), concurrency=st.integers(1, 1024))
+@given(rate=st.floats(min_value=MIN_RATE, max_value=MAX_RATE), concurrency=st.integers(1, 1024))
 def test_any_valid_sending_override_is_taken(rate: float, concurrency: int) -> None:
     """Every in-range rate and concurrency override ends up in the settings unchanged."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -380,6 +385,13 @@ def test_an_api_key_that_is_not_plain_ascii_is_refused(key: str) -> None:
         read_api_key(kaleyra(api_key_env="MY_KALEYRA_KEY"), {"MY_KALEYRA_KEY": key})
     assert "MY_KALEYRA_KEY" in str(caught.value)
     assert key not in str(caught.value) and "abc" not in str(caught.value)
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.5, 100_000])
+def test_rates_from_the_floor_to_the_ceiling_are_accepted(tmp_path: Path, rate: float) -> None:
+    """The slowest accepted rate (0.01/s, one message every 100 s) and the fastest both load."""
+    settings = load(tmp_path, config_with("sending", f"rate_per_second = {rate!r}"))
+    assert settings.sending.rate_per_second == rate
 
 
 # --------------------------------------------------------------------------- base_url

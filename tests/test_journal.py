@@ -56,6 +56,7 @@ def test_resume_state_summarises_every_kind_of_row(tmp_path: Path) -> None:
     assert state.parts_done == {(1, 0)}
     assert state.attempts == {(1, 1): 1, (4, 0): 3}
     assert state.done == {"sent": 3, "unknown": 2, "invalid": 1, "duplicate": 1}
+    state.start_seen_loader(journal.path)
     numbers, keys = state.seen()
     seen = dict(zip(numbers.tolist(), (unpack(k) for k in keys.tolist()), strict=True))
     assert seen == {

@@ -34,7 +34,7 @@ def _totals(*records: Record) -> Totals:
 def _send(stop: StopReason | None = None, *records: Record) -> SendResult:
     return SendResult(
         campaign=Path("c.csv"), results=Path("c.results.csv"), failed=Path("c.results.failed.csv"),
-        totals=_totals(*records), load=LoadStats(), stats=RunStats(target_rate=10, rate=10),
+        totals=_totals(*records), load=LoadStats(), stats=RunStats(target_rate=10),
         stop=stop, resumed_done=0, crashed_unknown=0, duration=1.5,
     )  # fmt: skip
 

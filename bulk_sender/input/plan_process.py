@@ -7,9 +7,10 @@ the event loop and the journal's thread; in a child process it runs on another c
 The child is ``python -P -m bulk_sender.input.plan_process FD`` (``-P``: nothing is
 imported from the working directory), started early (its imports overlap the parent's
 journal work) and given one :class:`PlanJob` on its stdin once the resume state is known.
-It runs the very same :meth:`Campaign.plan` and streams what it yields back over its end
-of a socket pair (``FD``; its stdout goes to stderr, so nothing printed can get into the
-stream) as length-prefixed pickle frames::
+It runs the very same :func:`~bulk_sender.input.plan_inline.resumed_plan` as planning inline
+does (it loads the dedupe seed from the journal itself) and streams what it yields back over
+its end of a socket pair (``FD``; its stdout goes to stderr, so nothing printed can get into
+the stream) as length-prefixed pickle frames::
 
     ("hello", PROTOCOL)                              first: the right program is talking
     ("batch", [(record tuple, body or None), ...], LoadStats)
@@ -46,7 +47,7 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from typing import Any
 from bulk_sender.config import CampaignSettings, SendingSettings
 from bulk_sender.errors import InputFileError, PlannerCrashedError, UsageError
 from bulk_sender.input.campaign import Campaign, LoadStats, Planned
+from bulk_sender.input.plan_inline import resumed_plan
 from bulk_sender.input.table import Table
 from bulk_sender.model import Record
 from bulk_sender.record.journal import JournalError, ResumeState
@@ -86,21 +88,12 @@ class PlanJob:
     table: Table
     settings: CampaignSettings
     journal: Path  # the dedupe seed is read from here, by the child
-    rows_done: bytearray = field(default_factory=bytearray)
-    parts_done: set[tuple[int, int]] = field(default_factory=set)
-    attempts: dict[tuple[int, int], int] = field(default_factory=dict)
+    resume: ResumeState = field(default_factory=ResumeState)  # its seed not loaded
 
     @classmethod
     def of(cls, campaign: Campaign, state: ResumeState, journal: Path) -> PlanJob:
-        """The job for ``campaign`` resumed from ``state`` (whose seed was not loaded)."""
-        return cls(
-            table=campaign.table,
-            settings=campaign.settings,
-            journal=journal,
-            rows_done=state.rows_done,
-            parts_done=state.parts_done,
-            attempts=state.attempts,
-        )
+        """The job for ``campaign`` resumed from ``state``, whose seed is in ``journal``."""
+        return cls(table=campaign.table, settings=campaign.settings, journal=journal, resume=state)
 
 
 def command() -> list[str]:
@@ -155,7 +148,7 @@ class PlanProcess:
         self._feeder = threading.Thread(target=feed, name="planner-job", daemon=True)
         self._feeder.start()
 
-    async def plan(self, stats: LoadStats) -> AsyncIterator[Sequence[Planned]]:
+    async def plan(self, stats: LoadStats) -> AsyncGenerator[list[Planned], None]:
         """The child's plan in batches; ``stats`` is kept up to date as batches arrive.
 
         Raises :class:`InputFileError` where the inline plan would have, and
@@ -270,13 +263,10 @@ def _frames(job: PlanJob) -> Iterator[tuple[Any, ...]]:
     """What the child sends: the plan in batches, then how it ended."""
     yield ("hello", PROTOCOL)
     campaign = Campaign(job.table, job.settings)
-    state = ResumeState(rows_done=job.rows_done, parts_done=job.parts_done, attempts=job.attempts)
-    if not job.settings.allow_duplicates:
-        state.start_seen_loader(job.journal)
     batch: list[tuple[tuple[object, ...], bytes | None]] = []
     size = _FIRST_BATCH
     try:
-        for item in campaign.plan(state):
+        for item in resumed_plan(campaign, job.resume, job.journal):
             batch.append((tuple(item.record), item.body))
             if len(batch) >= size:
                 yield ("batch", batch, campaign.stats)

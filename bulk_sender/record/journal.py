@@ -113,7 +113,9 @@ class ResumeState:
     ``attempts`` cover only rows that are partly done or were tried before; :meth:`seen` gives
     the E.164 digits and packed ``(row, part)`` that seed the dedupe of the rows still to send;
     ``done`` counts final messages by status; ``crashed`` counts messages found in flight,
-    which a run that died was sending.
+    which a run that died was sending. Whoever plans loads the seed
+    (:meth:`start_seen_loader`); until then the state pickles whole, into the planning
+    process's job.
     """
 
     rows_done: bytearray = field(default_factory=bytearray)
@@ -299,15 +301,14 @@ class Journal:
 
     # -- resuming --------------------------------------------------------------------------
 
-    def resume_state(self, *, resend_unknown: bool = False, seed: bool = True) -> ResumeState:
+    def resume_state(self, *, resend_unknown: bool = False) -> ResumeState:
         """Turn rows left in flight into ``unknown`` and summarise what is done.
 
         With ``resend_unknown``, ``unknown`` messages count as not done, so they are sent again.
-        With ``seed=False`` the dedupe seed is left to whoever plans (the planning process
-        loads it itself with :meth:`ResumeState.start_seen_loader`).
+        The dedupe seed is not loaded here: whoever plans loads it, in a thread, while it skips
+        the finished rows of the campaign file (:meth:`ResumeState.start_seen_loader`).
         Built for a million rows in well under a second: two table scans whose results come
-        back as one comma-joined string each (parsed by numpy), and the dedupe seed is loaded
-        by a thread while the caller skips the finished rows of the campaign file.
+        back as one comma-joined string each (parsed by numpy).
         """
         final = FINAL - {Status.UNKNOWN} if resend_unknown else FINAL
         is_final = f"status IN ({_sql_list(final)})"
@@ -337,8 +338,6 @@ class Journal:
         for item in filter(None, (retried or "").split(",")):
             key, attempts = item.split(":")
             state.attempts[unpack(int(key))] = int(attempts)
-        if seed:
-            state.start_seen_loader(self.path)
         return state
 
     def settle_in_flight(self) -> int:

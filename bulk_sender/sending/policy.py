@@ -31,7 +31,7 @@ from bulk_sender.config import Delivery
 from bulk_sender.model import Status
 from bulk_sender.sending.outcome import Kind, Outcome
 
-__all__ = ["Final", "Retry", "RetryPolicy", "Stop", "backoff"]
+__all__ = ["Decision", "Final", "Retry", "RetryPolicy", "Stop", "backoff"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +86,10 @@ class RetryPolicy:
     def decide(self, outcome: Outcome, *, errors: int, throttles: int, random: float) -> Decision:
         """Decide after an attempt.
 
-        ``errors`` and ``throttles`` count this row's attempts so far *including this one*
-        that ended non-throttled and throttled; ``random`` is a number in [0, 1) for jitter.
+        ``errors`` counts this row's attempts so far, *this one included*, that failed other
+        than by a throttle (a row's attempts end at its first success, so these are all its
+        non-throttled attempts); ``throttles`` counts those that were throttled. ``random`` is
+        a number in [0, 1) for jitter.
         """
         kind = outcome.kind
         if kind is Kind.SENT:
