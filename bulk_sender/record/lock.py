@@ -19,6 +19,7 @@ never followed (truncating it would empty whatever file it points at).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import logging
@@ -69,8 +70,10 @@ class RunLock:
         return f"RunLock(path={str(self.path)!r}, held={self._fd is not None})"
 
     def mark_stopping(self) -> None:
-        """Tell a run that finds the lock held that this one is on its way out."""
-        self._write(f"{os.getpid()} {_STOPPING}\n")
+        """Tell a run that finds the lock held that this one is on its way out (best effort:
+        a run that cannot say so still stops, and the other run exits 75 instead of waiting)."""
+        with contextlib.suppress(OSError):
+            self._write(f"{os.getpid()} {_STOPPING}\n")
 
     def release(self) -> None:
         """Empty the lock file (a clean exit leaves no PID: only a crash does) and unlock it."""
