@@ -1,8 +1,11 @@
 """The command line: parse, build settings, run, print the summary, return the exit code.
 
+A thin layer over the Python API (:mod:`bulk_sender.api`): the flags become a
+:class:`~bulk_sender.api.Call`, run with the CLI's own signal handling and progress display.
 The codes are :class:`~bulk_sender.errors.ExitCode` (also in the docs). A run that ends in an
 error exits with the code its class carries in errors.py, through the one handler in
-:func:`main`; a run that finishes exits with what :func:`exit_code` reads from its result:
+:func:`main`; a run that finishes exits with what :func:`~bulk_sender.api.exit_code` reads
+from its result:
 
 ===  ==========================================================================================
 0    every message was sent (or deliberately skipped as a duplicate); dry run: all rows valid
@@ -12,7 +15,8 @@ error exits with the code its class carries in errors.py, through the one handle
 3    the run stopped early (account-level error, error threshold, journal not readable or
      writable, results not writable, planner killed); run the same command again to resume
 70   a bug (the traceback is printed); the journal is consistent, the same command resumes
-130  stopped by SIGINT (Ctrl-C); 143: stopped by SIGTERM. Both resumable.
+75   another run holds the lock (busy): nothing was sent; run the same command again later
+129  stopped by SIGHUP; 130: by SIGINT (Ctrl-C); 143: by SIGTERM. All resumable.
 ===  ==========================================================================================
 """
 
@@ -28,26 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from bulk_sender import __version__
+from bulk_sender.api import Call, execute_dry_run, execute_send
 from bulk_sender.config import Settings, load_settings
 from bulk_sender.errors import ExitCode, OutputPathError, OutputWriteError, exit_code_of
 from bulk_sender.printable import printable
 from bulk_sender.record.paths import Output, check_outputs, send_outputs
-from bulk_sender.record.summary import (
-    DryRunResult,
-    SendResult,
-    error_summary,
-    stop_line,
-    summary_dict,
-    summary_text,
-    write_summary_json,
-)
-from bulk_sender.runner import (
-    RunOptions,
-    default_failed_path,
-    default_results_path,
-    dry_run,
-    send,
-)
+from bulk_sender.record.summary import error_summary, write_summary_json
+from bulk_sender.runner import default_failed_path, default_results_path, run_loop
 
 __all__ = ["build_parser", "main"]
 
@@ -62,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     s = commands.add_parser("send", help="send (or resume) a campaign file")
-    s.add_argument("campaign", type=Path, help="the campaign file (.csv, .xlsx, .xls or .ods)")
+    s.add_argument(
+        "campaign",
+        type=Path,
+        help="the campaign file (.csv, .xlsx, .xls, .ods, or .parquet with pyarrow)",
+    )
     s.add_argument(
         "--config", type=Path, default=Path("config.toml"), help="default: ./config.toml"
     )
@@ -87,10 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--failed-include-unknown", action="store_true", help="put 'unknown' rows in the export"
     )
     s.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
+    s.add_argument(
+        "--wait-lock",
+        type=seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="wait this long for a run that holds the lock and is stopping (default: 60)",
+    )
     s.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.add_argument("--log-format", choices=("text", "json"), default="text")
 
+    _add_sandbox(commands)
+    return parser
+
+
+def _add_sandbox(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``sandbox`` command's arguments."""
     b = commands.add_parser("sandbox", help="run the Kaleyra-compatible sandbox server")
     b.add_argument("--host", default="127.0.0.1")
     b.add_argument("--port", type=int, default=8080)
@@ -101,7 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--balance", type=int, help="messages accepted before E110 (low balance)")
     b.add_argument("--daily-limit", type=int, help="messages accepted before WAV2101")
     b.add_argument("--max-rate", type=float, help="answer 429 above this many requests/s")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,20 +170,14 @@ def _send(args: argparse.Namespace, command: list[str]) -> int:
 
     _check_summary_path(args)
     ui.setup_logging(verbosity=args.verbose, json_format=args.log_format == "json")
-    settings = _settings(args)
-    result: SendResult | DryRunResult
+    call = _call(args, _settings(args))
     if args.dry_run:
-        result = dry_run(settings, args.campaign, args.out)
+        run = execute_dry_run(call, command=command)
     else:
         display = ui.Progress(interactive=_interactive(args))
-        result = send(settings, _options(args), display=display)
-    code = exit_code(result)
-    doc = summary_dict(result, exit_code=code, command=command)
-    if args.summary_json is not None:
-        write_summary_json(args.summary_json, doc)
-    stop = stop_line(result, error_threshold=settings.sending.error_threshold)
-    _print_quietly(summary_text(doc, stop))
-    return code
+        run = run_loop(execute_send(call, command=command, display=display, signals=True))
+    _print_quietly(run.report)
+    return run.exit_code
 
 
 def _check_summary_path(args: argparse.Namespace) -> None:
@@ -195,16 +196,27 @@ def _check_summary_path(args: argparse.Namespace) -> None:
     check_outputs(args.campaign, [Output("--summary-json", args.summary_json)], others=written)
 
 
-def _options(args: argparse.Namespace) -> RunOptions:
-    return RunOptions(
+def _call(args: argparse.Namespace, settings: Settings) -> Call:
+    return Call(
+        settings=settings,
         campaign=args.campaign,
-        results=args.out or default_results_path(args.campaign, sandbox=args.sandbox),
+        results=args.out,
         failed=args.failed,
+        summary_json=args.summary_json,
         sandbox=args.sandbox,
         restart=args.restart,
         resend_unknown=args.resend_unknown,
         failed_include_unknown=args.failed_include_unknown,
+        wait_lock=args.wait_lock,
     )
+
+
+def seconds(text: str) -> float:
+    """A number of seconds, 0 or more (argparse reports a ValueError as a usage error)."""
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(text)
+    return value
 
 
 def _interactive(args: argparse.Namespace) -> bool:
@@ -221,16 +233,6 @@ def _print_quietly(text: str) -> None:
     except BrokenPipeError:
         # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def exit_code(result: SendResult | DryRunResult) -> int:
-    """The exit code a run's result calls for (see the module docstring)."""
-    stop = result.stop if isinstance(result, SendResult) else None
-    if stop is not None and stop.kind == "signal":
-        return 128 + signal.Signals[stop.code].value
-    if stop is not None:
-        return ExitCode.STOPPED
-    return ExitCode.SOME_NOT_SENT if result.totals.unsent else ExitCode.OK
 
 
 def _sandbox(args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ __all__ = [
     "parse_base_url",
     "parse_proxy_url",
     "read_api_key",
+    "with_overrides",
 ]
 
 #: The seed's API domains by pod.
@@ -347,6 +348,9 @@ class SendingSettings:
     delivery: Delivery = "at-most-once"
     error_threshold: int = 50
     planner: Planner = "auto"
+    #: After a stop request (a signal, a cancelled task) requests in flight get this long to be
+    #: answered; the run then abandons them (their rows are ``unknown``) and writes its results.
+    stop_grace_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if not MIN_RATE <= self.rate_per_second <= MAX_RATE:
@@ -369,6 +373,10 @@ class SendingSettings:
             )
         if self.error_threshold < 0:
             raise ConfigError("[sending] error_threshold", "must be 0 (off) or a positive number")
+        if not 0 <= self.stop_grace_seconds <= 600:
+            raise ConfigError(
+                "[sending] stop_grace_seconds", "must be a number of seconds, 0 to 600"
+            )
         if self.planner not in ("auto", "process", "inline"):
             raise ConfigError(
                 "[sending] planner",
@@ -421,6 +429,20 @@ def load_settings(
     for section, cls in _SECTIONS.items():
         values = dict(raw.get(section, {}))
         for key, value in (overrides or {}).get(section, {}).items():
+            if value is not None:
+                values[key] = value
+        built[section] = _build_section(section, cls, values)
+    return Settings(**built)
+
+
+def with_overrides(settings: Settings, overrides: Mapping[str, Mapping[str, Any]]) -> Settings:
+    """``settings`` with ``overrides`` applied and checked as :func:`load_settings` checks them."""
+    built: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        current = getattr(settings, section)
+        values = {f.name: getattr(current, f.name) for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if v is not None}  # None: unset, as in a file
+        for key, value in overrides.get(section, {}).items():
             if value is not None:
                 values[key] = value
         built[section] = _build_section(section, cls, values)

@@ -10,8 +10,8 @@ bug (exit 70) is printed with its traceback::
     │   ├── ConfigError             a bad or missing value in config.toml or on the command line
     │   ├── InputFileError          the campaign file itself is broken (file, line, what is wrong)
     │   ├── CampaignMismatchError   the journal belongs to another campaign, settings or target
-    │   ├── AlreadyRunningError     another process is sending to the same results file
     │   └── OutputPathError         an output path cannot or must not be written (checked first)
+    ├── AlreadyRunningError         exit 75: another run holds the results file's lock; try later
     ├── JournalError                exit 3: the journal cannot be read or written; resumable
     ├── OutputWriteError            exit 3: a results file or summary could not be written
     ├── PlannerCrashedError         exit 70: the planning process failed or vanished
@@ -62,6 +62,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  #: usage, config or campaign-file error: nothing was sent
     STOPPED = 3  #: the run stopped early; the same command resumes it
     INTERNAL = 70  #: a bug (sysexits' EX_SOFTWARE), distinct from every designed outcome
+    BUSY = 75  #: another run holds the lock (sysexits' EX_TEMPFAIL): nothing sent, try again later
 
 
 class BulkSenderError(Exception):
@@ -105,8 +106,14 @@ class CampaignMismatchError(UsageError):
     """The journal beside the results file was written for another campaign, settings or target."""
 
 
-class AlreadyRunningError(UsageError):
-    """Another bulk-sender process holds the lock on the same results file."""
+class AlreadyRunningError(BulkSenderError):
+    """Another bulk-sender process holds the lock on the same results file: nothing was sent.
+
+    Not a :class:`UsageError`: nothing is wrong with the input, and the same command succeeds
+    once the other run has ended (a scheduler's retry is the right answer).
+    """
+
+    exit_code = ExitCode.BUSY
 
     def __init__(self, message: str, *, pid: int | None) -> None:
         super().__init__(message)

@@ -334,16 +334,7 @@ class Journal:
         counts, in_flight, single_done, retried = self._scan_states(is_final)
         crashed = 0
         if in_flight:
-            with self._db:
-                crashed = self._db.execute(
-                    f"UPDATE messages SET status = '{Status.UNKNOWN}', code = 'INTERRUPTED',"
-                    f" error = ?, finished_at = ? WHERE status = '{Status.IN_FLIGHT}'",
-                    (
-                        "the run stopped while this request was in flight; it may have been "
-                        "delivered",
-                        utc_now(),
-                    ),
-                ).rowcount
+            crashed = self.settle_in_flight()
             counts, _, single_done, retried = self._scan_states(is_final)
         state = ResumeState(crashed=crashed)
         state.done.update({k: v for k, v in counts.items() if k in final and v})
@@ -367,6 +358,23 @@ class Journal:
             key, attempts = item.split(":")
             state.attempts[unpack(int(key))] = int(attempts)
         return state
+
+    def settle_in_flight(self) -> int:
+        """Record every message still ``in_flight`` as ``unknown``; return how many there were.
+
+        A run that died (or abandoned its requests after a stop) left them: each may have
+        reached Kaleyra. Call with the writer stopped.
+        """
+        with self._db:
+            settled: int = self._db.execute(
+                f"UPDATE messages SET status = '{Status.UNKNOWN}', code = 'INTERRUPTED',"
+                f" error = ?, finished_at = ? WHERE status = '{Status.IN_FLIGHT}'",
+                (
+                    "the run stopped while this request was in flight; it may have been delivered",
+                    utc_now(),
+                ),
+            ).rowcount
+        return settled
 
     def _scan_states(self, is_final: str) -> tuple[dict[Status, int], int, str, str]:
         """One pass: messages by status, rows in flight, finished one-message rows, retries."""

@@ -10,6 +10,7 @@ reasons): every line of it is made :func:`~bulk_sender.printable.printable` ther
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import orjson
 
 from bulk_sender.errors import OutputWriteError
 from bulk_sender.input.campaign import LoadStats
-from bulk_sender.model import DRY_RUN_STATUSES, RESULT_STATUSES, Status
+from bulk_sender.model import DRY_RUN_STATUSES, RESULT_STATUSES, Status, utc_now
 from bulk_sender.printable import printable
 from bulk_sender.record.atomic import atomic_write
 from bulk_sender.record.results import Totals
@@ -32,6 +33,7 @@ __all__ = [
     "DryRunResult",
     "SendResult",
     "error_summary",
+    "running_summary",
     "stop_line",
     "summary_dict",
     "summary_text",
@@ -70,14 +72,18 @@ class DryRunResult:
 
 
 def summary_dict(
-    result: SendResult | DryRunResult, *, exit_code: int, command: list[str]
+    result: SendResult | DryRunResult, *, exit_code: int, command: list[str] | None
 ) -> dict[str, Any]:
-    """The run's summary as plain data: the ``--summary-json`` document."""
+    """The run's summary as plain data: the ``--summary-json`` document.
+
+    ``command`` is the command line that ran it, for the resume and retry commands; ``None``
+    (a call of the Python API) leaves both out.
+    """
     if isinstance(result, DryRunResult):
         return _dry_run_dict(result, exit_code=exit_code)
     stop, totals = result.stop, result.totals
     retry = None
-    if totals.failed_rows and result.failed is not None and stop is None:
+    if command and totals.failed_rows and result.failed is not None and stop is None:
         # After a stop the not_sent rows are sent by resuming; offering the export as well
         # would invite sending them twice.
         retry = _retry_command(command, result.failed, result.results)
@@ -89,7 +95,7 @@ def summary_dict(
         "results": str(result.results),
         "failed": None if result.failed is None else str(result.failed),
         "failed_rows": totals.failed_rows,
-        "resume_command": _resume_command(command) if stop is not None else None,
+        "resume_command": _resume_command(command) if command and stop is not None else None,
         "retry_command": retry,
     }
 
@@ -176,6 +182,19 @@ def _this_run(result: SendResult) -> dict[str, Any]:
     }
 
 
+def running_summary(mode: str, campaign: Path) -> dict[str, Any]:
+    """The document written when a run starts: a run killed later never leaves an old outcome."""
+    return {
+        "version": _VERSION,
+        "mode": mode,
+        "campaign": str(campaign),
+        "outcome": "running",
+        "exit_code": None,
+        "pid": os.getpid(),
+        "started_at": utc_now(),
+    }
+
+
 def error_summary(exit_code: int, message: str) -> dict[str, Any]:
     """The document of a run that ended in an error (it replaces any older, successful one)."""
     return {"version": _VERSION, "outcome": "error", "exit_code": exit_code, "error": message}
@@ -259,6 +278,11 @@ def stop_line(result: SendResult | DryRunResult, *, error_threshold: int) -> str
         )
     if stop.kind == "journal":
         return f"Stopped: {stop.message}"
+    if stop.kind == "cancelled":
+        return (
+            f"Stopped: the task was cancelled. To continue, call send again with the same "
+            f"campaign and results to send the remaining {remaining:,} rows."
+        )
     return f"Stopped by {stop.code}. To continue, {again}"
 
 

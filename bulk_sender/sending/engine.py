@@ -85,7 +85,7 @@ class Poster(Protocol):
 class StopReason:
     """Why a run stopped early; ``code``/``message`` come from Kaleyra where there is one."""
 
-    kind: Literal["account", "endpoint", "threshold", "answers", "signal", "journal"]
+    kind: Literal["account", "endpoint", "threshold", "answers", "signal", "cancelled", "journal"]
     code: str = ""
     message: str = ""
 
