@@ -237,7 +237,7 @@ def _journal(campaign: Path, config: Path, results: Path, rows: int) -> None:
     path = journal_path(results)
     for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         stale.unlink(missing_ok=True)
-    journal = Journal.open(path, identity=identity)
+    journal = Journal.open(path, identity=identity, destination=settings.kaleyra.messages_url)
     journal.set_meta("rows", str(rows))
     journal.set_meta("input", str(campaign))
     journal.set_meta("created_at", "2025-11-24T00:00:00.000Z")

@@ -44,7 +44,7 @@ def fsync_and_commit(folder: Path, loops: int = 200) -> tuple[float, float]:
 async def journal_alone(folder: Path, messages: int = 40_000, workers: int = 64) -> float:
     """Messages per second through the journal alone, written as the engine writes them: an
     awaited durable ``in_flight`` record, then the outcome queued behind it."""
-    journal = Journal.open(folder / "j.journal", identity={"bench": "micro"})
+    journal = Journal.open(folder / "j.journal", identity={"bench": "micro"}, destination="bench")
     journal.start_writer()
 
     async def worker(first: int) -> None:

@@ -7,7 +7,9 @@ The state is made once per bench run: the large campaign is sent to a server tha
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sqlite3
 from pathlib import Path
 
 import orjson
@@ -42,6 +44,19 @@ def resume_setup(bench: Bench) -> tuple[Measured, Path]:
     return m, state
 
 
+def _same_destination(journal: Path, config: Path) -> None:
+    """Point the copied journal at the resume server, as if the set-up's had come back on it.
+
+    A journal refuses to resume against another destination than the one that accepted its
+    messages; the set-up and the resume use two server processes on two ports.
+    """
+    from bulk_sender.config import load_settings
+
+    url = load_settings(config).kaleyra.messages_url
+    with contextlib.closing(sqlite3.connect(journal)) as db, db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'destination'", (url,))
+
+
 def resume(bench: Bench, setup: Measured, state: Path) -> list[Row]:
     """Time from launching the resume to the server's first request, on copies of the state."""
     section, sizes = "resume", bench.sizes
@@ -54,6 +69,7 @@ def resume(bench: Bench, setup: Measured, state: Path) -> list[Row]:
             run_dir = bench.fresh_dir(f"resume-{i}")
             for path in state.iterdir():
                 shutil.copy2(path, run_dir / path.name)
+            _same_destination(run_dir / "results.csv.journal", config)
             server.reset()
             command = send_command(
                 bench.campaign(rows), config, run_dir / "results.csv",

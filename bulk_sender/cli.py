@@ -1,21 +1,29 @@
-"""The command line: parse, build settings, run, map outcomes and errors to exit codes.
+"""The command line: parse, build settings, run, print the summary, return the exit code.
 
-Exit codes (also in the README):
+A thin layer over the Python API (:mod:`bulk_sender.api`): the flags become a
+:class:`~bulk_sender.api.Call`, run with the CLI's own signal handling and progress display.
+The codes are :class:`~bulk_sender.errors.ExitCode` (also in the docs). A run that ends in an
+error exits with the code its class carries in errors.py, through the one handler in
+:func:`main`; a run that finishes exits with what :func:`~bulk_sender.api.exit_code` reads
+from its result:
 
 ===  ==========================================================================================
 0    every message was sent (or deliberately skipped as a duplicate); dry run: all rows valid
 1    the run finished but some messages were not sent (failed, invalid, unknown); dry run: some
      rows are invalid
-2    usage, config or campaign-file error: nothing was sent
-3    the run stopped early (account-level error, error threshold, journal not writable); run
-     the same command again to resume
-130  stopped by SIGINT (Ctrl-C); 143: stopped by SIGTERM. Both resumable.
+2    usage, config or campaign-file error, an output path that cannot be used: nothing was sent
+3    the run stopped early (account-level error, error threshold, journal not readable or
+     writable, results not writable, planner killed); run the same command again to resume
+70   a bug (the traceback is printed); the journal is consistent, the same command resumes
+75   another run holds the lock (busy): nothing was sent; run the same command again later
+129  stopped by SIGHUP; 130: by SIGINT (Ctrl-C); 143: by SIGTERM. All resumable.
 ===  ==========================================================================================
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -24,25 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from bulk_sender import __version__
+from bulk_sender.api import Call, execute_dry_run, execute_send
 from bulk_sender.config import Settings, load_settings
 from bulk_sender.delivery import commands as delivery_commands
-from bulk_sender.errors import UsageError
-from bulk_sender.model import UNSENT, Status
-from bulk_sender.record.journal import JournalError
-from bulk_sender.runner import (
-    RunOptions,
-    RunResult,
-    default_results_path,
-    dry_run,
-    send,
-)
-from bulk_sender.sending.engine import StopReason
+from bulk_sender.errors import ExitCode, OutputPathError, OutputWriteError, exit_code_of
+from bulk_sender.printable import printable
+from bulk_sender.record.paths import Output, check_outputs, send_outputs
+from bulk_sender.record.summary import error_summary, write_summary_json
+from bulk_sender.runner import default_failed_path, default_results_path, run_loop
 
 __all__ = ["build_parser", "main"]
-
-EXIT_OK, EXIT_SOME_NOT_SENT, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
-#: A bug (sysexits' EX_SOFTWARE): distinct from every outcome of a run that worked as designed.
-EXIT_INTERNAL = 70
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,12 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     s = commands.add_parser("send", help="send (or resume) a campaign file")
-    s.add_argument("campaign", type=Path, help="the campaign file (.csv, or .xlsx)")
+    s.add_argument(
+        "campaign",
+        type=Path,
+        help="the campaign file (.csv, .xlsx, .xls, .ods, or .parquet with pyarrow)",
+    )
     s.add_argument(
         "--config", type=Path, default=Path("config.toml"), help="default: ./config.toml"
     )
-    s.add_argument("--out", type=Path, help="results file (default: CAMPAIGN.results.csv)")
-    s.add_argument("--failed", type=Path, help="failed-row export (default: RESULTS.failed.csv)")
+    s.add_argument(
+        "--out",
+        type=Path,
+        help="results file (default: CAMPAIGN.results.csv, or CAMPAIGN.sandbox.results.csv)",
+    )
+    s.add_argument(
+        "--failed",
+        type=Path,
+        help="failed-row export (default: RESULTS.failed.csv, with the campaign's own extension)",
+    )
     s.add_argument("--sandbox", action="store_true", help="send to an embedded Kaleyra sandbox")
     s.add_argument("--base-url", help="send to this base URL instead of the pod's")
     s.add_argument("--rate", type=float, help="messages per second (overrides the config)")
@@ -72,10 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--failed-include-unknown", action="store_true", help="put 'unknown' rows in the export"
     )
     s.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
+    s.add_argument(
+        "--wait-lock",
+        type=seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="wait this long for a run that holds the lock and is stopping (default: 60)",
+    )
     s.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.add_argument("--log-format", choices=("text", "json"), default="text")
 
+    _add_sandbox(commands)
+    delivery_commands.add_parsers(commands)
+    return parser
+
+
+def _add_sandbox(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``sandbox`` command's arguments."""
     b = commands.add_parser("sandbox", help="run the Kaleyra-compatible sandbox server")
     b.add_argument("--host", default="127.0.0.1")
     b.add_argument("--port", type=int, default=8080)
@@ -99,8 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--callback-delay", type=float, default=2.0, help="mean seconds between statuses"
     )
-    delivery_commands.add_parsers(commands)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,26 +136,27 @@ def main(argv: list[str] | None = None) -> int:
             return delivery_commands.run(args)
         invoked = [_program(), *sys.argv[1:]] if argv is None else ["bulk-sender", *argv]
         return _send(args, invoked)
-    except UsageError as exc:
-        print(f"bulk-sender: {exc}", file=sys.stderr)
-        _error_summary(args, EXIT_USAGE, str(exc))
-        return EXIT_USAGE
-    except JournalError as exc:
-        print(f"bulk-sender: {exc}", file=sys.stderr)
-        _error_summary(args, EXIT_STOPPED, str(exc))
-        return EXIT_STOPPED
     except KeyboardInterrupt:
         print("bulk-sender: interrupted; run the same command again to resume", file=sys.stderr)
         return 128 + signal.SIGINT
-    except Exception as exc:  # a bug: keep its traceback for the report, exit distinctly
+    except Exception as exc:  # every error ends here, with the exit code errors.py gives it
+        return _failed(args, exc)
+
+
+def _failed(args: argparse.Namespace, exc: Exception) -> int:
+    """Report an error in one line (a bug: with its traceback) and return its exit code."""
+    code = exit_code_of(exc)
+    message = str(exc)
+    if code is ExitCode.INTERNAL:
         traceback.print_exc()
         message = (
             f"internal error ({type(exc).__name__}; a bug, the traceback is above). The journal "
             "is consistent: rows that were in flight are unknown; run the same command to resume"
         )
-        print(f"bulk-sender: {message}", file=sys.stderr)
-        _error_summary(args, EXIT_INTERNAL, message)
-        return EXIT_INTERNAL
+    print(f"bulk-sender: {printable(message)}", file=sys.stderr)
+    if not (isinstance(exc, OutputPathError) and "--summary-json" in exc.options):
+        _error_summary(args, code, message)
+    return code
 
 
 def _program() -> str:
@@ -145,10 +169,9 @@ def _error_summary(args: argparse.Namespace, code: int, message: str) -> None:
     """A run that could not start still replaces --summary-json, so no stale success remains."""
     path = getattr(args, "summary_json", None)
     if path is not None:
-        from bulk_sender.ui import write_summary_json
-
-        doc = {"version": 1, "outcome": "error", "exit_code": code, "error": message}
-        write_summary_json(path, doc)
+        # The line printed says what went wrong; a summary that cannot be written is removed.
+        with contextlib.suppress(OutputWriteError):
+            write_summary_json(path, error_summary(code, message))
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -162,34 +185,62 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _send(args: argparse.Namespace, command: list[str]) -> int:
     from bulk_sender import ui
 
+    _check_summary_path(args)
     ui.setup_logging(verbosity=args.verbose, json_format=args.log_format == "json")
-    settings = _settings(args)
+    call = _call(args, _settings(args))
     if args.dry_run:
-        result = dry_run(settings, args.campaign, args.out)
+        run = execute_dry_run(call, command=command)
     else:
-        results = args.out or default_results_path(args.campaign)
-        options = RunOptions(
-            campaign=args.campaign,
-            results=results,
-            failed=args.failed,
-            sandbox=args.sandbox,
-            restart=args.restart,
-            resend_unknown=args.resend_unknown,
-            failed_include_unknown=args.failed_include_unknown,
-        )
-        interactive = (
-            not args.quiet
-            and args.log_format == "text"
-            and sys.stdout.isatty()
-            and sys.stderr.isatty()
-        )
-        result = send(settings, options, display=ui.Progress(interactive=interactive))
-    code = exit_code(result)
-    doc = ui.summary_dict(result, exit_code=code, command=command)
-    if args.summary_json is not None:
-        ui.write_summary_json(args.summary_json, doc)
-    _print_quietly(ui.summary_text(doc, stop_line(result, settings)))
-    return code
+        display = ui.Progress(interactive=_interactive(args))
+        run = run_loop(execute_send(call, command=command, display=display, signals=True))
+    _print_quietly(run.report)
+    return run.exit_code
+
+
+def _check_summary_path(args: argparse.Namespace) -> None:
+    """Check --summary-json first, against every file the run may write (the runner checks
+    those), so that even a run that cannot start writes its error summary only where safe."""
+    if args.summary_json is None:
+        return
+    if args.dry_run:
+        written = [] if args.out is None else [Output("--out", args.out)]
+    else:
+        results = args.out or default_results_path(args.campaign, sandbox=args.sandbox)
+        # The default export's extension depends on the campaign's contents: every one it may be.
+        suffixes = dict.fromkeys((args.campaign.suffix or ".csv", ".csv", ".xlsx"))
+        defaults = [default_failed_path(results, suffix) for suffix in suffixes]
+        written = send_outputs(results, *([args.failed] if args.failed else defaults))
+    check_outputs(args.campaign, [Output("--summary-json", args.summary_json)], others=written)
+
+
+def _call(args: argparse.Namespace, settings: Settings) -> Call:
+    return Call(
+        settings=settings,
+        campaign=args.campaign,
+        results=args.out,
+        failed=args.failed,
+        summary_json=args.summary_json,
+        sandbox=args.sandbox,
+        restart=args.restart,
+        resend_unknown=args.resend_unknown,
+        failed_include_unknown=args.failed_include_unknown,
+        wait_lock=args.wait_lock,
+    )
+
+
+def seconds(text: str) -> float:
+    """A number of seconds, 0 or more (argparse reports a ValueError as a usage error)."""
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(text)
+    return value
+
+
+def _interactive(args: argparse.Namespace) -> bool:
+    """A live progress bar only when a person is watching both streams."""
+    return (
+        not args.quiet and args.log_format == "text" and sys.stdout.isatty() and sys.stderr.isatty()
+    )
 
 
 def _print_quietly(text: str) -> None:
@@ -199,59 +250,6 @@ def _print_quietly(text: str) -> None:
     except BrokenPipeError:
         # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def exit_code(result: RunResult) -> int:
-    """The exit code a run's result calls for (see the module docstring)."""
-    statuses = result.totals.statuses
-    if result.dry_run:
-        return EXIT_SOME_NOT_SENT if statuses.get(Status.INVALID, 0) else EXIT_OK
-    stop = result.stop
-    if stop is not None and stop.kind == "signal":
-        return 128 + signal.Signals[stop.code].value
-    if stop is not None:
-        return EXIT_STOPPED
-    unsent = sum(n for status, n in statuses.items() if status in UNSENT)
-    return EXIT_SOME_NOT_SENT if unsent else EXIT_OK
-
-
-_ACCOUNT_ADVICE = {
-    "E110": ("the balance is low", "Top up"),
-    "WAV2101": ("the account's daily limit is used up", "Wait for the limit to reset"),
-    "RBC001": (
-        "the SID or API key is wrong",
-        "Check [kaleyra] sid and the key in the environment variable [kaleyra] api_key_env",
-    ),
-    "WA401": (
-        "the sender number is not on this account",
-        "Check [kaleyra] sender against the numbers of your Kaleyra account",
-    ),
-    "WA-401": ("the API is not available for this account or number", "Contact Kaleyra support"),
-}
-
-
-def stop_line(result: RunResult, settings: Settings) -> str | None:
-    """One sentence: what stopped the run and what to do next."""
-    stop: StopReason | None = result.stop
-    if stop is None:
-        return None
-    remaining = result.totals.statuses.get(Status.NOT_SENT, 0)
-    again = f"run the same command again to send the remaining {remaining:,} rows."
-    if stop.kind == "account":
-        what, todo = _ACCOUNT_ADVICE.get(
-            stop.code, (stop.message or "the account cannot send", "Fix it")
-        )
-        detail = f" ({stop.message})" if stop.code == "WA-401" and stop.message else ""
-        return f"Kaleyra says {what} ({stop.code}){detail}. {todo}, then {again}"
-    if stop.kind == "threshold":
-        return (
-            f"Stopped after {settings.sending.error_threshold} failed rows in a row (last: "
-            f"{stop.code} {stop.message}). Look at the failures in {result.options.results}, fix "
-            f"the cause, then {again}"
-        )
-    if stop.kind == "journal":
-        return f"Stopped: {stop.message}"
-    return f"Stopped by {stop.code}. To continue, {again}"
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -272,7 +270,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         print(f"accepting api-key 'sandbox-key': export {settings.kaleyra.api_key_env}=sandbox-key")
     callbacks = _callback_emitter(args)
     run_forever(host=args.host, port=args.port, account=account, faults=faults, callbacks=callbacks)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _callback_emitter(args: argparse.Namespace) -> Any:
@@ -280,6 +278,7 @@ def _callback_emitter(args: argparse.Namespace) -> Any:
     if not args.callback_url:
         return None
     from bulk_sender.config import DEFAULT_CALLBACK_SECRET_ENV
+    from bulk_sender.errors import UsageError
     from bulk_sender.sandbox.callbacks import CallbackEmitter, parse_mix
 
     secret = args.callback_secret or os.environ.get(DEFAULT_CALLBACK_SECRET_ENV, "")

@@ -5,35 +5,47 @@ Every value is validated here, before anything is sent: a wrong or missing value
 errors too, because a typo (``rate_per_sec``) would otherwise silently run at the default.
 
 The API key is read from the environment variable named by ``[kaleyra] api_key_env`` and is
-held in a :class:`Secret`, whose ``repr``/``str`` never show it.
+held in a :class:`Secret`, whose ``repr``/``str`` never show it. A proxy's password is a
+secret too: :class:`Proxy` holds it in a :class:`Secret`, and no message here repeats a URL
+that carries one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from bulk_sender.errors import ConfigError
 
 __all__ = [
+    "CONCURRENCY_MAX",
     "DEFAULT_CALLBACK_SECRET_ENV",
+    "MAX_RATE",
+    "MIN_RATE",
     "POD_DOMAINS",
     "WA_SOURCES",
     "CallbacksSettings",
     "CampaignSettings",
     "KaleyraSettings",
+    "Proxy",
     "Secret",
     "SendingSettings",
     "Settings",
     "load_settings",
+    "parse_base_url",
+    "parse_proxy_url",
     "read_api_key",
     "read_callback_secret",
+    "with_overrides",
 ]
 
 #: The seed's API domains by pod.
@@ -53,9 +65,22 @@ WA_SOURCES: frozenset[str] = frozenset(
 
 Delivery = Literal["at-most-once", "at-least-once"]
 Planner = Literal["auto", "process", "inline"]
+#: The slowest ``rate_per_second`` accepted: one message every 100 s (864 a day). Every wait of a
+#: run is bounded by its rate; a rate such as 1e-300 would make the second request wait longer
+#: than the universe is old, so the run could never finish.
+MIN_RATE = 0.01
+#: The fastest: far above any account's limit ("unlimited" in the benchmark).
+MAX_RATE = 100_000
 _SID_RE = re.compile(r"^[A-Za-z0-9]{6,64}$")
 _SENDER_RE = re.compile(r"^\+?[1-9][0-9]{6,14}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: ``scheme://user[:password]@``: user info, found before anything tries to parse the rest.
+_USERINFO_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@")
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$")
+#: A ``%`` that does not start an escape (``%2F``): it is written as ``%25``.
+_LONE_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+#: What may stay as it is in a URL path (RFC 3986 pchar and ``/``); the rest is percent-encoded.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 
 
 class Secret:
@@ -82,26 +107,57 @@ class Secret:
         return hash(self._value)
 
 
+#: The most requests in flight a run may be allowed (each holds a connection).
+CONCURRENCY_MAX = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """A forward proxy (``http://`` only: HTTPS goes through it in a CONNECT tunnel).
+
+    ``password`` is a :class:`Secret`; :attr:`address` (host and port) is what messages show.
+    """
+
+    host: str
+    port: int
+    user: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
+
+    @property
+    def address(self) -> str:
+        """``host:port``, the only part of a proxy that messages name."""
+        return f"{_bracketed(self.host)}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``, without the credentials."""
+        return f"http://{self.address}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KaleyraSettings:
-    """Where to send: the account, the business number and the API's address."""
+    """Where to send: the account, the business number, the API's address and the way there.
+
+    ``proxy``: ``None`` (the key is absent) lets ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``
+    decide; ``""`` means no proxy whatever the environment says; a URL is the proxy to use.
+    ``ca_bundle``: a PEM file of CA certificates trusted in addition to the system's.
+    """
 
     pod: str = "in"
     base_url: str = ""
     sid: str
     sender: str
     api_key_env: str = "KALEYRA_API_KEY"
+    proxy: str | None = field(default=None, repr=False)
+    ca_bundle: str = ""
 
     def __post_init__(self) -> None:
         if self.pod not in POD_DOMAINS:
             raise ConfigError(
                 "[kaleyra] pod", f"{self.pod!r} is not a pod; use one of {', '.join(POD_DOMAINS)}"
             )
-        if self.base_url and not re.match(r"^https?://[^\s/]+", self.base_url):
-            raise ConfigError(
-                "[kaleyra] base_url",
-                f"{self.base_url!r} is not an http(s) URL; leave it empty to use the pod",
-            )
+        if self.base_url:
+            parse_base_url(self.base_url)
         if not _SID_RE.fullmatch(self.sid):
             raise ConfigError(
                 "[kaleyra] sid", "must be your Kaleyra account SID (letters and digits)"
@@ -115,11 +171,17 @@ class KaleyraSettings:
             raise ConfigError(
                 "[kaleyra] api_key_env", "must be the name of an environment variable"
             )
+        if self.proxy:
+            parse_proxy_url(self.proxy, key="[kaleyra] proxy")
+        if self.ca_bundle:
+            load_ca_bundle(self.ca_bundle, ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
 
     @property
     def api_base(self) -> str:
         """``https://<domain>/v2/<sid>`` or the ``base_url`` override with ``/v2/<sid>``."""
-        root = self.base_url.rstrip("/") if self.base_url else f"https://{POD_DOMAINS[self.pod]}"
+        root = (
+            parse_base_url(self.base_url) if self.base_url else f"https://{POD_DOMAINS[self.pod]}"
+        )
         return f"{root}/v2/{self.sid}"
 
     @property
@@ -127,6 +189,125 @@ class KaleyraSettings:
         """The endpoint for this sender; the seed's sample writes the number without ``+``."""
         digits = self.sender.replace(" ", "").lstrip("+")
         return f"{self.api_base}/whatsapp/{digits}/messages"
+
+
+def parse_base_url(url: str) -> str:
+    """``base_url`` checked and normalised: ``scheme://host[:port]/path`` without a final ``/``.
+
+    The host is IDNA-encoded and the path percent-encoded (``/`` and existing ``%XX`` escapes
+    kept), so the request line and ``Host`` header are plain ASCII. Raises :class:`ConfigError`
+    for anything that is not an ``http(s)`` base URL, never repeating user info.
+    """
+    key = "[kaleyra] base_url"
+    if _USERINFO_RE.match(url.strip()):
+        raise ConfigError(
+            key,
+            "must not hold a user name or password (user:password@...): the API key goes in "
+            "the environment variable named by [kaleyra] api_key_env, and a proxy's "
+            "credentials in [kaleyra] proxy or HTTPS_PROXY",
+        )
+    parts, port = _split(url.strip(), key, what="an http(s) URL; leave it empty to use the pod")
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ConfigError(key, f"{url!r} is not an http(s) URL; leave it empty to use the pod")
+    if "?" in url or "#" in url:
+        raise ConfigError(
+            key,
+            f"{url!r} must not have a query (?...) or fragment (#...): the API's path "
+            "(/v2/<sid>/whatsapp/<number>/messages) is appended to it",
+        )
+    host = _host(parts, key, url)
+    path = quote(_LONE_PERCENT_RE.sub("%25", parts.path), safe=_PATH_SAFE).rstrip("/")
+    netloc = _bracketed(host) if port is None else f"{_bracketed(host)}:{port}"
+    return f"{parts.scheme.lower()}://{netloc}{path}"
+
+
+def parse_proxy_url(text: str, *, key: str) -> Proxy:
+    """A proxy URL (``http://[user:password@]host[:port]``; ``host:port`` alone means http).
+
+    Raises :class:`ConfigError` naming ``key``; no message repeats the URL, which may hold a
+    password.
+    """
+    text = text.strip()
+    url = text if "://" in text else f"http://{text}"
+    what = "a proxy URL such as http://user:password@proxy.example.com:3128"
+    parts, port = _split(url, key, what=what)
+    if parts.scheme.lower() != "http":
+        raise ConfigError(
+            key,
+            f"a {parts.scheme}:// proxy is not supported; give an http:// proxy (HTTPS to "
+            "Kaleyra still goes through it encrypted, in a CONNECT tunnel)",
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(key, f"must be {what}, with no path after the port")
+    host = _host(parts, key, None)
+    return Proxy(
+        host,
+        80 if port is None else port,
+        unquote(parts.username or ""),
+        Secret(unquote(parts.password or "")),
+    )
+
+
+def load_ca_bundle(value: str, context: ssl.SSLContext) -> None:
+    """Add the PEM certificates of ``[kaleyra] ca_bundle`` to ``context``'s trusted CAs."""
+    key = "[kaleyra] ca_bundle"
+    path = Path(value).expanduser()
+    try:
+        context.load_verify_locations(cafile=path)
+    except FileNotFoundError:
+        raise ConfigError(
+            key,
+            f"{path} does not exist; give the path of a PEM file holding the CA "
+            "certificate(s) to trust (your company's, or your proxy's)",
+        ) from None
+    except ssl.SSLError:
+        raise ConfigError(
+            key,
+            f"{path} holds no valid certificate; it must be PEM text with one or more "
+            "-----BEGIN CERTIFICATE----- blocks",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _split(url: str, key: str, *, what: str) -> tuple[SplitResult, int | None]:
+    """``urlsplit`` and the port, both checked; messages leave user info out."""
+    shown = "the URL" if _USERINFO_RE.match(url) else repr(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        reason = str(exc).replace(url, "...")
+        raise ConfigError(key, f"{shown} is not {what} ({reason})") from None
+    if port == 0:
+        raise ConfigError(key, f"{shown} is not {what} (port 0)")
+    return parts, port
+
+
+def _host(parts: SplitResult, key: str, url: str | None) -> str:
+    """The URL's host, IDNA-encoded; an IP address as it is."""
+    shown = repr(url) if url is not None else "the URL"
+    host = parts.hostname or ""
+    if not host:
+        raise ConfigError(key, f"{shown} has no host name")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return host
+    try:
+        host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        raise ConfigError(key, f"{shown} has a host name that cannot be encoded") from None
+    if not _HOSTNAME_RE.fullmatch(host):
+        raise ConfigError(key, f"{shown} has an invalid host name")
+    return host
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address in brackets, as URLs and ``Host`` headers write it."""
+    return f"[{host}]" if ":" in host else host
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,20 +344,28 @@ class SendingSettings:
     """How fast and how persistently to send."""
 
     rate_per_second: float = 50.0
-    concurrency: int = 32
+    #: The ceiling of requests in flight; the run sizes its limit from the latency below it.
+    concurrency: int = 512
     max_attempts: int = 5
     timeout_seconds: float = 30.0
     delivery: Delivery = "at-most-once"
     error_threshold: int = 50
     planner: Planner = "auto"
+    #: After a stop request (a signal, a cancelled task) requests in flight get this long to be
+    #: answered; the run then abandons them (their rows are ``unknown``) and writes its results.
+    stop_grace_seconds: float = 5.0
 
     def __post_init__(self) -> None:
-        if not 0 < self.rate_per_second <= 100_000:
+        if not MIN_RATE <= self.rate_per_second <= MAX_RATE:
             raise ConfigError(
-                "[sending] rate_per_second", "must be a number above 0 (messages per second)"
+                "[sending] rate_per_second",
+                f"must be a number of messages per second from {MIN_RATE:g} (one every 100 s) "
+                f"to {MAX_RATE:,}, not {self.rate_per_second:g} (set in the config or with --rate)",
             )
-        if not 1 <= self.concurrency <= 1024:
-            raise ConfigError("[sending] concurrency", "must be a whole number from 1 to 1024")
+        if not 1 <= self.concurrency <= CONCURRENCY_MAX:
+            raise ConfigError(
+                "[sending] concurrency", f"must be a whole number from 1 to {CONCURRENCY_MAX}"
+            )
         if not 1 <= self.max_attempts <= 100:
             raise ConfigError("[sending] max_attempts", "must be a whole number from 1 to 100")
         if not 0 < self.timeout_seconds <= 600:
@@ -187,6 +376,10 @@ class SendingSettings:
             )
         if self.error_threshold < 0:
             raise ConfigError("[sending] error_threshold", "must be 0 (off) or a positive number")
+        if not 0 <= self.stop_grace_seconds <= 600:
+            raise ConfigError(
+                "[sending] stop_grace_seconds", "must be a number of seconds, 0 to 600"
+            )
         if self.planner not in ("auto", "process", "inline"):
             raise ConfigError(
                 "[sending] planner",
@@ -288,6 +481,23 @@ def load_settings(
         if "callbacks" in raw
         else None
     )
+    return Settings(**built)
+
+
+def with_overrides(settings: Settings, overrides: Mapping[str, Mapping[str, Any]]) -> Settings:
+    """``settings`` with ``overrides`` applied and checked as :func:`load_settings` checks them."""
+    built: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        current = getattr(settings, section)
+        if current is None:  # an optional section the config does not have ([callbacks])
+            built[section] = None
+            continue
+        values = {f.name: getattr(current, f.name) for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if v is not None}  # None: unset, as in a file
+        for key, value in overrides.get(section, {}).items():
+            if value is not None:
+                values[key] = value
+        built[section] = _build_section(section, cls, values)
     return Settings(**built)
 
 

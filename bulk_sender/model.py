@@ -15,6 +15,7 @@ __all__ = [
     "DRY_RUN_STATUSES",
     "EXPORTED",
     "FINAL",
+    "MAY_HAVE_ARRIVED",
     "RESULT_STATUSES",
     "SKIPPED",
     "UNSENT",
@@ -31,6 +32,7 @@ class Status(enum.StrEnum):
     FAILED = "failed"  #: Kaleyra refused it for this row, or its retries ran out
     INVALID = "invalid"  #: not sent: the row is wrong
     DUPLICATE = "duplicate"  #: not sent: the same recipient appears in an earlier row
+    SUPPRESSED = "suppressed"  #: not sent on purpose: already sent before (see ``error``)
     UNKNOWN = "unknown"  #: the request left and no usable answer came back
     NOT_SENT = "not_sent"  #: not sent yet: the next run of the same command sends it
     IN_FLIGHT = "in_flight"  #: journal only: the request may be on its way right now
@@ -48,6 +50,7 @@ RESULT_STATUSES: Final[tuple[Status, ...]] = (
     Status.FAILED,
     Status.INVALID,
     Status.DUPLICATE,
+    Status.SUPPRESSED,
     Status.UNKNOWN,
     Status.NOT_SENT,
 )
@@ -56,9 +59,11 @@ DRY_RUN_STATUSES: Final[tuple[Status, ...]] = (Status.VALID, Status.INVALID, Sta
 #: Never sent again by a resume (``unknown`` is, with ``--resend-unknown``).
 FINAL: Final = frozenset(RESULT_STATUSES) - {Status.NOT_SENT}
 #: Deliberately not sent: these do not make the exit code 1.
-SKIPPED: Final = frozenset({Status.DUPLICATE})
+SKIPPED: Final = frozenset({Status.DUPLICATE, Status.SUPPRESSED})
 #: Messages that did not reach Kaleyra as they should have: any of them makes the exit code 1.
 UNSENT: Final = frozenset(RESULT_STATUSES) - {Status.SENT} - SKIPPED
+#: Requests that may have reached the server: a journal holding any is bound to that server.
+MAY_HAVE_ARRIVED: Final = frozenset({Status.SENT, Status.UNKNOWN, Status.IN_FLIGHT})
 #: What the failed export lists (``unknown`` too when asked).
 EXPORTED: Final = frozenset({Status.FAILED, Status.NOT_SENT, Status.INVALID})
 

@@ -4,52 +4,69 @@ Order matters for the promise "a broken file or setting stops before anything is
 
 1. open the table (byte scan: encoding, NULs, wrong file type) and bind it to the settings
    (recipient column, body placeholders); read the API key;
-2. take the run lock; check the journal belongs to this campaign; scan the whole file's
-   structure unless an earlier run of the same bytes already did;
+2. check every output path (record/paths.py); take the run lock; check the journal belongs to
+   this campaign; scan the whole file's structure unless an earlier run of the same bytes
+   already did;
 3. only then open the journal and send; finally rebuild the results and the failed export.
+
+:func:`send` is a coroutine: the CLI runs it on a loop of its own (:func:`run_loop`), the
+Python API on the caller's. Stopping from outside goes through a :class:`StopControl`: the
+CLI's signal handlers (:func:`handle_signals`) and a cancelled task both ask for a graceful
+stop. No new request leaves; requests in flight get ``[sending] stop_grace_seconds`` to be
+answered; what is still in flight then is abandoned and recorded ``unknown``, exactly what a
+crash would leave; the results are written and the run ends. The run's files are only ever
+read and written between awaits, so a cancellation cannot cut them half-way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import math
 import os
 import resource
 import secrets
 import signal
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
-from bulk_sender.config import Secret, Settings, read_api_key
+from bulk_sender.config import CallbacksSettings, KaleyraSettings, Secret, Settings, read_api_key
 from bulk_sender.delivery.merge import merged_or_none
-from bulk_sender.errors import UsageError
+from bulk_sender.errors import PlannerCrashedError, UsageError
 from bulk_sender.input.campaign import Campaign, LoadStats
+from bulk_sender.input.plan_inline import plan_inline
 from bulk_sender.input.plan_process import PlanJob, start_planner
 from bulk_sender.input.table import Table, open_table
 from bulk_sender.model import Record, Status
-from bulk_sender.record.journal import Journal, ResumeState, journal_path
-from bulk_sender.record.lock import hold_lock
+from bulk_sender.record.journal import SANDBOX, Journal, ResumeState, journal_path
+from bulk_sender.record.lock import acquire_lock
+from bulk_sender.record.paths import Output, check_outputs, send_outputs
 from bulk_sender.record.results import Totals, write_outputs, write_results_only
-from bulk_sender.sending.client import KaleyraClient
+from bulk_sender.record.summary import DryRunResult, SendResult
 from bulk_sender.sending.engine import Engine, Plan, StopReason
 from bulk_sender.sending.stats import RunStats
+from bulk_sender.sending.transport import Route, open_poster, plan_route
 
 __all__ = [
     "RunOptions",
-    "RunResult",
+    "StopControl",
     "default_failed_path",
     "default_results_path",
     "dry_run",
+    "handle_signals",
+    "run_loop",
     "send",
 ]
 
 log = logging.getLogger("bulk_sender")
+T = TypeVar("T")
 
 #: Called with the live figures while sending (the progress display), returns a context.
 DisplayFactory = Callable[[RunStats, LoadStats, int], contextlib.AbstractContextManager[None]]
@@ -57,90 +74,138 @@ DisplayFactory = Callable[[RunStats, LoadStats, int], contextlib.AbstractContext
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunOptions:
-    """What the command line asked for, beyond the settings."""
+    """What the command line (or the Python API) asked for, beyond the settings."""
 
-    campaign: Path
+    campaign: Path  # the campaign as summaries name it: the file read, unless ``table`` is given
     results: Path
     failed: Path | None = None  # None: beside the results, with the campaign's own extension
     sandbox: bool = False
     restart: bool = False
     resend_unknown: bool = False
     failed_include_unknown: bool = False
+    table: Table | None = None  # already opened (a frame spooled to CSV); else campaign is read
+    wait_lock: float = 60.0  # seconds to wait for a run that holds the lock and is stopping
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunResult:
-    """Everything the summary and the exit code are made of."""
+class StopControl:
+    """Asks a run to stop gracefully from outside: a signal handler, or a cancelled task.
 
-    options: RunOptions
-    totals: Totals
-    load: LoadStats
-    stats: RunStats | None
-    stop: StopReason | None
-    resumed_done: int
-    crashed_unknown: int
-    duration: float
-    dry_run: bool = False
-    example_request: dict[str, Any] | None = None
+    The first reason given is the one reported. Whoever must react (the engine, the lock that
+    tells other runs this one is stopping) registers with :meth:`on_request`, and is called at
+    once if a stop was asked for already.
+    """
+
+    def __init__(self) -> None:
+        self.reason: StopReason | None = None
+        #: Whether the run's task was cancelled (its caller gets CancelledError at the end).
+        self.cancelled = False
+        self._listeners: list[Callable[[StopReason], object]] = []
+        self._requested: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"StopControl(reason={self.reason!r}, cancelled={self.cancelled!r})"
+
+    def request(self, reason: StopReason) -> None:
+        """Stop taking new rows; requests in flight get the grace period to finish."""
+        if self.reason is not None:
+            return
+        self.reason = reason
+        for listener in self._listeners:
+            listener(reason)
+        if self._requested is not None and not self._requested.done():
+            self._requested.set_result(None)
+
+    def cancel(self) -> None:
+        """The run's task was cancelled: a graceful stop, then CancelledError for the caller."""
+        self.cancelled = True
+        self.request(StopReason("cancelled", "", "the task was cancelled"))
+
+    def on_request(self, listener: Callable[[StopReason], object]) -> None:
+        """Call ``listener`` with the reason when a stop is requested (now, if it was)."""
+        self._listeners.append(listener)
+        if self.reason is not None:
+            listener(self.reason)
+
+    def why(self) -> str | None:
+        """Why the run was asked to stop, in words, or None."""
+        return None if self.reason is None else f"when this run was stopped ({self.reason.message})"
+
+    def requested(self) -> asyncio.Future[None]:
+        """A future of the running loop, done once a stop is requested."""
+        if self._requested is None:
+            self._requested = asyncio.get_running_loop().create_future()
+            if self.reason is not None:
+                self._requested.set_result(None)
+        return self._requested
 
 
-def default_results_path(campaign: Path) -> Path:
-    """``campaign.csv`` -> ``campaign.results.csv`` beside it."""
-    return campaign.with_name(f"{campaign.stem}.results.csv")
+def default_results_path(campaign: Path, *, sandbox: bool = False) -> Path:
+    """``campaign.csv`` -> ``campaign.results.csv`` beside it (``.sandbox.results.csv``).
+
+    A rehearsal gets a journal of its own, so it can never stand in for the real send.
+    """
+    kind = ".sandbox" if sandbox else ""
+    return campaign.with_name(f"{campaign.stem}{kind}.results.csv")
 
 
-def default_failed_path(results: Path, kind: str = "csv") -> Path:
-    """``results.csv`` -> ``results.failed.csv`` beside it (``.xlsx`` for a workbook campaign)."""
-    return results.with_name(f"{results.stem}.failed.{'xlsx' if kind == 'xlsx' else 'csv'}")
+def default_failed_path(results: Path, suffix: str = ".csv") -> Path:
+    """``results.csv`` -> ``results.failed.csv`` beside it, with the export's ``suffix``
+    (:attr:`Table.export_suffix`: the campaign's own, ``.xlsx`` for a workbook)."""
+    return results.with_name(f"{results.stem}.failed{suffix}")
 
 
 def _failed_path(options: RunOptions, table: Table) -> Path:
-    """Where the failed export goes; its name must not contradict the input's format."""
+    """Where the failed export goes; its name must not contradict the export's format."""
     if options.failed is None:
-        return default_failed_path(options.results, table.format.kind)
+        return default_failed_path(options.results, table.export_suffix)
     is_xlsx = options.failed.suffix.lower() == ".xlsx"
-    if is_xlsx != (table.format.kind == "xlsx"):
-        wanted = ".xlsx" if table.format.kind == "xlsx" else "a text extension such as .csv"
+    if is_xlsx != (table.export_suffix == ".xlsx"):
+        kind = table.format.kind
+        wanted = ".xlsx" if kind != "csv" else "a text extension such as .csv"
+        written = "an .xlsx workbook" if kind != "csv" else "text in the campaign's own format"
         raise UsageError(
-            f"--failed {options.failed}: the failed export is written in the campaign's own "
-            f"format ({table.format.kind}), so name it with {wanted}"
+            f"--failed {options.failed}: the failed export of this {kind} campaign is "
+            f"{written}, so name it with {wanted}"
         )
     return options.failed
 
 
-def _open(settings: Settings, path: Path) -> tuple[Table, Campaign]:
-    table = open_table(path, encoding=settings.campaign.encoding or None)
+def _open(settings: Settings, path: Path, table: Table | None) -> tuple[Table, Campaign]:
+    if table is None:
+        table = open_table(path, encoding=settings.campaign.encoding or None)
     return table, Campaign(table, settings.campaign)
 
 
-def dry_run(settings: Settings, campaign_path: Path, verdicts: Path | None) -> RunResult:
-    """Check the whole file without sending or touching the journal."""
+def dry_run(
+    settings: Settings, campaign_path: Path, verdicts: Path | None, *, table: Table | None = None
+) -> DryRunResult:
+    """Check the whole file (or the opened ``table``) without sending or touching the journal."""
     started = time.monotonic()
-    table, campaign = _open(settings, campaign_path)
+    table, campaign = _open(settings, campaign_path, table)
+    if verdicts is not None:
+        check_outputs(campaign_path, [Output("--out", verdicts)])
     table.scan(no_line_breaks=frozenset({campaign.to_column}))
     totals = Totals()
 
     def counted() -> Iterator[Record]:
         for item in campaign.plan(bodies=False):
             record = item.record if item.body is None else item.record._replace(status=Status.VALID)
-            totals.messages += 1
-            totals.statuses[record.status] += 1
+            totals.count(record)
             yield record
 
-    records = counted()
     if verdicts is not None:
-        write_results_only(records, verdicts)
+        write_results_only(counted(), verdicts)
     else:
-        for _ in records:
-            pass
+        collections.deque(counted(), maxlen=0)
     totals.rows = campaign.stats.rows
-    totals.warnings = campaign.stats.warnings
-    options = RunOptions(campaign=campaign_path, results=verdicts or Path())
-    return RunResult(
-        options=options, totals=totals, load=campaign.stats, stats=None, stop=None,
-        resumed_done=0, crashed_unknown=0, duration=time.monotonic() - started, dry_run=True,
+    return DryRunResult(
+        campaign=campaign_path,
+        verdicts=verdicts,
+        totals=totals,
+        load=campaign.stats,
+        duration=time.monotonic() - started,
         example_request=_example_request(settings, campaign.stats.example_body),
-    )  # fmt: skip
+    )
 
 
 def _example_request(settings: Settings, body: bytes | None) -> dict[str, Any] | None:
@@ -158,101 +223,176 @@ def _example_request(settings: Settings, body: bytes | None) -> dict[str, Any] |
     }
 
 
-def send(
+async def send(
     settings: Settings,
     options: RunOptions,
     *,
+    api_key: Secret | None = None,
     environ: Mapping[str, str] | None = None,
     display: DisplayFactory | None = None,
-) -> RunResult:
-    """Send a campaign (or resume it) and write its results; see the module docstring."""
+    control: StopControl | None = None,
+) -> SendResult:
+    """Send a campaign (or resume it) and write its results; see the module docstring.
+
+    ``api_key`` wins over the environment variable the settings name (read from ``environ``).
+    """
     started = time.monotonic()
-    table, campaign = _open(settings, options.campaign)
+    control = control or StopControl()
+    table, campaign = _open(settings, options.campaign, options.table)
     options = replace(options, failed=_failed_path(options, table))
-    api_key = (
-        Secret(secrets.token_urlsafe(24))
-        if options.sandbox
-        else read_api_key(settings.kaleyra, environ)
-    )
-    with hold_lock(options.results) as previous:
-        if previous is not None:
-            log.warning(
-                "bulk_sender.lock_taken_over",
-                extra={"event": "bulk_sender.lock_taken_over", "previous_pid": previous},
-            )
-        path = journal_path(options.results)
-        identity = campaign.identity()
-        rows = Journal.known_rows(path, identity) if not options.restart else None
-        if rows is None:
-            rows = table.scan(no_line_breaks=frozenset({campaign.to_column}))
+    check_outputs(options.campaign, send_outputs(options.results, options.failed))
+    api_key = _api_key(settings, options, api_key, environ)
+    # The embedded sandbox is on this machine: no proxy variable applies to it.
+    route = plan_route(settings.kaleyra, environ={} if options.sandbox else environ)
+    destination = SANDBOX if options.sandbox else settings.kaleyra.messages_url
+    path = journal_path(options.results)
+    with contextlib.ExitStack() as cleanup:
+        lock = await acquire_lock(options.results, wait=options.wait_lock, give_up=control.why)
+        cleanup.callback(lock.release)
+        control.on_request(lambda _: lock.mark_stopping())
+        _note_lock_taken_over(lock.previous)
+        rows = _rows(table, campaign, path, destination, restart=options.restart)
         # Started now, so that its start-up overlaps the journal's; given its job below.
         planner = start_planner(settings.sending, rows)
-        with contextlib.ExitStack() as cleanup:
-            if planner is not None:
-                cleanup.callback(planner.close)
-            journal = Journal.open(path, identity=identity, restart=options.restart)
-            cleanup.callback(journal.close)
-            journal.set_meta("rows", str(rows))
-            journal.set_meta("input", str(options.campaign))
-            state = journal.resume_state(
-                resend_unknown=options.resend_unknown, seed=planner is None
-            )
-            if planner is not None:
-                planner.give(PlanJob.of(campaign, state, path))
-            _announce(state, rows)
-            log.info(
-                "bulk_sender.started",
-                extra={
-                    "event": "bulk_sender.started",
-                    "campaign": str(options.campaign),
-                    "rows": rows,
-                    "rate": settings.sending.rate_per_second,
-                    "concurrency": settings.sending.concurrency,
-                    "sandbox": options.sandbox,
-                },
-            )
-            stats = RunStats(
-                target_rate=settings.sending.rate_per_second,
-                rate=settings.sending.rate_per_second,
-            )
-            stop = _run_loop(
-                _send_async(
-                    settings,
-                    options,
-                    campaign,
-                    journal,
-                    campaign.plan(state) if planner is None else planner.plan(campaign.stats),
-                    api_key,
-                    stats,
-                    rows,
-                    display,
-                )
-            )
-            store = settings.callbacks.store if settings.callbacks is not None else None
-            with merged_or_none(store, path) as delivery:  # callbacks already stored
-                totals = write_outputs(
-                    table=table,
-                    to_column=campaign.to_column,
-                    records=journal.records(),
-                    results=options.results,
-                    failed=options.failed,
-                    include_unknown=options.failed_include_unknown,
-                    delivery=delivery,
-                )
+        if planner is not None:
+            cleanup.callback(planner.close)
+        journal = _open_journal(path, campaign, destination, options, rows)
+        cleanup.callback(journal.close)
+        state = journal.resume_state(resend_unknown=options.resend_unknown)
+        if planner is not None:
+            planner.give(PlanJob.of(campaign, state, path))
+        _announce(state, rows)
+        _log_started(settings, options, rows)
+        stats = RunStats(target_rate=settings.sending.rate_per_second)
+        run = _Sending(
+            settings=settings, sandbox=options.sandbox, route=route, api_key=api_key,
+            journal=journal, stats=stats,
+            display=(display or _no_display)(stats, campaign.stats, rows),
+        )  # fmt: skip
+        plan = (
+            plan_inline(campaign, state, path) if planner is None else planner.plan(campaign.stats)
+        )
+        stop, totals = await _send_and_record(
+            run, plan, control,
+            lambda: _write_outputs(table, campaign, journal, options, settings.callbacks),
+        )  # fmt: skip
+    _log_finished(stop, totals, planned_apart=planner is not None)
+    return SendResult(
+        campaign=options.campaign, results=options.results, failed=options.failed,
+        totals=totals, load=campaign.stats, stats=stats, stop=stop,
+        resumed_done=sum(state.done.values()), crashed_unknown=state.crashed,
+        duration=time.monotonic() - started,
+    )  # fmt: skip
+
+
+async def _send_and_record(
+    run: _Sending, plan: Plan, control: StopControl, record: Callable[[], Totals]
+) -> tuple[StopReason | None, Totals]:
+    """Send, then write the results; a planner killed (out of memory) still gets them written."""
+    try:
+        stop = await _send_until_stopped(run, plan, control)
+    except PlannerCrashedError:  # what was done is on record: write it, then report the crash
+        record()
+        raise
+    return stop, record()
+
+
+def _api_key(
+    settings: Settings,
+    options: RunOptions,
+    api_key: Secret | None,
+    environ: Mapping[str, str] | None,
+) -> Secret:
+    """The key to send with: a throwaway one for the embedded sandbox, else the given one."""
+    if options.sandbox:
+        return Secret(secrets.token_urlsafe(24))
+    return api_key or read_api_key(settings.kaleyra, environ)
+
+
+def _note_lock_taken_over(previous: int | None) -> None:
+    if previous is not None:
+        log.warning(
+            "bulk_sender.lock_taken_over",
+            extra={"event": "bulk_sender.lock_taken_over", "previous_pid": previous},
+        )
+
+
+def _rows(
+    table: Table, campaign: Campaign, journal: Path, destination: str, *, restart: bool
+) -> int:
+    """The campaign's row count: from the journal when it already scanned these bytes."""
+    rows = None if restart else Journal.known_rows(journal, campaign.identity(), destination)
+    if rows is None:
+        rows = table.scan(no_line_breaks=frozenset({campaign.to_column}))
+    return rows
+
+
+def _open_journal(
+    path: Path, campaign: Campaign, destination: str, options: RunOptions, rows: int
+) -> Journal:
+    journal = Journal.open(
+        path, identity=campaign.identity(), destination=destination, restart=options.restart
+    )
+    if journal.carried_over:
+        log.info(
+            "bulk_sender.carried_over",
+            extra={
+                "event": "bulk_sender.carried_over",
+                "recipients": journal.carried_over,
+                "hint": "sent (or possibly sent) before --restart: not sent again",
+            },
+        )
+    journal.set_meta("rows", str(rows))
+    journal.set_meta("input", str(options.campaign))
+    return journal
+
+
+def _write_outputs(
+    table: Table,
+    campaign: Campaign,
+    journal: Journal,
+    options: RunOptions,
+    callbacks: CallbacksSettings | None = None,
+) -> Totals:
+    """Rebuild the results file and the failed export from the whole journal, with the
+    delivery callbacks already stored when ``[callbacks]`` is set."""
+    store = callbacks.store if callbacks is not None else None
+    with merged_or_none(store, journal.path) as delivery:
+        return write_outputs(
+            table=table,
+            to_column=campaign.to_column,
+            records=journal.records(),
+            results=options.results,
+            failed=options.failed,
+            include_unknown=options.failed_include_unknown,
+            delivery=delivery,
+        )
+
+
+def _log_started(settings: Settings, options: RunOptions, rows: int) -> None:
+    log.info(
+        "bulk_sender.started",
+        extra={
+            "event": "bulk_sender.started",
+            "campaign": str(options.campaign),
+            "rows": rows,
+            "rate": settings.sending.rate_per_second,
+            "concurrency": settings.sending.concurrency,
+            "sandbox": options.sandbox,
+        },
+    )
+
+
+def _log_finished(stop: StopReason | None, totals: Totals, *, planned_apart: bool) -> None:
     log.info(
         "bulk_sender.finished",
         extra={
             "event": "bulk_sender.finished",
             "outcome": "stopped" if stop is not None else "finished",
             **{f"total_{k}": v for k, v in totals.statuses.items()},
-            **_peak_memory(planned_apart=planner is not None),
+            **_peak_memory(planned_apart=planned_apart),
         },
     )
-    return RunResult(
-        options=options, totals=totals, load=campaign.stats, stats=stats, stop=stop,
-        resumed_done=sum(state.done.values()), crashed_unknown=state.crashed,
-        duration=time.monotonic() - started,
-    )  # fmt: skip
 
 
 def _peak_memory(*, planned_apart: bool) -> dict[str, int]:
@@ -288,53 +428,123 @@ def _announce(state: ResumeState, rows: int) -> None:
         )
 
 
-def _run_loop(coro: Coroutine[Any, Any, StopReason | None]) -> StopReason | None:
-    """Run the sending loop on uvloop where it is installed (it is on CPython/Linux)."""
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on a new loop: uvloop where it is installed (it is on CPython/Linux)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on CPython/Linux
         return asyncio.run(coro)
-    result: StopReason | None = uvloop.run(coro)
+    result: T = uvloop.run(coro)
     return result
 
 
-async def _send_async(
-    settings: Settings,
-    options: RunOptions,
-    campaign: Campaign,
-    journal: Journal,
-    plan: Plan,
-    api_key: Secret,
-    stats: RunStats,
-    rows: int,
-    display: DisplayFactory | None,
-) -> StopReason | None:
-    kaleyra = settings.kaleyra
-    sandbox = None
-    if options.sandbox:
-        from bulk_sender.sandbox.callbacks import emitter_for
-        from bulk_sender.sandbox.server import Account, Sandbox
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Sending:
+    """What the sending loop needs, gathered before it starts."""
 
-        sandbox = Sandbox(
-            Account(sid=kaleyra.sid, api_key=api_key.reveal(), senders=frozenset({kaleyra.sender})),
-            callbacks=emitter_for(settings.callbacks),  # [callbacks] set: post status callbacks
-        )
-        kaleyra = replace(kaleyra, base_url=await sandbox.start())
-    journal.start_writer()
+    settings: Settings
+    sandbox: bool
+    route: Route
+    api_key: Secret
+    journal: Journal
+    stats: RunStats
+    display: contextlib.AbstractContextManager[None]
+
+
+async def _send_until_stopped(run: _Sending, plan: Plan, control: StopControl) -> StopReason | None:
+    """Send ``plan``; a cancelled task becomes a stop, with the journal whole either way."""
     try:
-        async with KaleyraClient(
-            url=kaleyra.messages_url,
-            api_key=api_key,
-            concurrency=settings.sending.concurrency,
-            timeout_seconds=settings.sending.timeout_seconds,
-        ) as client:
-            engine = Engine(settings=settings.sending, client=client, journal=journal, stats=stats)
-            with _signals(engine), (display or _no_display)(stats, campaign.stats, rows):
-                return await engine.run(plan)
+        stop = await _send_async(run, plan, control)
+    except asyncio.CancelledError:  # while the client or the sandbox opened or closed
+        control.cancel()
+        stop = control.reason
+    if control.reason is not None:
+        # Abandoned after the grace period, or cut short by a cancellation: in flight
+        # means "may have arrived", recorded now as a resume would.
+        settled = run.journal.settle_in_flight()
+        if settled:
+            _log_abandoned(settled, run.settings.sending.stop_grace_seconds)
+    return stop
+
+
+async def _send_async(run: _Sending, plan: Plan, control: StopControl) -> StopReason | None:
+    """Send ``plan`` to Kaleyra (or an embedded sandbox), the journal's writer running."""
+    async with contextlib.AsyncExitStack() as stack:
+        kaleyra, route = run.settings.kaleyra, run.route
+        if run.sandbox:
+            url = await stack.enter_async_context(
+                _embedded_sandbox(kaleyra, run.api_key, run.settings.callbacks)
+            )
+            route = Route(url=replace(kaleyra, base_url=url).messages_url)
+        run.journal.start_writer()
+        stack.callback(run.journal.stop_writer)
+        client = await stack.enter_async_context(
+            open_poster(route, api_key=run.api_key, sending=run.settings.sending)
+        )
+        engine = Engine(
+            settings=run.settings.sending, client=client, journal=run.journal, stats=run.stats
+        )
+        stack.enter_context(run.display)
+        stop = await _drive(engine, plan, control, run.settings.sending.stop_grace_seconds)
+    return stop
+
+
+async def _drive(
+    engine: Engine, plan: Plan, control: StopControl, grace: float
+) -> StopReason | None:
+    """Run ``engine`` over ``plan``; once a stop is requested, give it ``grace`` seconds.
+
+    What is still in flight then is abandoned: the engine is cancelled, its rows stay
+    ``in_flight`` in the journal. A cancellation of this task is a stop request; a second one
+    ends the grace period at once.
+    """
+    if control.reason is not None:
+        return control.reason  # asked to stop before the first request
+    sending = asyncio.ensure_future(engine.run(plan))
+    control.on_request(engine.request_stop)
+    loop = asyncio.get_running_loop()
+    deadline = math.inf
+    while not sending.done():
+        if control.reason is not None and deadline == math.inf:
+            deadline = loop.time() + grace
+        try:
+            if loop.time() >= deadline:
+                sending.cancel()
+                await asyncio.wait([sending])
+            elif deadline == math.inf:
+                either: list[asyncio.Future[Any]] = [sending, control.requested()]
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.wait([sending], timeout=deadline - loop.time())
+        except asyncio.CancelledError:
+            if control.reason is not None:
+                deadline = -math.inf  # asked again: abandon what is in flight now
+            control.cancel()
+    if sending.cancelled():
+        return engine.stop_reason or control.reason
+    return sending.result()
+
+
+@contextlib.asynccontextmanager
+async def _embedded_sandbox(
+    kaleyra: KaleyraSettings, api_key: Secret, callbacks: CallbacksSettings | None = None
+) -> AsyncIterator[str]:
+    """A Kaleyra sandbox on 127.0.0.1 for this run (``--sandbox``); yields its base URL.
+
+    With ``[callbacks]`` set it posts status callbacks to ``receive`` (sandbox/callbacks.py).
+    """
+    from bulk_sender.sandbox.callbacks import emitter_for
+    from bulk_sender.sandbox.server import Account, Sandbox
+
+    sandbox = Sandbox(
+        Account(sid=kaleyra.sid, api_key=api_key.reveal(), senders=frozenset({kaleyra.sender})),
+        callbacks=emitter_for(callbacks),
+    )
+    url = await sandbox.start()
+    try:
+        yield url
     finally:
-        journal.stop_writer()
-        if sandbox is not None:
-            await sandbox.stop()
+        await sandbox.stop()
 
 
 @contextlib.contextmanager
@@ -343,8 +553,9 @@ def _no_display(stats: RunStats, load: LoadStats, rows: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _signals(engine: Engine) -> Iterator[None]:
-    """First SIGINT/SIGTERM: stop gracefully. Second: stop at once (the journal stays valid)."""
+def handle_signals(control: StopControl) -> Iterator[None]:
+    """First SIGINT, SIGTERM or SIGHUP: stop gracefully. Second: exit at once (the journal
+    stays valid). For the command line only: a library leaves the process's signals alone."""
     loop = asyncio.get_running_loop()
     received: list[str] = []
 
@@ -362,10 +573,10 @@ def _signals(engine: Engine) -> Iterator[None]:
             )
             logging.shutdown()
             os._exit(128 + signum)
-        engine.request_stop(StopReason("signal", name, f"received {name}"))
+        control.request(StopReason("signal", name, f"received {name}"))
 
     installed = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, handler, signum)
             installed.append(signum)
@@ -374,3 +585,16 @@ def _signals(engine: Engine) -> Iterator[None]:
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
+
+
+def _log_abandoned(requests: int, grace: float) -> None:
+    log.warning(
+        "bulk_sender.abandoned",
+        extra={
+            "event": "bulk_sender.abandoned",
+            "requests": requests,
+            "grace_seconds": grace,
+            "hint": "no answer within the grace period after the stop: these rows are unknown "
+            "(they may have reached Kaleyra) and are not sent again unless --resend-unknown",
+        },
+    )

@@ -1,40 +1,37 @@
-"""What the operator sees: logging set-up, the live progress, the summary (text and JSON).
+"""What the operator sees while a run goes: logging set-up and the live progress.
 
 At a terminal a ``rich`` progress display shows rows done, counts by status, the sending rate
 against the configured one and an ETA. Elsewhere (cron, Airflow, ``--quiet``, ``--log-format
 json``) a ``bulk_sender.progress`` log line every few seconds carries the same figures. Log
 events have stable dotted names (``bulk_sender.rate_changed``) and structured fields; in JSON
-mode every line is one JSON object. Nothing here ever sees the API key.
+mode every line is one JSON object. Nothing here ever sees the API key. The summary printed
+at the end is :mod:`bulk_sender.record.summary`'s.
+
+A log line can quote Kaleyra's text or the campaign's: both formatters show every control
+character in it as an escape (:mod:`bulk_sender.printable`), so no line can forge another or
+drive the terminal. The progress bar shows only figures.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import shlex
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
 from bulk_sender.input.campaign import LoadStats
-from bulk_sender.model import DRY_RUN_STATUSES, RESULT_STATUSES, Status
-from bulk_sender.runner import RunResult
+from bulk_sender.model import RESULT_STATUSES, Status
+from bulk_sender.printable import json_printable, printable
 from bulk_sender.sending.stats import RunStats
 
-__all__ = [
-    "Progress",
-    "setup_logging",
-    "summary_dict",
-    "summary_text",
-    "write_summary_json",
-]
+__all__ = ["Progress", "setup_logging"]
 
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {
     "message", "asctime", "event",
@@ -49,7 +46,7 @@ class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         fields = " ".join(f"{k}={_plain(v)}" for k, v in _fields(record).items())
-        return f"{stamp} {record.levelname:<7} {record.getMessage()} {fields}".rstrip()
+        return printable(f"{stamp} {record.levelname:<7} {record.getMessage()} {fields}".rstrip())
 
 
 class _JsonFormatter(logging.Formatter):
@@ -60,7 +57,7 @@ class _JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
             **_fields(record),
         }
-        return orjson.dumps(doc, default=str).decode()
+        return json_printable(orjson.dumps(doc, default=str).decode())
 
 
 def _plain(value: object) -> str:
@@ -139,6 +136,7 @@ class Progress:
                     **{s.value: stats.statuses[s] for s in RESULT_STATUSES},
                     "rate": round(meter.rate(stats.requests), 1),
                     "target_rate": round(stats.rate, 1),
+                    "in_flight_limit": stats.inflight_limit,
                 },
             )
 
@@ -199,14 +197,16 @@ def _rich_fields(stats: RunStats, load: LoadStats, rows: int, meter: _RateMeter)
     done, total = _progress(stats, load, rows)
     s = stats.statuses
     counts = (
-        f"[green]sent {s['sent']}[/] [red]failed {s['failed']}[/] "
-        f"[yellow]unknown {s['unknown']}[/] invalid {s['invalid']}"
+        f"[green]sent {s[Status.SENT]}[/] [red]failed {s[Status.FAILED]}[/] "
+        f"[yellow]unknown {s[Status.UNKNOWN]}[/] invalid {s[Status.INVALID]}"
     )
     achieved = meter.rate(stats.requests)
     if stats.rate < stats.target_rate:
         rate = f"[yellow]{achieved:.0f}/s, slowed to {stats.rate:g} of {stats.target_rate:g}/s[/]"
     else:
         rate = f"{achieved:.0f}/s of {stats.target_rate:g}/s"
+    if stats.inflight_note:
+        rate += f" [yellow](concurrency caps it at {stats.inflight_limit})[/]"
     return {"completed": done, "total": total, "counts": counts, "rate": rate}
 
 
@@ -214,162 +214,3 @@ def _progress(stats: RunStats, load: LoadStats, rows: int) -> tuple[int, int]:
     """Messages done (earlier runs' included) and the total to show (never below done)."""
     done = load.skipped_done + stats.finished
     return done, max(rows, done)
-
-
-# -- the summary ------------------------------------------------------------------------------
-
-
-def summary_dict(result: RunResult, *, exit_code: int, command: list[str]) -> dict[str, Any]:
-    """The run's summary as plain data: the ``--summary-json`` document (see README)."""
-    totals, stats, options = result.totals, result.stats, result.options
-    latency = stats.latency if stats is not None else None
-    pct = {
-        f"p{p}": (
-            None if latency is None or (v := latency.percentile(p)) is None else round(v * 1000, 1)
-        )
-        for p in (50, 95, 99)
-    }
-    requests = stats.requests if stats is not None else 0
-    stop = result.stop
-    resume = _resume_command(command) if stop is not None else None
-    retry = None
-    if totals.failed_rows and options.failed is not None and stop is None:
-        # After a stop the not_sent rows are sent by resuming; offering the export as well
-        # would invite sending them twice.
-        retry = _retry_command(command, options.failed, options.results)
-    return {
-        "version": 1,
-        "mode": "dry-run" if result.dry_run else "send",
-        "campaign": str(options.campaign),
-        "outcome": "stopped" if stop is not None else "finished",
-        "stop": None
-        if stop is None
-        else {"reason": stop.kind, "code": stop.code, "message": stop.message},
-        "exit_code": exit_code,
-        "rows": totals.rows,
-        "messages": totals.messages,
-        "statuses": {
-            s.value: totals.statuses.get(s, 0)
-            for s in (DRY_RUN_STATUSES if result.dry_run else RESULT_STATUSES)
-        },
-        "codes": dict(totals.codes.most_common()),
-        "warnings": totals.warnings,
-        "refs_truncated": result.load.refs_truncated,
-        "invalid_reasons": {
-            reason: {"count": n, "example_rows": result.load.examples.get(reason, [])}
-            for reason, n in result.load.invalid.most_common()
-        },
-        "example_request": result.example_request,
-        "this_run": {
-            "requests": requests,
-            "retries": stats.retries if stats is not None else 0,
-            "statuses": {str(k): v for k, v in stats.statuses.items()} if stats is not None else {},
-            "already_done_before": result.resumed_done,
-            "unknown_after_crash": result.crashed_unknown,
-        },
-        "duration_seconds": round(result.duration, 3),
-        "mean_rate": round(stats.pace, 2) if stats is not None else 0.0,
-        "latency_ms": pct,
-        "rate": {
-            "configured": stats.target_rate if stats is not None else None,
-            "final": stats.rate if stats is not None else None,
-            "changes": stats.rate_changes if stats is not None else 0,
-        },
-        "results": str(options.results) if str(options.results) != "." else None,
-        "failed": None if options.failed is None else str(options.failed),
-        "failed_rows": totals.failed_rows,
-        "resume_command": resume,
-        "retry_command": retry,
-    }
-
-
-def _resume_command(command: list[str]) -> str:
-    return shlex.join(arg for arg in command if arg != "--restart")
-
-
-def _retry_command(command: list[str], failed: Path, results: Path) -> str:
-    """``send`` of the failed export, with the same program, config, target and pace."""
-    retry_out = results.with_name(results.stem + ".retry.csv")
-    keep = [command[0], "send", str(failed), "--out", str(retry_out)]
-    for flag in ("--config", "--base-url", "--rate", "--concurrency"):
-        if flag in command and command.index(flag) + 1 < len(command):
-            keep += [flag, command[command.index(flag) + 1]]
-    if "--sandbox" in command:
-        keep.append("--sandbox")
-    return shlex.join(keep)
-
-
-def summary_text(doc: dict[str, Any], stop_line: str | None) -> str:
-    """The human summary printed at the end of every run."""
-    st = doc["statuses"]
-    lines = [
-        f"{'Dry run of' if doc['mode'] == 'dry-run' else 'Campaign'} {doc['campaign']}: "
-        f"{doc['outcome']} in {doc['duration_seconds']:.1f} s",
-        f"  rows {doc['rows']:,}   messages {doc['messages']:,}",
-        "  " + "   ".join(f"{name} {count:,}" for name, count in st.items()),
-    ]
-    if doc["codes"]:
-        lines.append("  by code: " + ", ".join(f"{c} x{n:,}" for c, n in doc["codes"].items()))
-    lines.append(f"  warnings {doc['warnings']:,}   refs truncated {doc['refs_truncated']:,}")
-    if doc["mode"] == "send":
-        lat = doc["latency_ms"]
-        run = doc["this_run"]
-        lines.append(
-            f"  this run: {_count(run['requests'], 'request')} "
-            f"({_count(run['retries'], 'retry', 'retries')}), sending at "
-            f"{doc['mean_rate']:g}/s (configured {doc['rate']['configured']:g}/s), latency "
-            f"p50 {_ms(lat['p50'])} p95 {_ms(lat['p95'])} p99 {_ms(lat['p99'])}"
-        )
-        if run["already_done_before"]:
-            lines.append(f"  already done before this run: {run['already_done_before']:,}")
-        lines.append(f"  results: {doc['results']}")
-        lines.append(f"  failed rows: {doc['failed']} ({doc['failed_rows']:,} rows)")
-    else:
-        lines.extend(_dry_run_lines(doc))
-    if stop_line:
-        lines.append(stop_line)
-    if doc["resume_command"]:
-        lines.append(f"  to resume: {doc['resume_command']}")
-        if doc["statuses"].get(Status.NOT_SENT):
-            lines.append(
-                "  (the not_sent rows are also in the failed export: send them by resuming or "
-                "from the export, never both)"
-            )
-    if doc["retry_command"]:
-        lines.append(f"  to retry the failed rows: {doc['retry_command']}")
-    return "\n".join(lines)
-
-
-def _dry_run_lines(doc: dict[str, Any]) -> list[str]:
-    lines = []
-    if doc["invalid_reasons"]:
-        lines.append("  invalid, by reason (example rows):")
-        for reason, info in doc["invalid_reasons"].items():
-            rows = ", ".join(str(r) for r in info["example_rows"])
-            label = "row" if len(info["example_rows"]) == 1 else "rows"
-            lines.append(f"    {info['count']:>7,}  {reason}  ({label} {rows})")
-    if doc["results"]:
-        lines.append(f"  verdicts: {doc['results']}")
-    example = doc["example_request"]
-    if example is not None:
-        lines.append("  example request (first valid row):")
-        lines.append(f"    {example['method']} {example['url']}")
-        lines.extend(f"    {name}: {value}" for name, value in example["headers"].items())
-        body = orjson.dumps(example["body"], option=orjson.OPT_INDENT_2).decode()
-        lines.extend(f"    {line}" for line in body.splitlines())
-    return lines
-
-
-def _count(n: int, singular: str, plural: str | None = None) -> str:
-    return f"{n:,} {singular if n == 1 else plural or singular + 's'}"
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:g} ms"
-
-
-def write_summary_json(path: Path, doc: dict[str, Any]) -> None:
-    """Write the summary document as JSON (atomically)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
-    tmp.replace(path)

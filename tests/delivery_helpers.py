@@ -17,7 +17,7 @@ import orjson
 from bulk_sender.config import Secret
 from bulk_sender.delivery.receiver import serve
 from bulk_sender.model import Record
-from bulk_sender.record.journal import Journal
+from bulk_sender.record.journal import SANDBOX, Journal
 from bulk_sender.stores.base import CallbackStore, open_callback_store
 
 #: The backends every store test runs against (PostgreSQL joins when it exists).
@@ -48,7 +48,7 @@ def count_events(backend: str, tmp_path: Path) -> int:
 def write_journal(path: Path, records: Sequence[Record], *, created_at: str = "") -> Path:
     """A campaign journal holding ``records`` (created now, or at ``created_at``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    journal = Journal.open(path, identity={"file_sha256": "x"})
+    journal = Journal.open(path, identity={"file_sha256": "x"}, destination=SANDBOX)
     if created_at:
         journal.set_meta("created_at", created_at)
 

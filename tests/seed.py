@@ -43,6 +43,11 @@ SEED_WA202: Final = {
     "data": {"message_id": "AXXXXXXXXXXXXXXXXXXX"},
     "error": {},
 }
+#: The 202 sample exactly as the seed prints it, commas missing: not JSON.
+SEED_WA202_AS_PRINTED: Final = (
+    b'{\n"code":"WA202"\n"message":"Request Accepted",\n"data":{\n'
+    b'"message_id":"AXXXXXXXXXXXXXXXXXXX"\n}\n"error":{}\n}'
+)
 SEED_RBC001: Final = {
     "code": "RBC001",
     "message": "Incorrect SID or API key.",

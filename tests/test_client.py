@@ -5,6 +5,10 @@ loop) whose handler the test scripts: it reads each request's head and ``Content
 and writes whatever bytes the test wants, so the client meets keep-alive, chunking, compression,
 interim answers, early closes, garbage, hangs and TLS exactly as a server could send them.
 Every test runs on the standard asyncio loop and on uvloop (which production uses).
+
+Nothing is ordered by sleeping: a script waits on events, on the client's next request, or on
+:class:`ClientEnds` (the client has read what was sent, or seen the connection close), and
+:class:`LoopClock` moves the loop's clock instead of waiting for it.
 """
 
 from __future__ import annotations
@@ -18,207 +22,76 @@ import struct
 import time
 import traceback
 import zlib
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 import pytest
-import trustme
-import uvloop
 
 from bulk_sender.config import Secret
-from bulk_sender.errors import TransportError
-from bulk_sender.sending.client import MAX_ANSWER_BYTES, Answer, KaleyraClient
+from bulk_sender.errors import ConfigError, TransportError
+from bulk_sender.sending.client import (
+    IDLE_SECONDS,
+    MAX_ANSWER_BYTES,
+    MAX_HEAD_BYTES,
+    Answer,
+    KaleyraClient,
+)
+from bulk_sender.sending.resolver import AddrInfo, CachedResolver
+from tests.rawhttp import (
+    LOOPS,
+    PATH,
+    PATIENCE,
+    Peer,
+    RawServer,
+    Run,
+    Script,
+    Tls,
+    chunked,
+    echo,
+    free_port,
+    make_tls,
+    reply,
+    runner,
+)
 
 pytestmark = pytest.mark.timeout(10)
 
 KEY: Final = "kal-test-key-7Q2xW9vB4nM1zR8"
-PATH: Final = "/v1/HXAP16TEST0001IN/messages"
-#: Longest any single step may take before a test calls it a hang (answers come in milliseconds).
-PATIENCE: Final = 5.0
-
-T = TypeVar("T")
-
-# --------------------------------------------------------------------------- event loops
 
 
-class Run(Protocol):
-    def __call__(self, coro: Coroutine[Any, Any, T], /) -> T: ...
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
+@pytest.fixture(params=LOOPS)
 def run(request: pytest.FixtureRequest) -> Run:
     """Run a test's coroutine to completion on a fresh loop of the parametrised kind."""
-    factory: Callable[[], asyncio.AbstractEventLoop] = (
-        uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-    )
-
-    def go(coro: Coroutine[Any, Any, T]) -> T:
-        async def bounded() -> T:
-            async with asyncio.timeout(8):
-                return await coro
-
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(bounded())
-
-    return go
+    return runner(request.param)
 
 
-# --------------------------------------------------------------------------- the raw server
+@pytest.fixture(scope="module")
+def tls() -> Tls:
+    """Certificates from a CA made for this module, and a client context that trusts it."""
+    return make_tls()
 
 
-@dataclass
-class Request:
-    """One request as the server read it."""
+def late_echo(late: bytes, arrived: asyncio.Event | None = None) -> Script:
+    """Like :func:`echo`, but the request with body ``late`` is answered only when the client
+    sends its next request on that connection, just before that one's answer; never if the
+    client hangs up first. A client that reused the connection would take the late answer for
+    the next request's; ``arrived`` is set once the ``late`` request is in."""
 
-    line: str
-    headers: list[str]
-    body: bytes = b""
+    async def script(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            if request.body == late:
+                if arrived is not None:
+                    arrived.set()
+                request = await peer.request()
+                if request is None:
+                    return
+                await peer.send(reply(b"re:" + late))
+            await peer.send(reply(b"re:" + request.body))
 
-    def header(self, name: str) -> list[str]:
-        """Every value of header ``name`` (case-insensitive), in order."""
-        found = []
-        for line in self.headers:
-            key, _, value = line.partition(":")
-            if key.strip().lower() == name.lower():
-                found.append(value.strip())
-        return found
-
-
-class Peer:
-    """The server's end of one accepted connection, handed to the test's script."""
-
-    def __init__(
-        self, index: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        self.index = index
-        self.reader = reader
-        self.writer = writer
-        self.requests: list[Request] = []
-        self.sent = 0
-        self.done = asyncio.Event()  # set once the script has ended and the socket is closed
-
-    async def request(self) -> Request | None:
-        """The next request on this connection, or None when the client hung up."""
-        try:
-            head = await self.reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            return None
-        line, *headers = head[:-4].decode("latin-1").split("\r\n")
-        request = Request(line, headers)
-        lengths = request.header("content-length")
-        if lengths:
-            try:
-                request.body = await self.reader.readexactly(int(lengths[0]))
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return None
-        self.requests.append(request)
-        return request
-
-    async def send(self, data: bytes) -> None:
-        """Write ``data`` now; raises ConnectionError once the client has gone."""
-        self.writer.write(data)
-        self.sent += len(data)
-        await self.writer.drain()
-
-    async def until_client_leaves(self) -> None:
-        """Read (and ignore) everything until the client closes the connection."""
-        with contextlib.suppress(ConnectionError):
-            await self.reader.read()
-
-
-Script = Callable[[Peer], Awaitable[None]]
-
-
-class RawServer:
-    """A TCP (or TLS) server on 127.0.0.1 whose every connection runs ``script``."""
-
-    def __init__(self, script: Script, *, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._script = script
-        self._ssl = ssl_context
-        self.peers: list[Peer] = []
-        self.errors: list[BaseException] = []
-        self.port = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._server: asyncio.Server | None = None
-
-    @property
-    def connections(self) -> int:
-        """How many connections were accepted (TLS: completed the handshake)."""
-        return len(self.peers)
-
-    @property
-    def requests(self) -> list[Request]:
-        return [request for peer in self.peers for request in peer.requests]
-
-    def url(self, path: str = PATH, scheme: str = "http") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
-
-    async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self._ssl)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        for peer in self.peers:
-            peer.writer.transport.abort()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-        if self.errors and exc is None:
-            raise self.errors[0]
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        peer = Peer(len(self.peers), reader, writer)
-        self.peers.append(peer)
-        try:
-            await self._script(peer)
-        except (OSError, asyncio.IncompleteReadError):
-            pass  # the client went away; the test checks what it got
-        except asyncio.CancelledError:
-            pass  # torn down by __aexit__ (a cancelled handler task would be logged as an error)
-        except Exception as exc:  # a broken script: fail the test at __aexit__
-            self.errors.append(exc)
-        finally:
-            writer.close()
-            peer.done.set()
-
-
-def reply(
-    body: bytes = b"",
-    *headers: str,
-    status: str = "202 Accepted",
-    version: str = "HTTP/1.1",
-    length: bool = True,
-) -> bytes:
-    """An answer's bytes; with ``Content-Length`` unless ``length`` is false."""
-    lines = [f"{version} {status}", *headers]
-    if length:
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def chunked(*parts: bytes) -> bytes:
-    """``parts`` in chunked transfer coding, the last chunk included."""
-    return b"".join(b"%x\r\n%b\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
-
-
-async def echo(peer: Peer) -> None:
-    """Answer every request on the connection at once: 202, ``re:`` + its body."""
-    while (request := await peer.request()) is not None:
-        await peer.send(reply(b"re:" + request.body))
+    return script
 
 
 def make_client(
@@ -258,34 +131,136 @@ async def finished(peer: Peer) -> None:
     await asyncio.wait_for(peer.done.wait(), PATIENCE)
 
 
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (it was free a moment ago)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+# --------------------------------------------------------------------------- the client's side
+
+Connect = Callable[..., Awaitable[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]]
 
 
-# --------------------------------------------------------------------------- TLS material
+@dataclass
+class _End:
+    """What the event loop has handed the client's end of one connection so far."""
+
+    received: int = 0
+    closed: bool = False
 
 
-@dataclass(frozen=True)
-class Tls:
-    server: ssl.SSLContext  # serves a certificate for 127.0.0.1 and localhost
-    localhost_only: ssl.SSLContext  # serves a certificate for localhost alone
-    client: ssl.SSLContext  # trusts ``ca``
+class ClientEnds:
+    """The client's ends of its connections, as its event loop sees them: a test seam.
+
+    While entered (``async with``, inside the test's loop), the loop's ``create_connection``
+    is wrapped so that each connection the client opens reports the bytes handed to its
+    protocol and its close. A script then orders events instead of sleeping: it waits until the
+    client has *read* what it sent (so its next bytes come in another read), or has seen the
+    connection close. With ``hold``, a new connection is handed to the client only once the
+    client's end has seen it closed. Nothing the client does is changed.
+    """
+
+    def __init__(self, *, hold: bool = False) -> None:
+        self._hold = hold
+        self._ends: dict[int, _End] = {}  # by the client's local port
+        self._changed = asyncio.Event()
+        self._patch = pytest.MonkeyPatch()
+
+    async def __aenter__(self) -> ClientEnds:
+        loop = asyncio.get_running_loop()
+        self._patch.setattr(loop, "create_connection", self._wrapped(loop.create_connection))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._patch.undo()
+
+    async def read(self, peer: Peer) -> None:
+        """Wait until the client has been handed every byte ``peer`` has sent so far.
+
+        Call it where the sending is known to be done (in the script, after its send).
+        """
+        await self._until(lambda: self._end(peer).received >= peer.sent)
+
+    async def closed(self, peer: Peer) -> None:
+        """Wait until the client's end of ``peer``'s connection is closed."""
+        await self._until(lambda: self._end(peer).closed)
+
+    def _end(self, peer: Peer) -> _End:
+        return self._ends.get(peer.writer.get_extra_info("peername")[1], _End())
+
+    async def _until(self, done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(PATIENCE):
+            while not done():
+                await self._changed.wait()
+
+    def _changes(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _wrapped(self, connect: Connect) -> Connect:
+        async def create_connection(
+            factory: Callable[[], asyncio.BaseProtocol], *args: Any, **kwargs: Any
+        ) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
+            end = _End()
+            transport, protocol = await connect(
+                lambda: self._watched(factory(), end), *args, **kwargs
+            )
+            self._ends[transport.get_extra_info("sockname")[1]] = end
+            self._changes()
+            if self._hold:
+                await self._until(lambda: end.closed)
+            return transport, protocol
+
+        return create_connection
+
+    def _watched(self, protocol: asyncio.BaseProtocol, end: _End) -> asyncio.BaseProtocol:
+        assert isinstance(protocol, asyncio.Protocol)
+        data_received, connection_lost = protocol.data_received, protocol.connection_lost
+
+        def received(data: bytes) -> None:
+            data_received(data)
+            end.received += len(data)
+            self._changes()
+
+        def lost(exc: Exception | None) -> None:
+            connection_lost(exc)
+            end.closed = True
+            self._changes()
+
+        self._patch.setattr(protocol, "data_received", received)
+        self._patch.setattr(protocol, "connection_lost", lost)
+        return protocol
 
 
-@pytest.fixture(scope="module")
-def tls() -> Iterator[Tls]:
-    ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
-    localhost_only = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(localhost_only)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    yield Tls(server, localhost_only, client)
+class LoopClock:
+    """The running loop's clock, moved forward by the test instead of waited for: a test seam.
+
+    While entered (``async with``, inside the test's loop), ``loop.time()`` reads the real clock
+    plus everything :meth:`advance` has added, so the client sees that much time pass at once.
+    Moving the clock forward can only make the loop's timers come sooner, never later.
+    """
+
+    def __init__(self) -> None:
+        self._ahead = 0.0
+        self._patch = pytest.MonkeyPatch()
+
+    async def __aenter__(self) -> LoopClock:
+        loop = asyncio.get_running_loop()
+        real = loop.time
+        self._patch.setattr(loop, "time", lambda: real() + self._ahead)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._patch.undo()
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward."""
+        self._ahead += seconds
 
 
 # --------------------------------------------------------------------------- 1. a plain answer
@@ -301,6 +276,7 @@ def tls() -> Iterator[Tls]:
     ids=["with-query", "no-query", "no-path"],
 )
 def test_plain_answer_and_the_exact_request(run: Run, path: str, target: str) -> None:
+    """Each POST goes out exactly (target, headers once each, body); its answer comes back whole."""
     body = b'{"to":["+919812345678"],"type":"catalog","text":"Caf\xc3\xa9"}'
 
     async def script(peer: Peer) -> None:
@@ -334,6 +310,7 @@ def test_plain_answer_and_the_exact_request(run: Run, path: str, target: str) ->
 
 
 def test_answers_of_any_status_are_answers_and_keep_the_connection(run: Run) -> None:
+    """An answer of any status, a bodiless 204 included, is an Answer; the connection is kept."""
     answers = [
         reply(b'{"error":"rate"}', "Retry-After: Wed, 21 Oct 2026 07:28:00 GMT", status="429 Too"),
         reply(b'{"error":"bad"}', status="400 Bad Request"),
@@ -365,6 +342,7 @@ def test_answers_of_any_status_are_answers_and_keep_the_connection(run: Run) -> 
 
 
 def test_large_request_body_arrives_whole(run: Run) -> None:
+    """A request body of half a megabyte reaches the server whole."""
     body = b'{"text":"' + bytes(range(65, 91)) * 20_000 + b'"}'  # about 520 kB
 
     async def scenario() -> None:
@@ -380,6 +358,8 @@ def test_large_request_body_arrives_whole(run: Run) -> None:
 
 
 def test_sequential_posts_use_one_connection(run: Run) -> None:
+    """Requests one after another all go over one kept-alive connection."""
+
     async def scenario() -> None:
         async with RawServer(echo) as server, make_client(server.url()) as client:
             for i in range(50):
@@ -391,16 +371,17 @@ def test_sequential_posts_use_one_connection(run: Run) -> None:
 
 
 def test_a_connection_idle_too_long_is_not_reused(run: Run) -> None:
-    """Past ``idle_seconds`` the server may be closing it: a new connection is opened instead,
-    and the old one is closed by the client."""
+    """A connection idle past ``idle_seconds`` is closed by the client, and a new one opened."""
+    clock = LoopClock()
 
     async def scenario() -> None:
         async with (
             RawServer(echo) as server,
-            make_client(server.url(), idle_seconds=0.2) as client,
+            clock,
+            make_client(server.url(), idle_seconds=IDLE_SECONDS) as client,
         ):
             assert await post(client, b"1") == Answer(202, b"re:1", None)
-            await asyncio.sleep(0.5)
+            clock.advance(IDLE_SECONDS + 0.1)  # the server may be closing it by now
             assert await post(client, b"2") == Answer(202, b"re:2", None)
             assert server.connections == 2
             await finished(server.peers[0])
@@ -409,14 +390,17 @@ def test_a_connection_idle_too_long_is_not_reused(run: Run) -> None:
 
 
 def test_concurrent_posts_use_at_most_concurrency_connections(run: Run) -> None:
-    async def slow_echo(peer: Peer) -> None:
+    """Rounds of ``concurrency`` requests at once use that many connections, and never more."""
+    round_in = asyncio.Barrier(8)  # no answer until all eight requests of a round are in
+
+    async def echo_in_rounds(peer: Peer) -> None:
         while (request := await peer.request()) is not None:
-            await asyncio.sleep(0.01)  # so that the eight requests of a round overlap
+            await round_in.wait()
             await peer.send(reply(b"re:" + request.body))
 
     async def scenario() -> None:
         async with (
-            RawServer(slow_echo) as server,
+            RawServer(echo_in_rounds) as server,
             make_client(server.url(), concurrency=8) as client,
         ):
             for round_ in range(6):
@@ -430,6 +414,7 @@ def test_concurrent_posts_use_at_most_concurrency_connections(run: Run) -> None:
 
 
 def test_close_hangs_up_every_connection(run: Run) -> None:
+    """close() hangs up idle and busy connections; the request in flight fails after_send."""
     arrived = asyncio.Event()
 
     async def script(peer: Peer) -> None:
@@ -465,6 +450,8 @@ def test_close_hangs_up_every_connection(run: Run) -> None:
 
 @pytest.mark.parametrize("server_closes", [True, False], ids=["server-closes", "server-waits"])
 def test_connection_close_answer_is_not_reused(run: Run, server_closes: bool) -> None:
+    """After an answer with ``Connection: close`` the client hangs up and opens another."""
+
     async def script(peer: Peer) -> None:
         while (request := await peer.request()) is not None:
             await peer.send(reply(b"re:" + request.body, "Connection: close"))
@@ -482,6 +469,8 @@ def test_connection_close_answer_is_not_reused(run: Run, server_closes: bool) ->
 
 
 def test_http10_answer_without_keep_alive_is_not_reused(run: Run) -> None:
+    """After an HTTP/1.0 answer without keep-alive the client hangs up and opens another."""
+
     async def script(peer: Peer) -> None:
         while (request := await peer.request()) is not None:
             await peer.send(reply(b"re:" + request.body, version="HTTP/1.0", status="200 OK"))
@@ -508,24 +497,29 @@ def test_http10_answer_without_keep_alive_is_not_reused(run: Run) -> None:
 def test_idle_connection_dropped_by_server_is_replaced(
     run: Run, goodbye: bytes, then_close: bool
 ) -> None:
+    """A pooled connection the server closes or answers unasked is dropped, and a new one used."""
+    ends = ClientEnds()
+    pooled = [asyncio.Event() for _ in range(3)]  # the client has its answer, the connection idles
+
     async def script(peer: Peer) -> None:
         request = await peer.request()
         if request is None:
             return
         await peer.send(reply(b"re:" + request.body))  # keep-alive, as far as the answer says
-        await asyncio.sleep(0.01)
+        await pooled[peer.index].wait()
         if goodbye:
             await peer.send(goodbye)  # an answer nobody asked for, on the idle connection
         if not then_close:
             await peer.until_client_leaves()
 
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url()) as client:
+        async with RawServer(script) as server, ends, make_client(server.url()) as client:
             for i in range(3):
                 assert await post(client, b"%d" % i) == Answer(202, b"re:%d" % i, None)
-                await asyncio.sleep(0.05)
+                pooled[i].set()
+                await ends.closed(server.peers[i])  # the client saw the goodbye before posting
             assert server.connections == 3
-            for peer in server.peers[:2]:
+            for peer in server.peers:
                 await finished(peer)
 
     run(scenario())
@@ -535,7 +529,9 @@ def test_idle_connection_dropped_by_server_is_replaced(
 
 
 def test_chunked_answer_is_reassembled(run: Run) -> None:
+    """A chunked answer cut at every kind of boundary is reassembled; the connection is kept."""
     answer = b'{"id":"m-7","status":"accepted","note":"split across several writes"}'
+    ends = ClientEnds()
 
     async def script(peer: Peer) -> None:
         while await peer.request() is not None:
@@ -543,10 +539,10 @@ def test_chunked_answer_is_reassembled(run: Run) -> None:
             raw += chunked(answer[:5], answer[5:23], answer[23:24], answer[24:])
             for start in range(0, len(raw), 9):  # cuts through sizes, CRLFs and data alike
                 await peer.send(raw[start : start + 9])
-                await asyncio.sleep(0.003)
+                await ends.read(peer)  # so the next piece comes in a read of its own
 
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url()) as client:
+        async with RawServer(script) as server, ends, make_client(server.url()) as client:
             assert await post(client, b"1") == Answer(202, answer, "3")
             assert await post(client, b"2") == Answer(202, answer, "3")
         assert server.connections == 1  # a chunked answer ends by itself: connection kept
@@ -558,6 +554,9 @@ def test_chunked_answer_is_reassembled(run: Run) -> None:
     "parts", [[b'{"part":1,', b'"part":2}'], []], ids=["two-writes", "empty-body"]
 )
 def test_answer_ended_by_close_is_read_to_the_close(run: Run, parts: list[bytes]) -> None:
+    """An answer with neither Content-Length nor chunks is read up to the server's close."""
+    ends = ClientEnds()
+
     async def script(peer: Peer) -> None:
         request = await peer.request()
         if request is None:
@@ -567,12 +566,12 @@ def test_answer_ended_by_close_is_read_to_the_close(run: Run, parts: list[bytes]
             return
         await peer.send(reply(b"", "Content-Type: application/json", status="200 OK", length=False))
         for part in parts:
-            await asyncio.sleep(0.02)
+            await ends.read(peer)  # each write comes in a read of its own
             await peer.send(part)
-        await asyncio.sleep(0.02)  # then the script ends and the connection closes
+        await ends.read(peer)  # then the script ends and the connection closes
 
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url()) as client:
+        async with RawServer(script) as server, ends, make_client(server.url()) as client:
             assert await post(client, b"1") == Answer(200, b"".join(parts), None)
             assert await post(client, b"2") == Answer(202, b"re:2", None)
             assert server.connections == 2
@@ -615,6 +614,8 @@ PLAIN: Final = b'{"status":"accepted","ids":["' + b"abc123" * 100 + b'"]}'
     ids=["gzip", "x-gzip", "deflate", "mixed-case"],
 )
 def test_compressed_answer_is_decoded(run: Run, coding: str, encoded: bytes) -> None:
+    """A gzip, x-gzip or deflate answer comes back decoded, whatever the coding's case."""
+
     async def script(peer: Peer) -> None:
         while await peer.request() is not None:
             await peer.send(reply(encoded, f"Content-Encoding: {coding}"))
@@ -629,6 +630,7 @@ def test_compressed_answer_is_decoded(run: Run, coding: str, encoded: bytes) -> 
 
 
 def test_gzip_answer_in_chunks_is_decoded(run: Run) -> None:
+    """A gzip answer sent in chunks comes back decoded."""
     encoded = gzip.compress(PLAIN)
 
     async def script(peer: Peer) -> None:
@@ -644,6 +646,7 @@ def test_gzip_answer_in_chunks_is_decoded(run: Run) -> None:
 
 
 def test_undecodable_compressed_answer_comes_back_as_sent(run: Run) -> None:
+    """An answer that says gzip but is not comes back as sent, not as an error."""
     garbled = b"this is not gzip at all"
 
     async def script(peer: Peer) -> None:
@@ -671,18 +674,21 @@ EARLY_HINTS: Final = (
 )
 @pytest.mark.parametrize("split", [False, True], ids=["one-write", "separate-writes"])
 def test_informational_answers_are_skipped(run: Run, interim: bytes, split: bool) -> None:
+    """1xx answers, in the final answer's read or in reads of their own, are skipped."""
+    ends = ClientEnds()
+
     async def script(peer: Peer) -> None:
         while (request := await peer.request()) is not None:
             final = reply(b"re:" + request.body)
             if split:
                 await peer.send(interim)
-                await asyncio.sleep(0.02)
+                await ends.read(peer)  # the final answer comes in a read of its own
                 await peer.send(final)
             else:
                 await peer.send(interim + final)
 
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url()) as client:
+        async with RawServer(script) as server, ends, make_client(server.url()) as client:
             assert await post(client, b"1") == Answer(202, b"re:1", None)
             assert await post(client, b"2") == Answer(202, b"re:2", None)
         assert server.connections == 1
@@ -694,6 +700,8 @@ def test_informational_answers_are_skipped(run: Run, interim: bytes, split: bool
 
 
 def test_server_closing_without_an_answer(run: Run) -> None:
+    """A server that reads the request and closes without answering fails it after_send, at once."""
+
     async def script(peer: Peer) -> None:
         await peer.request()  # then the script ends: the connection closes, nothing answered
 
@@ -709,45 +717,25 @@ def test_server_closing_without_an_answer(run: Run) -> None:
     run(scenario())
 
 
-@contextlib.contextmanager
-def hang_up_at_once() -> Iterator[int]:
-    """A listener on 127.0.0.1 that accepts every connection and closes it (FIN) at once.
-
-    Accepting in a reader callback (not in a stream handler task, as RawServer does) makes the
-    close reach the client before it has written anything on its new connection.
-    """
-    loop = asyncio.get_running_loop()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.setblocking(False)
-
-    def accept() -> None:
-        with contextlib.suppress(BlockingIOError):
-            accepted, _ = listener.accept()
-            accepted.close()
-
-    loop.add_reader(listener.fileno(), accept)
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        loop.remove_reader(listener.fileno())
-        listener.close()
-
-
 def test_server_closing_a_new_connection_before_the_request(run: Run) -> None:
+    """A new connection the client finds closed before writing a byte fails in phase "connect"."""
+
+    async def hang_up(peer: Peer) -> None:
+        pass  # the script ends at once: the connection closes before anything is read
+
     async def scenario() -> None:
-        with hang_up_at_once() as port:
-            async with make_client(f"http://127.0.0.1:{port}{PATH}", timeout=2) as client:
-                for _ in range(3):
-                    started = time.monotonic()
-                    error = await failure(client)  # a TransportError, and nothing else
-                    elapsed = time.monotonic() - started
-                    # Nothing of the request was written, so "connect" is the accurate phase;
-                    # "after_send" is not wrong, only pessimistic.
-                    assert error.phase in ("connect", "after_send")
-                    assert "timeout" not in error.description
-                    assert elapsed < 1  # told at once, not when timeout_seconds ran out
+        async with (
+            RawServer(hang_up) as server,
+            ClientEnds(hold=True),  # each new connection reaches the client once it saw it close
+            make_client(server.url(), timeout=60) as client,  # so a timeout cannot be the outcome
+        ):
+            for _ in range(3):
+                error = await failure(client)
+                assert error.phase == "connect"
+                assert error.description == (
+                    "the server closed the connection before the request was sent"
+                )
+            assert server.connections == 3  # a closed connection is never reused
 
     run(scenario())
 
@@ -761,13 +749,16 @@ def test_server_closing_a_new_connection_before_the_request(run: Run) -> None:
     ids=["content-length", "chunked"],
 )
 def test_answer_cut_off_by_close(run: Run, answer: bytes) -> None:
+    """An answer closed before its Content-Length or last chunk is an after_send error."""
+    ends = ClientEnds()
+
     async def script(peer: Peer) -> None:
         if await peer.request() is not None:
             await peer.send(answer)
-            await asyncio.sleep(0.02)
+            await ends.read(peer)  # the client has the partial answer; then the close
 
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url()) as client:
+        async with RawServer(script) as server, ends, make_client(server.url()) as client:
             error = await failure(client)
         assert error.phase == "after_send"
         assert "cut off" in error.description
@@ -786,6 +777,8 @@ def test_answer_cut_off_by_close(run: Run, answer: bytes) -> None:
     ids=["not-http", "bad-status", "bad-length"],
 )
 def test_garbage_answer(run: Run, garbage: bytes, then_close: bool) -> None:
+    """An answer that is not HTTP fails after_send at once, whether or not the server closes."""
+
     async def script(peer: Peer) -> None:
         if await peer.request() is not None:
             await peer.send(garbage)
@@ -809,6 +802,7 @@ def test_garbage_answer(run: Run, garbage: bytes, then_close: bool) -> None:
 
 
 def test_connection_refused_is_a_connect_error(run: Run) -> None:
+    """A refused connection is a connect error, every time."""
     port = free_port()
 
     async def scenario() -> None:
@@ -825,6 +819,8 @@ def test_connection_refused_is_a_connect_error(run: Run) -> None:
 
 
 def test_no_answer_is_a_read_timeout(run: Run) -> None:
+    """No answer within timeout_seconds is an after_send read timeout; the connection is dropped."""
+
     async def script(peer: Peer) -> None:
         await peer.request()
         await peer.until_client_leaves()
@@ -843,6 +839,8 @@ def test_no_answer_is_a_read_timeout(run: Run) -> None:
 
 
 def test_trickling_answer_still_times_out(run: Run) -> None:
+    """An answer trickling in a byte at a time still times out: the timeout bounds it whole."""
+
     async def script(peer: Peer) -> None:
         await peer.request()
         await peer.send(b"HTTP/1.1 202 Accepted\r\n")
@@ -863,18 +861,17 @@ def test_trickling_answer_still_times_out(run: Run) -> None:
 
 
 def test_timed_out_connection_is_not_reused(run: Run) -> None:
-    async def script(peer: Peer) -> None:
-        while (request := await peer.request()) is not None:
-            if request.body == b"slow":
-                await asyncio.sleep(0.5)  # answers, but after the client gave up
-            await peer.send(reply(b"re:" + request.body))
+    """A timed-out request's connection is dropped: its late answer never answers another."""
 
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url(), timeout=0.3) as client:
+        async with (
+            RawServer(late_echo(b"slow")) as server,
+            make_client(server.url(), timeout=0.3) as client,
+        ):
             error = await failure(client, b"slow")
             assert "read timeout" in str(error)
             assert await post(client, b"next") == Answer(202, b"re:next", None)
-            await asyncio.sleep(0.4)  # the late answer to "slow" is due now
+            await finished(server.peers[0])  # the client dropped the timed-out connection
             assert await post(client, b"last") == Answer(202, b"re:last", None)
             assert server.connections == 2
 
@@ -882,6 +879,8 @@ def test_timed_out_connection_is_not_reused(run: Run) -> None:
 
 
 def test_stalled_tls_handshake_is_a_connect_timeout(run: Run) -> None:
+    """A TLS handshake that never completes is a connect timeout."""
+
     async def script(peer: Peer) -> None:
         await peer.until_client_leaves()  # a plain TCP server: never answers the ClientHello
 
@@ -904,6 +903,7 @@ def test_stalled_tls_handshake_is_a_connect_timeout(run: Run) -> None:
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked", "to-close"])
 def test_oversized_answer_fails_without_being_read_whole(run: Run, framing: str) -> None:
+    """An answer past MAX_ANSWER_BYTES fails after_send, and the client stops reading it early."""
     total = 64 << 20
     block = b"x" * (64 << 10)
 
@@ -932,8 +932,56 @@ def test_oversized_answer_fails_without_being_read_whole(run: Run, framing: str)
     run(scenario())
 
 
+@pytest.mark.parametrize("complete", [True, False], ids=["whole-at-the-cap", "unfinished-past-it"])
+def test_head_size_limit(run: Run, complete: bool) -> None:
+    """A head of MAX_HEAD_BYTES arriving in pieces is an answer; a head still unfinished past
+    MAX_HEAD_BYTES is a malformed answer (after_send) at once, not at the timeout."""
+    base = reply(b"", status="200 OK")[:-2]  # status line and Content-Length, one CRLF left
+    end = b"\r\n\r\n" if complete else b""
+    size = MAX_HEAD_BYTES if complete else MAX_HEAD_BYTES + 1
+    head = base + b"X-Pad: " + b"p" * (size - len(base) - len(b"X-Pad: ") - len(end)) + end
+    assert len(head) == size
+    ends = ClientEnds()
+
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            for start in range(0, len(head), 4096):
+                await peer.send(head[start : start + 4096])
+                await ends.read(peer)  # a read of its own, so the cap is met mid-head
+            if not complete:
+                await peer.until_client_leaves()
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, ends, make_client(server.url()) as client:
+            if complete:
+                assert (await post(client, b"{}")).status == 200
+            else:
+                error = await failure(client)
+                assert error.phase == "after_send"
+                assert f"headers were larger than {MAX_HEAD_BYTES}" in error.description
+
+    run(scenario())
+
+
+def test_a_large_body_right_behind_the_head_is_not_taken_for_headers(run: Run) -> None:
+    """Head and a body far past MAX_HEAD_BYTES in one write: the cap counts the head only."""
+    body = b"b" * (4 * MAX_HEAD_BYTES)
+
+    async def script(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await peer.send(reply(body, status="200 OK"))
+
+    async def scenario() -> None:
+        async with RawServer(script) as server, make_client(server.url()) as client:
+            assert (await post(client, b"{}")).body == body
+
+    run(scenario())
+
+
 @pytest.mark.parametrize("size", [MAX_ANSWER_BYTES, MAX_ANSWER_BYTES + 1])
 def test_answer_size_limit_is_exact(run: Run, size: int) -> None:
+    """An answer of exactly MAX_ANSWER_BYTES is taken; one byte more fails."""
+
     async def script(peer: Peer) -> None:
         while await peer.request() is not None:
             await peer.send(reply(b"y" * size, status="200 OK"))
@@ -950,6 +998,7 @@ def test_answer_size_limit_is_exact(run: Run, size: int) -> None:
 
 
 def test_compressed_answer_inflating_past_the_limit_is_refused(run: Run) -> None:
+    """A small gzip answer inflating past MAX_ANSWER_BYTES fails rather than come back cut short."""
     plain = b"0" * (MAX_ANSWER_BYTES + 1000)
     bomb = gzip.compress(plain)  # a few kB on the wire
 
@@ -970,6 +1019,8 @@ def test_compressed_answer_inflating_past_the_limit_is_refused(run: Run) -> None
 
 
 def test_tls_answer_with_a_trusted_certificate(run: Run, tls: Tls) -> None:
+    """Over TLS with a trusted certificate, requests and answers go through one connection."""
+
     async def scenario() -> None:
         async with (
             RawServer(echo, ssl_context=tls.server) as server,
@@ -986,37 +1037,13 @@ def test_tls_answer_with_a_trusted_certificate(run: Run, tls: Tls) -> None:
     run(scenario())
 
 
-def test_tls_with_an_untrusted_certificate_is_a_connect_error(run: Run, tls: Tls) -> None:
-    async def scenario() -> None:
-        async with (
-            RawServer(echo, ssl_context=tls.server) as server,
-            make_client(
-                server.url(scheme="https")  # the default context: the system's CAs, not ours
-            ) as client,
-        ):
-            error = await failure(client)
-        assert error.phase == "connect"
-        assert error.description.startswith("TLS error")
-        assert server.requests == []
-
-    run(scenario())
-
-
-def test_tls_with_a_certificate_for_another_host_is_a_connect_error(run: Run, tls: Tls) -> None:
-    async def scenario() -> None:
-        async with (
-            RawServer(echo, ssl_context=tls.localhost_only) as server,
-            make_client(server.url(scheme="https"), ssl_context=tls.client) as client,
-        ):
-            error = await failure(client)
-        assert error.phase == "connect"
-        assert error.description.startswith("TLS error")
-        assert server.requests == []
-
-    run(scenario())
+# Certificates that cannot be verified (unknown CA, wrong host, expired): tests/test_transport.py,
+# for both posters.
 
 
 def test_https_url_to_a_plain_http_server_is_a_connect_error(run: Run, tls: Tls) -> None:
+    """An https URL pointing at a plain HTTP server is a connect error (TLS)."""
+
     async def script(peer: Peer) -> None:
         await peer.reader.read(1)
         await peer.send(reply(b"plain", status="400 Bad Request"))
@@ -1053,6 +1080,8 @@ def _texts(error: BaseException) -> Iterator[str]:
 
 
 def test_api_key_never_shows(run: Run, tls: Tls) -> None:
+    """The API key shows in no error, traceback, repr or chained exception, whatever fails."""
+
     async def script(peer: Peer) -> None:
         request = await peer.request()
         if request is None:
@@ -1085,7 +1114,7 @@ def test_api_key_never_shows(run: Run, tls: Tls) -> None:
             make_client(server.url(scheme="https")) as untrusted,
         ):
             errors.append(await failure(untrusted))
-        with pytest.raises(ValueError) as bad_url:
+        with pytest.raises(ConfigError) as bad_url:
             make_client("ftp://127.0.0.1/x")
         errors.append(bad_url.value)
         for text in texts:
@@ -1103,17 +1132,14 @@ def test_api_key_never_shows(run: Run, tls: Tls) -> None:
 
 
 def test_cancelled_post_leaves_no_connection_to_reuse(run: Run) -> None:
+    """A cancelled request's connection is dropped: its late answer never answers another."""
     arrived = asyncio.Event()
 
-    async def script(peer: Peer) -> None:
-        while (request := await peer.request()) is not None:
-            if request.body == b"first":
-                arrived.set()
-                await asyncio.sleep(0.3)  # the answer comes, but late
-            await peer.send(reply(b"re:" + request.body))
-
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url()) as client:
+        async with (
+            RawServer(late_echo(b"first", arrived)) as server,
+            make_client(server.url()) as client,
+        ):
             task = asyncio.ensure_future(client.post(b"first"))
             try:
                 await asyncio.wait_for(arrived.wait(), PATIENCE)
@@ -1122,10 +1148,9 @@ def test_cancelled_post_leaves_no_connection_to_reuse(run: Run) -> None:
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert await post(client, b"second") == Answer(202, b"re:second", None)
-            await asyncio.sleep(0.4)  # the late answer to "first" has been written by now
+            await finished(server.peers[0])  # the cancelled request's connection was dropped
             assert await post(client, b"third") == Answer(202, b"re:third", None)
             assert server.connections == 2
-            await finished(server.peers[0])  # the cancelled request's connection was dropped
 
     run(scenario())
 
@@ -1133,17 +1158,146 @@ def test_cancelled_post_leaves_no_connection_to_reuse(run: Run) -> None:
 # --------------------------------------------------------------------------- out of step
 
 
-def test_stray_bytes_after_an_answer_do_not_answer_the_next_request(run: Run) -> None:
+@pytest.mark.parametrize("later", [False, True], ids=["with-the-answer", "while-idle"])
+def test_stray_bytes_after_an_answer_do_not_answer_the_next_request(run: Run, later: bool) -> None:
+    """Unasked bytes after an answer drop the connection: they never answer the next request."""
+    ends = ClientEnds()
+    pooled = asyncio.Event()  # the client has the first answer, the connection idles
+    delivered = asyncio.Event()  # the client has read the stray bytes
+    stray = b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n\r\nsta"  # unasked, unfinished
+
     async def script(peer: Peer) -> None:
         while (request := await peer.request()) is not None:
-            stray = b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n\r\nsta"  # unasked, unfinished
-            extra = stray if request.body == b"1" else b""
-            await peer.send(reply(b"re:" + request.body) + extra)
+            answer = reply(b"re:" + request.body)
+            if request.body != b"1":
+                await peer.send(answer)
+                continue
+            if later:
+                await peer.send(answer)
+                await pooled.wait()
+                await peer.send(stray)
+            else:
+                await peer.send(answer + stray)
+            await ends.read(peer)
+            delivered.set()
 
     async def scenario() -> None:
-        async with RawServer(script) as server, make_client(server.url()) as client:
+        async with RawServer(script) as server, ends, make_client(server.url()) as client:
             assert await post(client, b"1") == Answer(202, b"re:1", None)
-            await asyncio.sleep(0.05)
+            pooled.set()
+            await asyncio.wait_for(delivered.wait(), PATIENCE)
             assert await post(client, b"2") == Answer(202, b"re:2", None)
+            assert server.connections == 2
+            await finished(server.peers[0])
 
     run(scenario())
+
+
+# --------------------------------------------------------------------------- connecting
+
+
+class FakeLookup:
+    """A stand-in for getaddrinfo: fixed answers (or an error), counting the calls."""
+
+    def __init__(self, answers: list[AddrInfo] | None = None, error: OSError | None = None):
+        self.answers = answers or []
+        self.error = error
+        self.calls = 0
+
+    async def __call__(self, host: str, port: int) -> list[AddrInfo]:
+        self.calls += 1
+        await asyncio.sleep(0)  # a real lookup yields; concurrent callers overlap here
+        if self.error is not None:
+            raise self.error
+        return self.answers
+
+
+def ipv4(port: int) -> AddrInfo:
+    """An address entry for 127.0.0.1:``port``."""
+    return (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))
+
+
+def named_client(url: str, lookup: FakeLookup, *, timeout: float = PATIENCE) -> KaleyraClient:
+    """A client for ``url`` whose host name is resolved by ``lookup``."""
+    parts = urlsplit(url)
+    return KaleyraClient(
+        url=url,
+        api_key=Secret(KEY),
+        concurrency=4,
+        timeout_seconds=timeout,
+        idle_seconds=60.0,
+        resolver=CachedResolver(parts.hostname or "", parts.port or 80, lookup=lookup),
+    )
+
+
+def test_a_name_that_does_not_resolve_is_a_dns_failure(run: Run) -> None:
+    """A failed lookup is a connect failure with cause "dns", naming the host."""
+    lookup = FakeLookup(error=socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+
+    async def scenario() -> None:
+        async with named_client(f"http://api.example.invalid{PATH}", lookup) as client:
+            error = await failure(client)
+        assert (error.phase, error.cause) == ("connect", "dns")
+        assert error.description == "cannot resolve api.example.invalid: Name or service not known"
+
+    run(scenario())
+
+
+def test_new_connections_share_one_lookup(run: Run) -> None:
+    """Four connections opened at once ask for the name once (the cache: tests/test_resolver.py),
+    and the Host header keeps the name."""
+
+    async def scenario() -> None:
+        async with RawServer(echo) as server:
+            lookup = FakeLookup([ipv4(server.port)])
+            url = f"http://kaleyra.test:{server.port}{PATH}"
+            async with named_client(url, lookup) as client:
+                await asyncio.gather(*(post(client, b"%d" % i) for i in range(4)))
+            assert server.connections == 4
+            assert lookup.calls == 1
+            assert server.requests[0].header("host") == [f"kaleyra.test:{server.port}"]
+
+    run(scenario())
+
+
+def test_happy_eyeballs_moves_past_an_address_that_hangs(run: Run) -> None:
+    """The first address never completes its handshake; the second is tried after 250 ms and
+    the request is answered, well before timeout_seconds (a client trying only the first
+    address would time out)."""
+
+    async def scenario() -> None:
+        with stuck_port() as stuck:
+            async with RawServer(echo) as server:
+                lookup = FakeLookup([ipv4(stuck), ipv4(server.port)])
+                url = f"http://kaleyra.test:{server.port}{PATH}"
+                async with named_client(url, lookup, timeout=4.0) as client:
+                    assert await post(client, b"hi") == Answer(202, b"re:hi", None)
+                assert server.connections == 1
+
+    run(scenario())
+
+
+@contextlib.contextmanager
+def stuck_port() -> Iterator[int]:
+    """A port on 127.0.0.1 where a connection attempt hangs: its accept queue is full.
+
+    A listener with a backlog of 0 that never accepts holds one connection; the kernel drops
+    the SYN of every later one, so ``connect`` waits (for minutes) instead of failing.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port: int = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()

@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
+import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bulk_sender.config import (
+    MAX_RATE,
+    MIN_RATE,
     KaleyraSettings,
     Secret,
     Settings,
@@ -105,7 +108,7 @@ def test_minimal_config_takes_the_defaults(tmp_path: Path) -> None:
     assert settings.kaleyra.api_key_env == "KALEYRA_API_KEY"
     assert settings.campaign.wa_source == "api"
     assert settings.sending.rate_per_second == 50.0
-    assert settings.sending.concurrency == 32
+    assert settings.sending.concurrency == 512  # a ceiling since issue 19
     assert settings.sending.max_attempts == 5
     assert settings.sending.delivery == "at-most-once"
 
@@ -135,6 +138,9 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
         ('allow_duplicates = "yes"', "campaign", "[campaign] allow_duplicates"),
         ("rate_per_second = 0", "sending", "[sending] rate_per_second"),
         ("rate_per_second = -5", "sending", "[sending] rate_per_second"),
+        ("rate_per_second = 1e-300", "sending", "[sending] rate_per_second"),
+        ("rate_per_second = 0.0099", "sending", "[sending] rate_per_second"),
+        ("rate_per_second = 100_001", "sending", "[sending] rate_per_second"),
         ("rate_per_second = nan", "sending", "[sending] rate_per_second"),
         ("rate_per_second = inf", "sending", "[sending] rate_per_second"),
         ('rate_per_second = "fast"', "sending", "[sending] rate_per_second"),
@@ -271,7 +277,7 @@ def test_overrides_can_supply_a_required_key(tmp_path: Path) -> None:
     assert settings.kaleyra.sid == "HXAP16XXXXXX97IN"
 
 
-@given(rate=st.floats(min_value=0.001, max_value=100_000), concurrency=st.integers(1, 1024))
+@given(rate=st.floats(min_value=MIN_RATE, max_value=MAX_RATE), concurrency=st.integers(1, 1024))
 def test_any_valid_sending_override_is_taken(rate: float, concurrency: int) -> None:
     """Every in-range rate and concurrency override ends up in the settings unchanged."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -379,3 +385,160 @@ def test_an_api_key_that_is_not_plain_ascii_is_refused(key: str) -> None:
         read_api_key(kaleyra(api_key_env="MY_KALEYRA_KEY"), {"MY_KALEYRA_KEY": key})
     assert "MY_KALEYRA_KEY" in str(caught.value)
     assert key not in str(caught.value) and "abc" not in str(caught.value)
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.5, 100_000])
+def test_rates_from_the_floor_to_the_ceiling_are_accepted(tmp_path: Path, rate: float) -> None:
+    """The slowest accepted rate (0.01/s, one message every 100 s) and the fastest both load."""
+    settings = load(tmp_path, config_with("sending", f"rate_per_second = {rate!r}"))
+    assert settings.sending.rate_per_second == rate
+
+
+# --------------------------------------------------------------------------- base_url
+
+
+@pytest.mark.parametrize(
+    ("base_url", "says"),
+    [
+        ("http://127.0.0.1:99999", "Port out of range"),
+        ("http://127.0.0.1:abc", "Port could not be cast"),
+        ("http://127.0.0.1:0", "port 0"),
+        ("http://[::1", "Invalid IPv6 URL"),
+        ("http://", "no host name"),
+        ("https:///v2", "no host name"),
+        ("https://exa mple.com", "invalid host name"),
+        ("https://api.example.com/kaleyra?x=1", "query"),
+        ("https://api.example.com/kaleyra#top", "fragment"),
+        ("ftp://api.example.com", "not an http(s) URL"),
+        ("api.example.com", "not an http(s) URL"),
+    ],
+)
+def test_a_bad_base_url_is_a_config_error(base_url: str, says: str) -> None:
+    """A base_url that is not a usable http(s) base is a ConfigError saying why, not a crash."""
+    with pytest.raises(ConfigError) as caught:
+        kaleyra(base_url=base_url)
+    assert caught.value.key == "[kaleyra] base_url"
+    assert says in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "base_url", ["https://bob:hunter2-pw@api.example.com", "http://hunter2-pw@127.0.0.1:8080/x"]
+)
+def test_user_info_in_base_url_is_refused_without_showing_it(base_url: str) -> None:
+    """user:password@ in base_url is refused, the message points at proxy and api_key_env, and
+    the password is not repeated."""
+    with pytest.raises(ConfigError) as caught:
+        kaleyra(base_url=base_url)
+    message = str(caught.value)
+    assert "hunter2-pw" not in message
+    assert "[kaleyra] proxy" in message and "api_key_env" in message
+
+
+@pytest.mark.parametrize(
+    ("base_url", "root"),
+    [
+        ("https://gw.example.com/kaleyra api", "https://gw.example.com/kaleyra%20api"),
+        ("https://gw.example.com/café/", "https://gw.example.com/caf%C3%A9"),
+        ("https://gw.example.com/a%20b", "https://gw.example.com/a%20b"),
+        ("https://gw.example.com/100%", "https://gw.example.com/100%25"),
+        ("https://gw.example.com/a;v=1/@x", "https://gw.example.com/a;v=1/@x"),
+        ("HTTPS://GW.Example.com:8443/K", "https://gw.example.com:8443/K"),
+        ("https://bücher.example/", "https://xn--bcher-kva.example"),
+        ("http://[::1]:8080/", "http://[::1]:8080"),
+        ("  https://gw.example.com/  ", "https://gw.example.com"),
+    ],
+    ids=[
+        "space",
+        "non-ascii",
+        "escaped",
+        "lone-percent",
+        "sub-delims",
+        "case",
+        "idn",
+        "ipv6",
+        "blank",
+    ],
+)
+def test_base_url_is_normalised_for_the_request_line(base_url: str, root: str) -> None:
+    """The path is percent-encoded (keeping / and existing escapes), the host IDNA-encoded:
+    the request line and Host header stay plain ASCII."""
+    settings = kaleyra(base_url=base_url)
+    assert settings.api_base == f"{root}/v2/HXAP16XXXXXX97IN"
+    assert settings.messages_url.isascii()
+
+
+def test_bad_base_url_flag_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--base-url with a bad port exits 2 with one line naming the key, not a traceback."""
+    from bulk_sender.cli import main
+
+    config = write(tmp_path, MINIMAL)
+    campaign = tmp_path / "c.csv"
+    campaign.write_text("to\n+919876543210\n", encoding="utf-8")
+    code = main(["send", str(campaign), "--config", str(config), "--base-url", "http://h:99999"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "[kaleyra] base_url" in err
+    assert "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- proxy and ca_bundle
+
+
+def test_proxy_absent_empty_or_set(tmp_path: Path) -> None:
+    """proxy absent is None (the environment decides), "" is kept (no proxy), a URL is kept."""
+    assert load(tmp_path, MINIMAL).kaleyra.proxy is None
+    assert load(tmp_path, MINIMAL + 'proxy = ""\n').kaleyra.proxy == ""
+    url = "http://bob:pw-9f3@10.0.0.1:3128"
+    assert load(tmp_path, MINIMAL + f'proxy = "{url}"\n').kaleyra.proxy == url
+
+
+def test_the_proxy_password_is_not_in_the_settings_repr(tmp_path: Path) -> None:
+    """repr(settings) (in a log or a traceback) does not show the proxy URL and its password."""
+    settings = load(tmp_path, MINIMAL + 'proxy = "http://bob:pw-9f3@10.0.0.1:3128"\n')
+    assert "pw-9f3" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    ["socks5://bob:pw-9f3@10.0.0.1:1080", "http://bob:pw-9f3@10.0.0.1:70000", "http://bob:pw-9f3@"],
+)
+def test_a_bad_proxy_is_a_config_error_without_the_password(tmp_path: Path, proxy: str) -> None:
+    """A bad [kaleyra] proxy names the key and never shows the password."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, MINIMAL + f'proxy = "{proxy}"\n')
+    assert caught.value.key == "[kaleyra] proxy"
+    assert "pw-9f3" not in str(caught.value)
+
+
+def test_a_ca_bundle_with_a_certificate_loads(tmp_path: Path) -> None:
+    """A PEM file with a CA certificate is accepted (relative to the current directory)."""
+    ca = trustme.CA()
+    pem = tmp_path / "company-ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    settings = load(tmp_path, MINIMAL + f'ca_bundle = "{pem}"\n')
+    assert settings.kaleyra.ca_bundle == str(pem)
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "does not exist"),
+        ("", "no valid certificate"),
+        ("not a certificate\n", "no valid certificate"),
+        ("dir", "cannot read"),
+    ],
+    ids=["missing", "empty", "garbage", "directory"],
+)
+def test_a_bad_ca_bundle_is_a_config_error(tmp_path: Path, content: str | None, says: str) -> None:
+    """A missing, empty, non-PEM or unreadable ca_bundle is a ConfigError naming the key."""
+    path = tmp_path / "bundle.pem"
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, MINIMAL + f'ca_bundle = "{path}"\n')
+    assert caught.value.key == "[kaleyra] ca_bundle"
+    assert says in str(caught.value)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+import os
+import subprocess
+import sys
 import zipfile
+from datetime import date
 from pathlib import Path
 
 import openpyxl
 import orjson
 import pytest
 
+from bulk_sender.input import table as table_module
 from bulk_sender.sandbox.server import Sandbox
-from tests.conftest import CliRunner, read_results, write_config, write_csv
+from tests.conftest import KEY_ENV, CliRunner, read_results, write_config, write_csv
+from tests.workbooks import write_ods, write_xls
 
 GOOD = "+919876543210"
 
@@ -38,6 +45,11 @@ def _assert_refused(run_code: int, err: str, path: Path, *needles: str) -> None:
             "twocols.csv",
             b"to,Phone\n+919876543210,+919876543211\n",
             ["two columns", "'to'", "'Phone'"],
+        ),
+        (
+            "twonames.csv",
+            b"Mobile No,WhatsApp Number\n+919876543210,+919876543211\n",
+            ["two columns", "'Mobile No'", "'WhatsApp Number'", "Alternate Mobile"],
         ),
         ("wide.csv", b"to,ref\n+919876543210,a\n+919876543211,b,extra\n", [":3:"]),
         (
@@ -286,3 +298,137 @@ def test_failed_name_must_match_the_format(
     assert run.code == 2
     assert ".xlsx" in run.err
     assert sandbox.received == []
+
+
+def _bodies(sandbox: Sandbox) -> dict[str, str]:
+    """The body text the sandbox received, by recipient."""
+    return {
+        r.to: orjson.loads(r.body)["messaging_object"]["interactive"]["body"]["text"]
+        for r in sandbox.received
+    }
+
+
+@pytest.mark.parametrize("writer", [write_ods, write_xls], ids=["ods", "xls"])
+def test_ods_and_xls_campaigns_send_and_export_xlsx(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner, writer: object
+) -> None:
+    """An .ods or .xls sheet sends like an .xlsx; its failed export is an .xlsx that sends."""
+    assert writer is write_ods or writer is write_xls
+    kind = writer.__name__.removeprefix("write_")
+    rows: list[list[object]] = [
+        ["Mobile No.", "name", "joined"],
+        [919876543210, "Asha", date(2024, 1, 5)],
+        ["12", "Ravi", date(2023, 7, 1)],
+    ]
+    path = writer(tmp_path / f"c.{kind}", rows)
+    config = _config(tmp_path, sandbox, body_text="Hi {name}, member since {joined}")
+    run = cli("send", path, "--config", config, "--out", tmp_path / "r.csv")
+    assert run.code == 1, run.err
+    assert [(r["to"], r["status"]) for r in read_results(tmp_path / "r.csv")] == [
+        (GOOD, "sent"), ("12", "invalid"),
+    ]  # fmt: skip
+    assert _bodies(sandbox) == {GOOD: "Hi Asha, member since 2024-01-05"}
+    assert sorted(p.name for p in tmp_path.glob("r.failed*")) == ["r.failed.xlsx"]
+    book = openpyxl.load_workbook(tmp_path / "r.failed.xlsx")
+    exported = list(book.active.iter_rows(values_only=True))
+    assert exported[0] == ("Mobile No.", "name", "joined", "error")
+    assert exported[1][:3] == ("12", "Ravi", "2023-07-01")
+    book.active["A2"] = "+919876543211"  # fixed in Excel, saved as a copy
+    book.save(tmp_path / "fix1.xlsx")
+    again = cli("send", tmp_path / "fix1.xlsx", "--config", config, "--out", tmp_path / "r1.csv")
+    assert again.code == 0, again.err
+    assert _bodies(sandbox)["+919876543211"] == "Hi Ravi, member since 2023-07-01"
+
+
+@pytest.mark.parametrize(
+    "name", ["Mobile Number", "WhatsApp No.", "Contact No", "Mob No", "Cell", "Phone #"]
+)
+def test_recipient_column_as_sheets_name_it(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner, name: str
+) -> None:
+    """Common sheet and CRM names mean the recipient; "Alternate Mobile" is an ordinary column."""
+    path = write_csv(tmp_path / "c.csv", [name, "Alternate Mobile"], [[GOOD, "+919876543211"]])
+    run = cli("send", path, "--config", _config(tmp_path, sandbox), "--out", tmp_path / "r.csv")
+    assert run.code == 0, run.err
+    assert sandbox.counts() == {GOOD: 1}
+
+
+@pytest.mark.parametrize(("name", "suffix"), [("c.tsv", ".tsv"), ("c.txt", ".txt"), ("c", ".csv")])
+def test_text_export_keeps_the_campaign_extension(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner, name: str, suffix: str
+) -> None:
+    """A tab-separated campaign's export keeps its extension (.tsv), delimiter and encoding."""
+    path = tmp_path / name
+    path.write_bytes(f"to\tname\r\n{GOOD}\tAsha\r\n12\tRavi, Jr.\r\n".encode("utf-16"))
+    run = cli("send", path, "--config", _config(tmp_path, sandbox), "--out", tmp_path / "r.csv")
+    assert run.code == 1, run.err
+    assert [p.name for p in tmp_path.glob("r.failed*")] == [f"r.failed{suffix}"]
+    export = tmp_path / f"r.failed{suffix}"
+    assert export.read_bytes().startswith(b"\xff\xfe")  # UTF-16, as the campaign
+    with export.open(encoding="utf-16", newline="") as file:
+        rows = list(csv.reader(file, delimiter="\t"))
+    assert [row[:2] for row in rows] == [["to", "name"], ["12", "Ravi, Jr."]]
+
+
+def test_failed_name_for_an_ods_campaign_is_xlsx(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """--failed x.ods for an .ods campaign is refused: its export is an .xlsx workbook."""
+    path = write_ods(tmp_path / "c.ods", [["to"], [GOOD]])
+    run = cli("send", path, "--config", _config(tmp_path, sandbox), "--failed", tmp_path / "f.ods")
+    _assert_refused(run.code, run.err, tmp_path / "f.ods", "an .xlsx workbook", ".xlsx")
+    assert sandbox.received == []
+
+
+@pytest.mark.timeout(60)  # a regression would hang on the pipe: fail, do not stall the suite
+def test_a_named_pipe_is_refused_not_waited_on(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """A FIFO as the campaign: exit 2 with one line at once; nothing sent, no journal."""
+    path = tmp_path / "campaign.csv"
+    os.mkfifo(path)
+    run = cli("send", path, "--config", _config(tmp_path, sandbox))
+    _assert_refused(run.code, run.err, path, "this is a pipe, not a file", "save the recipients")
+    assert sandbox.received == []
+    assert not list(tmp_path.glob("*.journal"))
+
+
+@pytest.mark.parametrize(
+    ("campaign", "needle"),
+    [("-", "from standard input is not supported"), ("/dev/stdin", "this is a pipe")],
+)
+def test_standard_input_is_refused(
+    tmp_path: Path, sandbox: Sandbox, campaign: str, needle: str
+) -> None:
+    """`-` or /dev/stdin fed by a pipe: exit 2 with one line, the piped rows are not sent."""
+    config = _config(tmp_path, sandbox)
+    done = subprocess.run(
+        [sys.executable, "-m", "bulk_sender", "send", campaign, "--config", config],
+        input=f"to\n{GOOD}\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, KEY_ENV: "k"},
+        timeout=120,  # a regression would hang: fail instead
+        check=False,
+    )
+    _assert_refused(done.returncode, done.stderr, Path(campaign), needle)
+    assert sandbox.received == []
+
+
+def test_wide_file_in_small_chunks_sends_every_row_once(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the read-ahead capped to a few rows, every row is sent once and reported in order."""
+    monkeypatch.setattr(table_module, "CELLS_AHEAD", 1_000)  # 300 columns: 3 rows a chunk
+    header = ["to", *(f"c{i}" for i in range(1, 300))]
+    rows = [[f"+9198765{i:05d}", *(["x"] * 299)] for i in range(20)]
+    rows[7][0] = "12"
+    path = write_csv(tmp_path / "wide.csv", header, rows)
+    run = cli("send", path, "--config", _config(tmp_path, sandbox), "--out", tmp_path / "r.csv")
+    assert run.code == 1, run.err
+    results = read_results(tmp_path / "r.csv")
+    assert [r["row"] for r in results] == [str(i) for i in range(1, 21)]
+    assert [r["status"] for r in results].count("invalid") == 1 and results[7]["to"] == "12"
+    assert sandbox.counts() == {row[0]: 1 for row in rows if row[0] != "12"}
+    assert len(read_results(tmp_path / "r.failed.csv")) == 1

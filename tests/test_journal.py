@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from pathlib import Path
+from typing import Final
 
 import pytest
 
 from bulk_sender.input.dedupe import unpack
 from bulk_sender.model import Record
-from bulk_sender.record.journal import Journal
+from bulk_sender.record import journal as journal_module
+from bulk_sender.record.journal import Journal, JournalError
+
+#: Longest any step may take before a test calls it a hang (the writer answers in milliseconds).
+PATIENCE: Final = 20.0
 
 
 def _journal(tmp_path: Path, records: list[Record]) -> Journal:
-    journal = Journal.open(tmp_path / "r.csv.journal", identity={"file_sha256": "x"})
+    journal = Journal.open(
+        tmp_path / "r.csv.journal", identity={"file_sha256": "x"}, destination="t"
+    )
 
     async def write() -> None:
         journal.start_writer()
@@ -47,6 +56,7 @@ def test_resume_state_summarises_every_kind_of_row(tmp_path: Path) -> None:
     assert state.parts_done == {(1, 0)}
     assert state.attempts == {(1, 1): 1, (4, 0): 3}
     assert state.done == {"sent": 3, "unknown": 2, "invalid": 1, "duplicate": 1}
+    state.start_seen_loader(journal.path)
     numbers, keys = state.seen()
     seen = dict(zip(numbers.tolist(), (unpack(k) for k in keys.tolist()), strict=True))
     assert seen == {
@@ -78,7 +88,9 @@ def test_empty_journal_has_nothing_done(tmp_path: Path) -> None:
 def test_queued_writes_land_in_queue_order(tmp_path: Path) -> None:
     """Records queued without waiting are committed in queue order: for a message written
     several times the last record wins, however the writer groups them into statements."""
-    journal = Journal.open(tmp_path / "r.csv.journal", identity={"file_sha256": "x"})
+    journal = Journal.open(
+        tmp_path / "r.csv.journal", identity={"file_sha256": "x"}, destination="t"
+    )
     queued: list[Record] = []
     for row in range(1, 204):  # 203 rows: statements of 64, 8, 2 and 1 rows too
         queued.append(Record(row=row, to=f"+91{row}", status="in_flight", attempts=1))
@@ -104,30 +116,42 @@ def test_writes_queued_behind_a_failed_commit_fail_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A write queued while a commit is failing gets the error: it is never left waiting."""
-    import sqlite3
-    import time
-
-    from bulk_sender.record import journal as journal_module
+    committing = threading.Event()  # the writer thread is inside the first commit
+    queued = threading.Event()  # the second write is in the queue behind that commit
+    commits: list[list[tuple[object, ...]]] = []
 
     def broken(db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
-        time.sleep(0.3)  # long enough for the second write to queue behind this commit
+        commits.append(rows)
+        committing.set()
+        queued.wait(PATIENCE)
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(journal_module, "_upsert_all", broken)
-    journal = Journal.open(tmp_path / "r.csv.journal", identity={"file_sha256": "x"})
+    journal = Journal.open(
+        tmp_path / "r.csv.journal", identity={"file_sha256": "x"}, destination="t"
+    )
 
     async def write() -> list[BaseException | None]:
         journal.start_writer()
         first = asyncio.ensure_future(journal.write(Record(row=1, to="+911", status="in_flight")))
-        await asyncio.sleep(0.1)
-        second = asyncio.ensure_future(journal.write(Record(row=2, to="+912", status="in_flight")))
-        done = await asyncio.wait_for(
-            asyncio.gather(first, second, return_exceptions=True), timeout=20
-        )
+        assert await asyncio.to_thread(committing.wait, PATIENCE)
+        # write() queues its record before it first waits, and this callback cannot run before
+        # that wait: the commit fails only once the second record is queued behind it.
+        asyncio.get_running_loop().call_soon(queued.set)
+        second: BaseException | None = None
+        try:
+            async with asyncio.timeout(PATIENCE):
+                await journal.write(Record(row=2, to="+912", status="in_flight"))
+        except JournalError as exc:
+            second = exc
+        finally:
+            async with asyncio.timeout(PATIENCE):
+                [outcome] = await asyncio.gather(first, return_exceptions=True)
         journal.stop_writer()
-        return [d if isinstance(d, BaseException) else None for d in done]
+        return [outcome if isinstance(outcome, BaseException) else None, second]
 
     outcomes = asyncio.run(write())
     assert [type(o).__name__ for o in outcomes] == ["JournalError", "JournalError"]
     assert "disk I/O error" in str(outcomes[1])
+    assert [[row[0] for row in rows] for rows in commits] == [[1]]  # row 2 came after; no retry
     journal.close()

@@ -1,4 +1,5 @@
-"""The paced limiter, on an event loop whose clock is virtual: no test sleeps for real."""
+"""The paced limiter and its two gates, on an event loop whose clock is virtual: no test sleeps
+for real."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulk_sender.sending.limiter import PacedLimiter, bucket_size
+from bulk_sender.sending.ratecontrol import RateController
+from bulk_sender.sending.stats import RunStats
 
 T = TypeVar("T")
 
@@ -63,14 +66,24 @@ def run_virtual(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         loop.close()
 
 
+def paced(rate: float, **control: float) -> PacedLimiter:
+    """A limiter at ``rate``, its controller built with ``control`` (call inside the loop)."""
+    return PacedLimiter(RateController(target=rate, **control))
+
+
+def steady(rate: float) -> PacedLimiter:
+    """A limiter whose rate a 429 cannot change (its floor is its rate): holds only."""
+    return paced(rate, floor=rate)
+
+
 async def acquire_all(
     limiter: PacedLimiter, tasks: int, *, before: Callable[[], Awaitable[None]] | None = None
 ) -> list[float]:
-    """Start ``tasks`` single acquisitions at once (after ``before``); their loop times, sorted."""
+    """Start ``tasks`` single admissions at once (after ``before``); their loop times, sorted."""
     loop = asyncio.get_running_loop()
 
     async def one() -> float:
-        await limiter.acquire()
+        assert await limiter.admit()
         return loop.time()
 
     pending = [asyncio.ensure_future(one()) for _ in range(tasks)]
@@ -79,15 +92,18 @@ async def acquire_all(
     return sorted(await asyncio.gather(*pending))
 
 
-async def acquire_for(rate: float, *, workers: int, horizon: float) -> list[float]:
-    """``workers`` tasks acquire in a loop until ``horizon``; the loop times of acquisition."""
+async def acquire_for(
+    rate: float, *, workers: int, horizon: float, departure: bool = False
+) -> list[float]:
+    """``workers`` tasks pass a gate in a loop until ``horizon``; the loop times of passing."""
     loop = asyncio.get_running_loop()
-    limiter = PacedLimiter(rate)
+    limiter = paced(rate)
+    gate = limiter.depart if departure else limiter.admit
     stamps: list[float] = []
 
     async def worker() -> None:
         while True:
-            await limiter.acquire()
+            assert await gate()
             now = loop.time()
             if now >= horizon:
                 return
@@ -95,6 +111,11 @@ async def acquire_for(rate: float, *, workers: int, horizon: float) -> list[floa
 
     await asyncio.gather(*(worker() for _ in range(workers)))
     return sorted(stamps)
+
+
+def to_the_microsecond(results: list[tuple[bool, float]]) -> list[tuple[bool, float]]:
+    """Gate results with their loop times rounded to the microsecond (the loop ticks by 1 ns)."""
+    return [(passed, round(at, 6)) for passed, at in results]
 
 
 def busiest_window(stamps: list[float], width: float = 1.0, *, start: float = 0.0) -> int:
@@ -146,18 +167,26 @@ def assert_paced(rate: float, stamps: list[float], horizon: float) -> None:
     assert len(stamps) >= 0.98 * horizon * rate
 
 
+@pytest.mark.parametrize("departure", [False, True], ids=["admission", "departure"])
 @pytest.mark.parametrize("rate", [0.5, 1.0, 7.0, 50.0, 100.0, 250.0, 1000.0])
-def test_pace_examples(rate: float) -> None:
-    """At rate R, a 1 s window never carries more than R + bucket; 10 s carry >= 98 % of 10 R."""
-    stamps = run_virtual(lambda: acquire_for(rate, workers=8, horizon=10.0))
+def test_pace_examples(rate: float, departure: bool) -> None:
+    """At rate R, a 1 s window never carries more than R + bucket through either gate; 10 s
+    carry >= 98 % of 10 R."""
+    stamps = run_virtual(lambda: acquire_for(rate, workers=8, horizon=10.0, departure=departure))
     assert_paced(rate, stamps, 10.0)
 
 
 @settings(max_examples=15, deadline=None)
-@given(rate=st.floats(min_value=0.3, max_value=400.0), workers=st.integers(1, 40))
-def test_pace_property(rate: float, workers: int) -> None:
-    """For any rate and number of waiting tasks the pace holds on the virtual clock."""
-    stamps = run_virtual(lambda: acquire_for(rate, workers=workers, horizon=10.0))
+@given(
+    rate=st.floats(min_value=0.3, max_value=400.0),
+    workers=st.integers(1, 40),
+    departure=st.booleans(),
+)
+def test_pace_property(rate: float, workers: int, departure: bool) -> None:
+    """For any rate, number of waiting tasks and gate, the pace holds on the virtual clock."""
+    stamps = run_virtual(
+        lambda: acquire_for(rate, workers=workers, horizon=10.0, departure=departure)
+    )
     assert_paced(rate, stamps, 10.0)
 
 
@@ -167,18 +196,19 @@ def test_first_acquisitions_are_a_bucketful() -> None:
     assert len(stamps) == bucket_size(1000.0)
 
 
-# --------------------------------------------------------------------------- set_rate
+# --------------------------------------------------------------------------- rate changes
 
 
 def test_set_rate_lower_slows_waiters_already_queued() -> None:
-    """A slow-down applies to acquisitions already waiting, from the moment of the change."""
+    """A slow-down applies to admissions already waiting, from the moment of the change."""
 
     async def main() -> list[float]:
-        limiter = PacedLimiter(10.0)
+        limiter = paced(10.0, floor=1.0, cooldown=0.0)
 
         async def slow_down() -> None:
             await asyncio.sleep(0.55)
-            limiter.set_rate(1.0)
+            while limiter.rate > 1.0:  # 429s without Retry-After: 10 -> 5 -> ... -> 1
+                limiter.throttled(None)
 
         return await acquire_all(limiter, 30, before=slow_down)
 
@@ -191,14 +221,17 @@ def test_set_rate_lower_slows_waiters_already_queued() -> None:
 
 
 def test_set_rate_higher_speeds_up_waiters_already_queued() -> None:
-    """A speed-up applies to acquisitions already waiting."""
+    """A speed-up applies to admissions already waiting."""
 
     async def main() -> list[float]:
-        limiter = PacedLimiter(1.0)
+        limiter = paced(100.0, floor=1.0, cooldown=0.0, climb_after=0.1, climb_step=1.0)
+        while limiter.rate > 1.0:
+            limiter.throttled(None)
 
         async def speed_up() -> None:
             await asyncio.sleep(0.5)
-            limiter.set_rate(100.0)
+            assert limiter.answered() is not None
+            assert limiter.rate == 100.0
 
         return await acquire_all(limiter, 10, before=speed_up)
 
@@ -207,41 +240,72 @@ def test_set_rate_higher_speeds_up_waiters_already_queued() -> None:
 
 
 def test_set_rate_to_the_same_rate_keeps_the_bucket() -> None:
-    """Setting the current rate again changes nothing: no new burst is let through."""
+    """An answer that changes no rate (at the target already) lets no new burst through."""
 
     async def main() -> list[float]:
-        limiter = PacedLimiter(1.0)
+        limiter = paced(1.0)
 
         async def same() -> None:
             await asyncio.sleep(0.5)
-            limiter.set_rate(1.0)
+            assert limiter.answered() is None
 
         return await acquire_all(limiter, 4, before=same)
 
     assert run_virtual(main) == pytest.approx([0.0, 1.0, 2.0, 3.0], abs=1e-6)
 
 
+def test_a_rate_change_applies_to_both_gates() -> None:
+    """The two gates share one rate: after a 429 halves it, departures are paced at half too."""
+
+    async def main() -> tuple[float, list[float]]:
+        limiter = paced(10.0)
+        limiter.throttled(None)
+        loop = asyncio.get_running_loop()
+        stamps = []
+        for _ in range(6):
+            assert await limiter.depart()
+            stamps.append(loop.time())
+        return limiter.rate, stamps
+
+    rate, stamps = run_virtual(main)
+    assert rate == 5.0
+    assert stamps == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0], abs=1e-6)
+
+
 def test_repr_shows_rate() -> None:
     """The repr names the current rate and the bucket."""
 
     async def main() -> str:
-        limiter = PacedLimiter(5.0)
-        limiter.set_rate(2.5)
+        limiter = paced(5.0)
+        limiter.throttled(None)
         return repr(limiter)
 
     text = run_virtual(main)
     assert text.startswith("PacedLimiter(rate=2.5, bucket=")
 
 
+def test_run_stats_read_the_limiters_rate() -> None:
+    """The run's figures show the limiter's rate as it changes: the rate is kept in one place."""
+
+    async def main() -> list[float]:
+        stats = RunStats(target_rate=8.0)
+        seen = [stats.rate]
+        stats.rate_source = limiter = paced(8.0)
+        limiter.throttled(None)
+        return [*seen, stats.rate, limiter.rate]
+
+    assert run_virtual(main) == [8.0, 4.0, 4.0]
+
+
 # --------------------------------------------------------------------------- hold
 
 
 def test_hold_blocks_new_acquisitions_until_then() -> None:
-    """Nothing is acquired before the hold's end; then a bucketful, then the pace."""
+    """Nothing is admitted before the hold's end; then a bucketful, then the pace."""
 
     async def main() -> list[float]:
-        limiter = PacedLimiter(100.0)
-        limiter.hold(5.0)
+        limiter = steady(100.0)
+        limiter.throttled(5.0)
         return await acquire_all(limiter, 20)
 
     stamps = run_virtual(main)
@@ -250,14 +314,14 @@ def test_hold_blocks_new_acquisitions_until_then() -> None:
 
 
 def test_hold_blocks_waiters_already_queued() -> None:
-    """A hold set while acquisitions wait on the bucket stops them too."""
+    """A hold that begins while admissions wait on the bucket stops them too."""
 
     async def main() -> list[float]:
-        limiter = PacedLimiter(1.0)
+        limiter = steady(1.0)
 
         async def hold() -> None:
             await asyncio.sleep(2.5)
-            limiter.hold(6.0)
+            limiter.throttled(3.5)
 
         return await acquire_all(limiter, 6, before=hold)
 
@@ -272,21 +336,107 @@ def test_hold_is_never_shortened() -> None:
     """A later hold that ends sooner does not shorten an earlier, longer one."""
 
     async def main() -> list[float]:
-        limiter = PacedLimiter(10.0)
-        limiter.hold(3.0)
-        limiter.hold(1.0)
+        limiter = steady(10.0)
+        limiter.throttled(3.0)
+        limiter.throttled(1.0)
         return await acquire_all(limiter, 1)
 
     assert run_virtual(main)[0] >= 3.0
 
 
 def test_hold_in_the_past_changes_nothing() -> None:
-    """A hold whose time has passed does not delay anything."""
+    """A 429 without Retry-After holds nothing beyond now: admission is not delayed."""
 
     async def main() -> list[float]:
         await asyncio.sleep(10)
-        limiter = PacedLimiter(10.0)
-        limiter.hold(4.0)
+        limiter = steady(10.0)
+        limiter.throttled(None)
         return await acquire_all(limiter, 1)
 
     assert run_virtual(main) == [pytest.approx(10.0)]
+
+
+def test_departure_never_waits_out_a_hold() -> None:
+    """During a hold the departure gate says no at once, so no row waits a hold in flight."""
+
+    async def main() -> tuple[bool, float]:
+        limiter = steady(10.0)
+        limiter.throttled(60.0)
+        passed = await limiter.depart()
+        return passed, asyncio.get_running_loop().time()
+
+    passed, at = run_virtual(main)
+    assert not passed
+    assert at == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_hold_that_begins_wakes_departures_waiting_for_a_slot() -> None:
+    """A row waiting at departure when a 429 with Retry-After arrives is let go at once, unsent."""
+
+    async def main() -> list[tuple[bool, float]]:
+        limiter = steady(1.0)
+        loop = asyncio.get_running_loop()
+
+        async def one() -> tuple[bool, float]:
+            return await limiter.depart(), loop.time()
+
+        waiting = [asyncio.ensure_future(one()) for _ in range(3)]
+        await asyncio.sleep(0.5)
+        limiter.throttled(60.0)
+        return await asyncio.gather(*waiting)
+
+    assert to_the_microsecond(run_virtual(main)) == [(True, 0.0), (False, 0.5), (False, 0.5)]
+
+
+# --------------------------------------------------------------------------- stop
+
+
+def test_stop_wakes_admissions_waiting_out_a_hold() -> None:
+    """A stop during a 60 s hold ends every admission wait at once, with False."""
+
+    async def main() -> list[tuple[bool, float]]:
+        limiter = steady(100.0)
+        loop = asyncio.get_running_loop()
+        limiter.throttled(60.0)
+
+        async def one() -> tuple[bool, float]:
+            return await limiter.admit(), loop.time()
+
+        waiting = [asyncio.ensure_future(one()) for _ in range(5)]
+        await asyncio.sleep(2.0)
+        limiter.stop()
+        return await asyncio.gather(*waiting)
+
+    assert to_the_microsecond(run_virtual(main)) == [(False, 2.0)] * 5
+
+
+@pytest.mark.parametrize("departure", [False, True], ids=["admission", "departure"])
+def test_stop_wakes_waiters_on_the_rate(departure: bool) -> None:
+    """At 0.01/s (a slot every 100 s) a stop ends the waits for a slot at once, with False."""
+
+    async def main() -> list[tuple[bool, float]]:
+        limiter = paced(0.01)
+        gate = limiter.depart if departure else limiter.admit
+        loop = asyncio.get_running_loop()
+
+        async def one() -> tuple[bool, float]:
+            return await gate(), loop.time()
+
+        waiting = [asyncio.ensure_future(one()) for _ in range(3)]
+        await asyncio.sleep(5.0)
+        limiter.stop()
+        return await asyncio.gather(*waiting)
+
+    assert to_the_microsecond(run_virtual(main)) == [(True, 0.0), (False, 5.0), (False, 5.0)]
+
+
+def test_nothing_passes_after_a_stop() -> None:
+    """Once stopped, both gates say no at once, with capacity to spare and no hold."""
+
+    async def main() -> list[tuple[bool, float]]:
+        limiter = paced(1000.0)
+        limiter.stop()
+        loop = asyncio.get_running_loop()
+        return [(await limiter.admit(), loop.time()), (await limiter.depart(), loop.time())]
+
+    assert to_the_microsecond(run_virtual(main)) == [(False, 0.0), (False, 0.0)]

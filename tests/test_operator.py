@@ -15,8 +15,8 @@ from tests.conftest import API_KEY, CliRunner, read_results, spawn, write_config
 SUMMARY_FIELDS = {
     "version", "mode", "campaign", "outcome", "stop", "exit_code", "rows", "messages",
     "statuses", "codes", "warnings", "refs_truncated", "this_run", "duration_seconds",
-    "mean_rate", "latency_ms", "rate", "results", "failed", "failed_rows", "resume_command",
-    "retry_command", "invalid_reasons", "example_request",
+    "mean_rate", "latency_ms", "rate", "in_flight", "results", "failed", "failed_rows",
+    "resume_command", "retry_command", "invalid_reasons", "example_request",
 }  # fmt: skip
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -53,7 +53,8 @@ def test_summary_json_adds_up_and_has_the_documented_fields(
     assert doc["messages"] == 7
     assert sum(doc["statuses"].values()) == doc["messages"]
     assert doc["statuses"] == {
-        "sent": 3, "failed": 1, "invalid": 1, "duplicate": 1, "unknown": 1, "not_sent": 0,
+        "sent": 3, "failed": 1, "invalid": 1, "duplicate": 1, "suppressed": 0, "unknown": 1,
+        "not_sent": 0,
     }  # fmt: skip
     assert doc["codes"]["WA400"] == 1
     assert doc["exit_code"] == 1

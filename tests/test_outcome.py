@@ -25,6 +25,7 @@ from tests.seed import (
     SEED_E110,
     SEED_RBC001,
     SEED_WA202,
+    SEED_WA202_AS_PRINTED,
     SEED_WA400,
     SEED_WA401,
     SEED_WA401_ACCOUNT,
@@ -44,14 +45,6 @@ from tests.strategies_http import (
 NOW: Final = datetime(2024, 5, 17, 12, 0, 0, tzinfo=UTC)
 
 # The seed's bodies, verbatim (the 202 sample with its missing commas restored).
-SEED_WA202_LITERAL: Final = b"""{
-"code":"WA202"
-"message":"Request Accepted",
-"data":{
-"message_id":"AXXXXXXXXXXXXXXXXXXX"
-}
-"error":{}
-}"""
 HTML_502: Final = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
@@ -87,11 +80,12 @@ def test_sent_ignores_retry_after() -> None:
     assert outcome.retry_after is None
 
 
-def test_seed_202_sample_as_printed_is_not_json_so_ambiguous() -> None:
-    """The seed's literal 202 text is malformed JSON; it is AMBIGUOUS, never SENT or retried."""
-    outcome = classify_answer(202, SEED_WA202_LITERAL)
-    assert outcome.kind is Kind.AMBIGUOUS
-    assert outcome.message_id is None
+def test_seed_202_sample_as_printed_is_sent_with_a_warning() -> None:
+    """The seed's literal 202 text is malformed JSON but names one id and WA202: SENT, warned."""
+    outcome = classify_answer(202, SEED_WA202_AS_PRINTED)
+    assert outcome.kind is Kind.SENT
+    assert outcome.message_id == "AXXXXXXXXXXXXXXXXXXX"
+    assert outcome.warning
 
 
 # --------------------------------------------------------------------------- AMBIGUOUS 2xx
@@ -191,7 +185,7 @@ def test_html_502_page_is_server_error() -> None:
     assert "HTML page" in outcome.error
 
 
-@pytest.mark.parametrize("status", [400, 403, 404, 413])
+@pytest.mark.parametrize("status", [400, 403, 413])
 def test_html_page_at_4xx_is_server_error(status: int) -> None:
     """A proxy's HTML page with a 4xx says nothing about the row: SERVER_ERROR, retried."""
     page = b"<!DOCTYPE html><html><body><h1>Forbidden</h1></body></html>"
@@ -201,6 +195,37 @@ def test_html_page_at_4xx_is_server_error(status: int) -> None:
 def test_server_error_keeps_retry_after() -> None:
     """A 500 with Retry-After carries the parsed seconds."""
     assert classify_answer(500, b"", retry_after="2.5").retry_after == 2.5
+
+
+# --------------------------------------------------------------------------- ENDPOINT
+
+
+@pytest.mark.parametrize("status", [404, 405])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Not Found",
+        b"<!DOCTYPE html><html><body><h1>404</h1></body></html>",
+        b'{"code":"404","message":"Not found."}',
+        b'{"code":"WA404","message":"Invalid phone number"}',
+    ],
+    ids=["text", "html", "sandbox-json", "kaleyra-like-json"],
+)
+def test_404_and_405_mean_a_wrong_url(status: int, raw: bytes) -> None:
+    """404/405 with any body is ENDPOINT (the run stops): every row would get the same."""
+    outcome = classify_answer(status, raw)
+    assert (outcome.kind, outcome.code, outcome.http_status) == (
+        Kind.ENDPOINT,
+        f"ENDPOINT_{status}",
+        status,
+    )
+    assert outcome.error.startswith(f"the messages endpoint answered HTTP {status}")
+    assert outcome.error.endswith(": the URL is wrong")
+
+
+def test_account_code_in_a_404_is_still_account() -> None:
+    """An account code wins over the status, 404 included."""
+    assert classify_answer(404, body(SEED_E110)).kind is Kind.ACCOUNT
 
 
 # --------------------------------------------------------------------------- ROW_FAILED
@@ -214,7 +239,7 @@ def test_seed_400_wa400_is_row_failed_with_kaleyras_message() -> None:
     assert outcome.error == "Refer to correct payload format; Incorrect payload format"
 
 
-@pytest.mark.parametrize("status", [404, 422])
+@pytest.mark.parametrize("status", [409, 422])
 def test_other_4xx_json_is_row_failed_with_message(status: int) -> None:
     """Another 4xx with a Kaleyra JSON body is ROW_FAILED with Kaleyra's message."""
     doc = {"code": f"WA{status}", "message": "Invalid phone number", "data": {}, "error": {}}
@@ -224,7 +249,7 @@ def test_other_4xx_json_is_row_failed_with_message(status: int) -> None:
     assert outcome.error == "Invalid phone number"
 
 
-@pytest.mark.parametrize("status", [404, 422])
+@pytest.mark.parametrize("status", [409, 422])
 def test_other_4xx_plain_text_is_row_failed_quoting_text(status: int) -> None:
     """A 4xx with plain text is ROW_FAILED, coded by status, quoting the text."""
     outcome = classify_answer(status, b"Not Found")
@@ -306,6 +331,42 @@ def test_connect_failure_is_not_sent_yet() -> None:
     assert classify_failure(failure) == Outcome(
         Kind.NOT_SENT_YET, None, "CONNECT_ERROR", "connection refused"
     )
+
+
+def test_dns_failure_is_not_sent_yet_with_its_own_code() -> None:
+    """A name that does not resolve never left: NOT_SENT_YET, coded DNS_ERROR."""
+    failure = TransportError("cannot resolve api.x.test: no address", phase="connect", cause="dns")
+    outcome = classify_failure(failure)
+    assert (outcome.kind, outcome.code) == (Kind.NOT_SENT_YET, "DNS_ERROR")
+    assert outcome.error == "cannot resolve api.x.test: no address"
+
+
+def test_unverifiable_certificate_stops_the_run() -> None:
+    """A certificate that cannot be verified is ENDPOINT (TLS_VERIFY), saying which check
+    failed (the advice is sending/advice.py's)."""
+    failure = TransportError(
+        "the TLS certificate of api.in.kaleyra.io:443 could not be verified: certificate has "
+        "expired",
+        phase="connect",
+        cause="certificate",
+    )
+    outcome = classify_failure(failure)
+    assert (outcome.kind, outcome.code, outcome.http_status) == (Kind.ENDPOINT, "TLS_VERIFY", None)
+    assert outcome.error == failure.description
+
+
+@pytest.mark.parametrize("status", [407, 401, 403, 502, None])
+def test_proxy_refusal_stops_with_its_status(status: int | None) -> None:
+    """A proxy that refuses is ENDPOINT coded PROXY_<status>, with the proxy's words."""
+    failure = TransportError(
+        "the proxy 10.0.0.1:3128 refused the connection to api.in.kaleyra.io:443: 407",
+        phase="connect",
+        cause="proxy",
+        status=status,
+    )
+    outcome = classify_failure(failure)
+    assert (outcome.kind, outcome.code) == (Kind.ENDPOINT, f"PROXY_{status or 0}")
+    assert outcome.error == failure.description
 
 
 def test_failure_after_send_is_ambiguous() -> None:

@@ -153,7 +153,7 @@ async def _collect(planner: PlanProcess, stats: LoadStats) -> list[Planned]:
 
 def _job(tmp_path: Path, campaign: Campaign) -> PlanJob:
     journal = tmp_path / "r.csv.journal"
-    Journal.open(journal, identity=campaign.identity()).close()
+    Journal.open(journal, identity=campaign.identity(), destination="t").close()
     return PlanJob(table=campaign.table, settings=campaign.settings, journal=journal)
 
 

@@ -140,6 +140,7 @@ def test_ambiguous_at_least_once_retries_then_unknown(
         (Kind.SENT, Final(Status.SENT)),
         (Kind.ROW_FAILED, Final(Status.FAILED)),
         (Kind.ACCOUNT, Stop()),
+        (Kind.ENDPOINT, Stop()),
     ],
 )
 def test_terminal_kinds_end_at_once(
@@ -151,7 +152,8 @@ def test_terminal_kinds_end_at_once(
     throttles: int,
     random: float,
 ) -> None:
-    """SENT is sent, ROW_FAILED is failed and ACCOUNT stops the run, whatever the counters."""
+    """SENT is sent, ROW_FAILED is failed, ACCOUNT and ENDPOINT stop the run, whatever the
+    counters."""
     outcome = data.draw(outcomes(kind))
     assert policy.decide(outcome, errors=errors, throttles=throttles, random=random) == expected
 

@@ -129,7 +129,7 @@ def test_rerun_of_a_finished_campaign_sends_nothing(
 def test_changed_campaign_is_refused_until_restart(
     tmp_path: Path, sandbox: Sandbox, cli: CliRunner
 ) -> None:
-    """A changed file is refused (exit 2); --restart moves the old journal aside, starts afresh."""
+    """A changed file is refused (exit 2); --restart keeps the old journal, sends only new rows."""
     campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in _numbers(3)])
     config = write_config(tmp_path / "config.toml", sandbox.url)
     out = tmp_path / "r.csv"
@@ -143,7 +143,7 @@ def test_changed_campaign_is_refused_until_restart(
     restarted = cli("send", campaign, "--config", config, "--out", out, "--restart")
     assert restarted.code == 0
     assert len(list(tmp_path.glob("r.csv.journal.*.bak"))) == 1
-    assert len(sandbox.received) == 3 + 4
+    assert len(sandbox.received) == 3 + 1  # the three sent before are carried over
 
 
 def test_changed_body_text_is_refused(tmp_path: Path, sandbox: Sandbox, cli: CliRunner) -> None:
@@ -159,7 +159,7 @@ def test_changed_body_text_is_refused(tmp_path: Path, sandbox: Sandbox, cli: Cli
 
 
 def test_second_concurrent_run_is_refused(tmp_path: Path, sandbox: Sandbox, cli: CliRunner) -> None:
-    """While one run sends to results.csv a second one exits 2 naming the running process."""
+    """While one run sends to results.csv a second one exits 75 (busy) in one line, naming it."""
     campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in _numbers(200)])
     config = write_config(tmp_path / "config.toml", sandbox.url, sending={"rate_per_second": 5})
     out = tmp_path / "r.csv"
@@ -167,8 +167,9 @@ def test_second_concurrent_run_is_refused(tmp_path: Path, sandbox: Sandbox, cli:
     try:
         _wait_for(lambda: len(sandbox.received) >= 1)
         second = cli("send", campaign, "--config", config, "--out", out)
-        assert second.code == 2
+        assert second.code == 75
         assert f"process {first.pid} is already sending" in second.err
+        assert len(second.err.strip().splitlines()) == 1
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate()
@@ -246,7 +247,8 @@ def test_kill_while_waiting_to_retry_resends_on_resume(tmp_path: Path, sandbox: 
     sandbox.faults.retry_after = "30"
     sandbox.faults.scripts[a] = [Behaviour.THROTTLE]
     campaign = write_csv(tmp_path / "c.csv", ["to"], [[a], [b]])
-    config = write_config(tmp_path / "config.toml", sandbox.url)
+    # One worker: b waits behind a's retry, so the kill finds nothing else in flight.
+    config = write_config(tmp_path / "config.toml", sandbox.url, sending={"concurrency": 1})
     out = tmp_path / "r.csv"
     proc = spawn("send", campaign, "--config", config, "--out", out, "-q")
     _wait_for(lambda: _journal_status(tmp_path / "r.csv.journal", 1) == "not_sent")
@@ -260,6 +262,104 @@ def test_kill_while_waiting_to_retry_resends_on_resume(tmp_path: Path, sandbox: 
     rows = read_results(out)
     assert [r["status"] for r in rows] == ["sent", "sent"]
     assert rows[0]["attempts"] == "2"
+
+
+def _in_flight(path: Path) -> int | None:
+    """Rows the journal has in flight, as another process sees it (None before it exists)."""
+    if not path.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+        try:
+            (count,) = db.execute(
+                "SELECT count(*) FROM messages WHERE status = 'in_flight'"
+            ).fetchone()
+        except sqlite3.OperationalError:  # the schema is being created
+            return None
+    return int(count)
+
+
+def _start_a_long_hold(tmp_path: Path, sandbox: Sandbox) -> tuple[subprocess.Popen[str], Path]:
+    """Start a run whose row 60 is answered 429 with Retry-After: 60 (then 202), and return
+    once the run is in that hold: row 60 waits not_sent, and no row is in flight.
+
+    At 1,000/s with 16 workers, several rows are between their in_flight commit and their
+    request when the 429 arrives; they must not wait out the hold in flight.
+    """
+    numbers = _numbers(200)
+    sandbox.faults.retry_after = "60"
+    sandbox.faults.scripts[numbers[59]] = [Behaviour.THROTTLE, Behaviour.OK]
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in numbers])
+    config = write_config(
+        tmp_path / "config.toml", sandbox.url, sending={"rate_per_second": 1000, "concurrency": 16}
+    )
+    out = tmp_path / "r.csv"
+    proc = spawn("send", campaign, "--config", config, "--out", out, "-q")
+    journal = tmp_path / "r.csv.journal"
+    # Well under the 60 s hold: a run that keeps rows in flight through it fails here.
+    _wait_for(
+        lambda: _journal_status(journal, 60) == "not_sent" and _in_flight(journal) == 0,
+        timeout=20,
+    )
+    return proc, out
+
+
+def test_sigterm_during_a_retry_after_hold_stops_at_once(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """SIGTERM during a 60 s Retry-After hold: the run exits at once (143), no request reaches
+    the server after the signal, the rows left are not_sent, and a resume sends each once."""
+    proc, out = _start_a_long_hold(tmp_path, sandbox)
+    try:
+        received, signalled = len(sandbox.received), time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        assert time.monotonic() - signalled < 20, "the stop waited for the hold"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, stderr
+    assert len(sandbox.received) == received
+    assert all(r.at < signalled for r in sandbox.received)
+    rows = read_results(out)
+    assert {r["status"] for r in rows} == {"sent", "not_sent"}
+    assert (rows[59]["status"], rows[59]["http_status"], rows[59]["attempts"]) == (
+        "not_sent",
+        "429",
+        "1",
+    )
+    sent_before = {r["to"] for r in rows if r["status"] == "sent"}
+    assert sent_before == {r.to for r in sandbox.accepted()}
+    sandbox.faults.retry_after = "0"
+    config = tmp_path / "config.toml"
+    resumed = cli("send", tmp_path / "c.csv", "--config", config, "--out", out)
+    assert resumed.code == 0, resumed.out
+    assert [r["status"] for r in read_results(out)] == ["sent"] * 200
+    counts = sandbox.counts()
+    assert counts.pop(_numbers(200)[59]) == 2  # the 429, then the 202
+    assert set(counts.values()) == {1}
+
+
+def test_sigkill_during_a_retry_after_hold_leaves_no_false_unknown(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """SIGKILL during a 60 s Retry-After hold: every row the next run finds unknown (it was in
+    flight) is one the server received; the rows held back are sent by the resume, once."""
+    proc, out = _start_a_long_hold(tmp_path, sandbox)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    received = {r.to for r in sandbox.received}
+    sandbox.faults.retry_after = "0"
+    resumed = cli("send", tmp_path / "c.csv", "--config", tmp_path / "config.toml", "--out", out)
+    rows = read_results(out)
+    unknown = {r["to"] for r in rows if r["status"] == "unknown"}
+    assert unknown <= received
+    assert unknown == set()  # in a hold nothing is in flight
+    assert resumed.code == 0, resumed.out
+    assert [r["status"] for r in rows] == ["sent"] * 200
+    counts = sandbox.counts()
+    assert counts.pop(_numbers(200)[59]) == 2
+    assert set(counts.values()) == {1}
 
 
 def test_clean_exit_leaves_no_pid_in_the_lock(

@@ -115,7 +115,9 @@ def test_mixed_campaign_results(tmp_path: Path, sandbox: Sandbox, cli: CliRunner
     assert sandbox.counts() == {
         "+919876543210": 1, "+919876543212": 1, "+919876543214": 1, "+919876543215": 1,
     }  # fmt: skip
-    assert orjson.loads(sandbox.received[1].body)["messaging_object"]["interactive"]["body"] == {
+    # Requests from different workers may arrive in any order: find row 3's by its recipient.
+    [meena] = [r for r in sandbox.received if r.to == "+919876543212"]
+    assert orjson.loads(meena.body)["messaging_object"]["interactive"]["body"] == {
         "text": "Hi Meena!"
     }
 
@@ -172,6 +174,28 @@ def test_config_errors_exit_2_and_send_nothing(
     assert run.code == 2
     assert named in run.err
     assert "Traceback" not in run.err
+    assert sandbox.received == []
+
+
+@pytest.mark.parametrize("where", ["config", "flag"])
+def test_a_rate_too_slow_to_ever_finish_is_refused(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner, where: str
+) -> None:
+    """A rate of 1e-300/s, in config.toml or as --rate, exits 2 with one line naming the key."""
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [["+919876543210"]])
+    if where == "config":
+        config = write_config(
+            tmp_path / "config.toml", sandbox.url, sending={"rate_per_second": 1e-300}
+        )
+        run = cli("send", campaign, "--config", config)
+    else:
+        config = write_config(tmp_path / "config.toml", sandbox.url)
+        run = cli("send", campaign, "--config", config, "--rate", "1e-300")
+    assert run.code == 2
+    [line] = run.err.splitlines()
+    assert line.startswith("bulk-sender: config: [sending] rate_per_second: ")
+    assert "from 0.01" in line
+    assert "1e-300" in line
     assert sandbox.received == []
 
 

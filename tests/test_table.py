@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import codecs
+import os
 import tempfile
+import zipfile
+from datetime import date, datetime
 from pathlib import Path
 
 import openpyxl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from odf.opendocument import OpenDocumentSpreadsheet
+from odf.table import Table as OdsTable
+from odf.table import TableCell, TableRow
+from odf.text import P
 
 from bulk_sender.errors import ConfigError, InputFileError
-from bulk_sender.input.table import _BLOCK, Chunk, Table, TableFormat, open_table, write_table
+from bulk_sender.input import table as table_module
+from bulk_sender.input.sheet_area import ods_used_area
+from bulk_sender.input.table import (
+    _BLOCK,
+    CELLS_AHEAD,
+    Chunk,
+    Table,
+    TableFormat,
+    open_table,
+    write_table,
+)
 from tests.strategies import table_cells, table_headers
+from tests.workbooks import WRITERS, Writer, write_ods, write_xls
 
 FILES = Path(__file__).parent / "data" / "files"
 CSV = TableFormat(kind="csv", encoding="utf-8", delimiter=",")
 XLSX = TableFormat(kind="xlsx", encoding="", delimiter="")
+SHEETS = pytest.mark.parametrize("writer", list(WRITERS.values()), ids=list(WRITERS))
 UTF8_HINT = (
     'the file is not UTF-8; if it was saved by Excel as "CSV" try '
     '[campaign] encoding = "cp1252" in config.toml'
@@ -346,6 +365,260 @@ def test_xlsx_first_sheet_only_and_trailing_empty_header_cells(tmp_path: Path) -
     assert rows_of(table) == [["919876543210", "Asha"]]
 
 
+# --- every workbook kind ---------------------------------------------------------------------
+
+TYPED: list[list[object]] = [
+    ["Mobile No.", "name", "code", "joined", "when", "vip", "score", "half"],
+    [919876543210, "Asha", "007", date(2024, 1, 5), datetime(2024, 1, 5, 9, 30), True, 3.0, 1.5],
+    [None] * 8,
+    ["+91 98123 45678", "Ravi  Kumar", None, None, None, False, 45292, None],
+]
+TYPED_ROWS = [
+    ["919876543210", "Asha", "007", "2024-01-05", "2024-01-05T09:30:00", "TRUE", "3", "1.5"],
+    ["+91 98123 45678", "Ravi  Kumar", "", "", "", "FALSE", "45292", ""],
+]
+
+
+@SHEETS
+def test_every_workbook_kind_reads_the_same_text(tmp_path: Path, writer: Writer) -> None:
+    """.xlsx, .xls and .ods read alike: numbers as digits, dates as ISO text, first sheet only."""
+    kind = writer.__name__.removeprefix("write_")
+    table = open_table(writer(tmp_path / f"c.{kind}", TYPED))
+    assert table.format == TableFormat(kind, "", "")  # type: ignore[arg-type]
+    assert table.header == tuple(TYPED[0])
+    assert table.scan(no_line_breaks=frozenset({0})) == 2
+    assert rows_of(table) == TYPED_ROWS
+
+
+@SHEETS
+def test_workbook_away_from_a1_keeps_its_columns(tmp_path: Path, writer: Writer) -> None:
+    """A table starting at C3 reads from column A and row 1: positions and messages agree."""
+    kind = writer.__name__.removeprefix("write_")
+    rows = [["to", "name"], [919876543210, "Asha"]]
+    table = open_table(writer(tmp_path / f"c.{kind}", rows, origin=(2, 2)))
+    assert table.header == ("", "", "to", "name")
+    assert rows_of(table) == [["", "", "919876543210", "Asha"]]
+    stray = writer(tmp_path / f"s.{kind}", [*rows, [1, "Ravi", "x"]], origin=(2, 2))
+    assert broken(stray, line=5).startswith("this row has a value in column E")
+
+
+@SHEETS
+def test_workbook_line_break_names_the_sheet_row(tmp_path: Path, writer: Writer) -> None:
+    """A line break in a workbook's phone cell names its sheet row, in every kind."""
+    kind = writer.__name__.removeprefix("write_")
+    rows = [["name", "to"], ["Asha", "+919876543210"], [None, None], ["Ravi", "+91 98765\n4321"]]
+    path = writer(tmp_path / f"c.{kind}", rows)
+    reason = broken(path, line=4, no_line_breaks=frozenset({1}))
+    assert reason.startswith('the "to" cell on this row contains a line break')
+
+
+@pytest.mark.parametrize("writer", [write_xls, write_ods], ids=["xls", "ods"])
+def test_empty_sheet_is_an_empty_file(tmp_path: Path, writer: Writer) -> None:
+    """A workbook whose first sheet holds nothing is refused as empty, not as broken."""
+    kind = writer.__name__.removeprefix("write_")
+    assert broken(writer(tmp_path / f"c.{kind}", []), line=None).startswith("the file is empty")
+
+
+@pytest.mark.parametrize(
+    ("name", "start"),
+    [
+        ("c.csv", "this is an OpenDocument spreadsheet saved with a .csv name; rename it to .ods"),
+        ("c", "this is an OpenDocument spreadsheet saved with no extension"),
+        ("c.xlsx", "this is an OpenDocument spreadsheet saved with a .xlsx name"),
+    ],
+)
+def test_ods_under_another_name(tmp_path: Path, name: str, start: str) -> None:
+    """An .ods saved under another name is named for what it is, not called a ZIP to unzip."""
+    path = write_ods(tmp_path / name, [["to"], [919876543210]])
+    assert broken(path, line=None).startswith(start)
+
+
+def test_xls_under_a_csv_name(tmp_path: Path) -> None:
+    """A real .xls saved as .csv is refused with the rename that makes it readable."""
+    path = write_xls(tmp_path / "c.csv", [["to"], [919876543210]])
+    reason = broken(path, line=None)
+    assert reason == (
+        "this is an old Excel 97-2003 workbook (.xls) saved with a .csv name; rename it to .xls"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "start"),
+    [
+        ("c.ods", b"to\n+919876543210\n", "this file is named .ods but is not an OpenDocument"),
+        ("c.xls", bytes((FILES / "bad_xls_named.csv").read_bytes()), "this .xls file is not a"),
+        ("c.xlsx", bytes((FILES / "bad_xls_named.csv").read_bytes()), "this .xlsx file is encry"),
+        ("c.ods", b"", "the file is empty"),
+    ],
+)
+def test_broken_or_misnamed_workbooks(
+    tmp_path: Path, name: str, content: bytes, start: str
+) -> None:
+    """Text named .ods, a damaged .xls, an encrypted .xlsx: each refused for what it is."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert broken(path, line=None).startswith(start)
+
+
+def test_damaged_ods(tmp_path: Path) -> None:
+    """An .ods whose content does not parse is called damaged, with the program to fix it."""
+    path = tmp_path / "c.ods"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("content.xml", "<office:document-content")
+    reason = broken(path, line=None)
+    assert reason.startswith("this .ods file is not a valid OpenDocument spreadsheet")
+
+
+def test_tab_separated_text_named_xls_is_read_as_text(tmp_path: Path) -> None:
+    """A CRM's tab-separated "Excel" export named .xls is read as text, as Excel does."""
+    path = tmp_path / "export.xls"
+    path.write_text("to\tname\n+919876543210\tAsha\n")
+    table = open_table(path)
+    assert table.format == TableFormat("csv", "utf-8", "\t")
+    assert rows_of(table) == [["+919876543210", "Asha"]]
+    assert table.export_suffix == ".xls"
+
+
+@pytest.mark.parametrize(
+    ("name", "suffix"),
+    [
+        ("c.csv", ".csv"), ("c.TSV", ".TSV"), ("c.txt", ".txt"), ("c.tab", ".tab"),
+        ("c", ".csv"), ("March v1.2", ".csv"), ("c.dat", ".csv"),
+    ],
+)  # fmt: skip
+def test_text_export_keeps_the_campaign_extension(tmp_path: Path, name: str, suffix: str) -> None:
+    """A text campaign's export suffix is its own (.tsv stays .tsv); none or an odd one is .csv."""
+    path = tmp_path / name
+    path.write_text("to\tname\n+919876543210\tAsha\n")
+    assert open_table(path).export_suffix == suffix
+
+
+@SHEETS
+def test_every_workbook_exports_as_xlsx(tmp_path: Path, writer: Writer) -> None:
+    """Any workbook's export is an .xlsx (write_table writes one) that reads back the same."""
+    kind = writer.__name__.removeprefix("write_")
+    original = open_table(writer(tmp_path / f"c.{kind}", TYPED))
+    assert original.export_suffix == ".xlsx"
+    out = tmp_path / "failed.xlsx"
+    write_table(out, original.format, original.header, rows_of(original))
+    again = open_table(out)
+    assert (again.format, again.header, rows_of(again)) == (XLSX, original.header, TYPED_ROWS)
+
+
+def _ods_with_runs(path: Path, rows: list[list[tuple[str | None, int]]], repeat_last: int) -> Path:
+    """An .ods of rows of (text or None, columns repeated) cells; the last row repeated."""
+    doc = OpenDocumentSpreadsheet()
+    table = OdsTable(name="S")
+    for index, row in enumerate(rows):
+        repeat = {"numberrowsrepeated": repeat_last} if index == len(rows) - 1 else {}
+        element = TableRow(**repeat)
+        for text, columns in row:
+            cell = TableCell(numbercolumnsrepeated=columns)
+            if text is not None:
+                cell = TableCell(valuetype="string", numbercolumnsrepeated=columns)
+                cell.addElement(P(text=text))
+            element.addElement(cell)
+        table.addElement(element)
+    doc.spreadsheet.addElement(table)
+    doc.save(str(path))
+    return path
+
+
+def test_ods_used_area_counts_runs_without_expanding_them(tmp_path: Path) -> None:
+    """Repeated rows and columns count; empty runs after the last value (formatting) do not."""
+    path = _ods_with_runs(
+        tmp_path / "c.ods",
+        [[("to", 1), (None, 3), ("x", 2), (None, 1000)], [("1", 1)], [(None, 1024)]],
+        repeat_last=1_000_000,
+    )
+    assert ods_used_area(path) == (2, 6)
+    assert open_table(path).header == ("to", "", "", "", "x", "x")
+
+
+def test_ods_with_a_stray_value_far_right_is_refused_before_reading(tmp_path: Path) -> None:
+    """One value in column XFD of a small .ods: refused from its used area, not read whole."""
+    stray: list[tuple[str | None, int]] = [("to", 1), (None, 16_382), ("note", 1)]
+    phone: list[tuple[str | None, int]] = [("+919876543210", 1)]
+    rows = [stray, *[phone] * 700]
+    path = _ods_with_runs(tmp_path / "c.ods", rows, repeat_last=1)
+    assert path.stat().st_size < 20_000
+    reason = broken(path, line=None)
+    assert reason.startswith(
+        "the first sheet's used area is 701 rows by 16,384 columns (to column XFD), more than "
+        "the 10,000,000 cells"
+    )
+    assert reason.endswith("or save the sheet as CSV")
+
+
+def test_ods_area_limit_is_inclusive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An .ods of exactly SHEET_CELLS_MAX cells is read; one cell more is refused."""
+    path = write_ods(tmp_path / "c.ods", [["to", "name"], [919876543210, "Asha"]])
+    monkeypatch.setattr(table_module, "SHEET_CELLS_MAX", 4)
+    assert rows_of(open_table(path)) == [["919876543210", "Asha"]]
+    monkeypatch.setattr(table_module, "SHEET_CELLS_MAX", 3)
+    assert "used area is 2 rows by 2 columns" in broken(path, line=None)
+
+
+# --- what cannot be read twice ---------------------------------------------------------------
+
+
+def test_a_pipe_is_refused_without_opening_it(tmp_path: Path) -> None:
+    """A named pipe is refused from its file type: opening it would wait for a writer forever."""
+    path = tmp_path / "campaign.csv"
+    os.mkfifo(path)
+    assert broken(path, line=None).startswith("this is a pipe, not a file: the campaign file is")
+
+
+def test_a_device_is_refused() -> None:
+    """A character device (/dev/null, a terminal) is refused as not a file."""
+    assert broken(Path("/dev/null"), line=None).startswith("this is a device")
+
+
+def test_dash_means_standard_input_which_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'-' is refused as standard input, with what to do; a real file named '-' is read."""
+    monkeypatch.chdir(tmp_path)
+    assert "from standard input is not supported" in broken(Path("-"), line=None)
+    Path("-").write_text("to\n+919876543210\n")
+    assert rows_of(open_table(Path("-"))) == [["+919876543210"]]
+
+
+def test_a_folder_is_refused(tmp_path: Path) -> None:
+    """A folder given as the campaign says so."""
+    assert broken(tmp_path, line=None).startswith("this is a folder")
+
+
+# --- wide files ------------------------------------------------------------------------------
+
+
+def test_wide_file_chunks_hold_at_most_cells_ahead(tmp_path: Path) -> None:
+    """A very wide file gets fewer rows a chunk, never more than CELLS_AHEAD cells held."""
+    width = 3_000
+    path = tmp_path / "wide.csv"
+    cells = ",".join(["x"] * (width - 1))
+    path.write_text("to," + ",".join(f"c{i}" for i in range(1, width)) + "\n")
+    with path.open("a") as file:
+        file.writelines(f"+9198765{i:05d},{cells}\n" for i in range(200))
+    table = open_table(path)
+    chunks = list(table.chunks(10_000))
+    assert max(len(c.rows) for c in chunks) == CELLS_AHEAD // width
+    assert [c.first_row for c in chunks] == list(range(1, 201, CELLS_AHEAD // width))
+    assert [row[0] for c in chunks for row in c.rows] == [f"+9198765{i:05d}" for i in range(200)]
+    assert table.scan() == 200
+
+
+def test_narrow_file_chunks_are_as_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cell cap only shrinks chunks: a narrow file's chunks hold ``size`` rows."""
+    monkeypatch.setattr(table_module, "CELLS_AHEAD", 10)
+    path = tmp_path / "c.csv"
+    path.write_text("to,name\n" + "".join(f"+9198765{i:05d},A\n" for i in range(12)))
+    assert [len(c.rows) for c in open_table(path).chunks(4)] == [4, 4, 4]
+    monkeypatch.setattr(table_module, "CELLS_AHEAD", 7)
+    assert [len(c.rows) for c in open_table(path).chunks(4)] == [3, 3, 3, 3]
+
+
 # --- writing ---------------------------------------------------------------------------------
 
 
@@ -448,3 +721,5 @@ def test_table_format_rejects_nonsense() -> None:
         TableFormat("csv", "utf-8", "|")
     with pytest.raises(ValueError, match="xlsx"):
         TableFormat("xlsx", "utf-8", ",")
+    with pytest.raises(ValueError, match="ods"):
+        TableFormat("ods", "", ";")

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from bulk_sender.config import CallbacksSettings, Settings, load_settings, read_callback_secret
-from bulk_sender.stores.base import StoreError
+from bulk_sender.errors import ExitCode
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
 COMMANDS = frozenset({"receive", "report"})
-EXIT_OK, EXIT_USAGE, EXIT_STORE = 0, 2, 3
 
 
 def add_parsers(commands: Any) -> None:
@@ -46,19 +44,11 @@ def _callbacks(settings: Settings, config: Path) -> CallbacksSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``receive`` or ``report``; a :class:`StoreError` is exit 3 (usage errors propagate)."""
-    try:
-        if args.command == "receive":
-            return _receive(args)
-        return _report(args)
-    except StoreError as exc:
-        print(f"bulk-sender: {exc}", file=sys.stderr)
-        if getattr(args, "summary_json", None) is not None:
-            from bulk_sender.ui import write_summary_json
-
-            doc = {"version": 1, "outcome": "error", "exit_code": EXIT_STORE, "error": str(exc)}
-            write_summary_json(args.summary_json, doc)
-        return EXIT_STORE
+    """Run ``receive`` or ``report``; errors go to the CLI's one handler (their exit codes are
+    in errors.py: a :class:`~bulk_sender.stores.base.StoreError` is 3)."""
+    if args.command == "receive":
+        return _receive(args)
+    return _report(args)
 
 
 def _run_async(coro: Coroutine[Any, Any, None]) -> None:
@@ -89,7 +79,7 @@ def _receive(args: argparse.Namespace) -> int:
         await serve(store, secret, host=host, port=port, ready=ready)
 
     _run_async(main())
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -115,10 +105,10 @@ def _report(args: argparse.Namespace) -> int:
     title = f"Delivery of {args.results} ({result.funnel.messages:,} messages)"
     print(funnel_text(result.funnel, title=title, files=files), flush=True)
     if args.summary_json is not None:
-        from bulk_sender.ui import write_summary_json
+        from bulk_sender.record.summary import write_summary_json
 
         doc = {
-            "version": 1, "mode": "report", "outcome": "finished", "exit_code": EXIT_OK,
+            "version": 1, "mode": "report", "outcome": "finished", "exit_code": int(ExitCode.OK),
             "results": str(args.results), "campaign": str(result.campaign),
             "store": result.store, "store_found": result.store_found,
             "generated_at": result.generated_at, **funnel_dict(result.funnel),
@@ -126,7 +116,7 @@ def _report(args: argparse.Namespace) -> int:
             "failed_rows": result.failed_rows,
         }  # fmt: skip
         write_summary_json(args.summary_json, doc)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _rows(count: int) -> str:

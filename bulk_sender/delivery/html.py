@@ -12,8 +12,6 @@ from __future__ import annotations
 import bisect
 import html
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,7 +21,8 @@ from typing import TYPE_CHECKING, Final
 from bulk_sender.delivery.codes import Resend, explain
 from bulk_sender.delivery.events import DeliveryStatus
 from bulk_sender.delivery.funnel import DELAY_EDGES, Funnel, failure_lines
-from bulk_sender.input.table import publish
+from bulk_sender.errors import OutputWriteError
+from bulk_sender.record.atomic import atomic_write
 
 if TYPE_CHECKING:
     from bulk_sender.delivery.report import ReportResult
@@ -67,17 +66,15 @@ def write_html(path: Path, result: ReportResult) -> None:
             "Latest callback event": result.funnel.last_update or "none yet",
         },
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    temp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with atomic_write(path, encoding="utf-8") as handle:
             handle.write(page)
-            handle.flush()
-            os.fsync(handle.fileno())
-        publish(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(
+            f"cannot write the HTML report {path}: {exc.strerror or exc}. Fix the cause, then "
+            "run the report again",
+            path=path,
+        ) from None
 
 
 def render(funnel: Funnel, *, title: str, facts: Mapping[str, str]) -> str:

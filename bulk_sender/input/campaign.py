@@ -23,16 +23,15 @@ import orjson
 from bulk_sender.config import CampaignSettings
 from bulk_sender.errors import InputFileError, UsageError
 from bulk_sender.input.dedupe import FirstSeen
-from bulk_sender.input.phone import normalise, split_recipients
+from bulk_sender.input.phone import PhoneVerdict, normalise, split_recipients
+from bulk_sender.input.recipient import RECIPIENT_EXAMPLES, is_recipient_header
 from bulk_sender.input.table import Table
 from bulk_sender.model import Record, Status
 from bulk_sender.record.journal import ResumeState
 from bulk_sender.sending.payload import BODY_TEXT_MAX, REF_MAX, Fields, build_body, clip_ref
 
-__all__ = ["OPTIONAL_COLUMNS", "TO_ALIASES", "Campaign", "LoadStats", "Planned", "canonical"]
+__all__ = ["OPTIONAL_COLUMNS", "Campaign", "LoadStats", "Planned", "canonical"]
 
-#: Header names accepted for the recipient column (case- and space-insensitive).
-TO_ALIASES: tuple[str, ...] = ("to", "phone", "phone_number", "mobile", "msisdn")
 #: Optional columns that override the config per row.
 OPTIONAL_COLUMNS: tuple[str, ...] = (
     "thumbnail_product_retailer_id", "body_text", "ref", "ref1", "ref2", "wa_source",
@@ -120,20 +119,22 @@ class Campaign:
 
     def _find_to_column(self) -> int:
         header = self.table.header
-        matches = [i for i, name in enumerate(header) if canonical(name) in TO_ALIASES]
+        matches = [i for i, name in enumerate(header) if is_recipient_header(name)]
         if not matches:
             found = ", ".join(repr(name) for name in header) or "none"
             raise InputFileError(
                 self.table.path,
-                f"no recipient column: the columns found are {found}; name one of them "
-                f"{', '.join(TO_ALIASES)} (case and spaces do not matter)",
+                f"no recipient column: the columns found are {found}; name the recipient "
+                f"column to, or {', '.join(RECIPIENT_EXAMPLES[1:])} or the like (case, spaces "
+                "and dots do not matter)",
                 line=1,
             )
         if len(matches) > 1:
             names = " and ".join(repr(header[i]) for i in matches)
             raise InputFileError(
                 self.table.path,
-                f"two columns both mean the recipient: {names}; keep only one",
+                f"two columns both mean the recipient: {names}; keep only one, or rename the "
+                "other (e.g. 'Alternate Mobile') to keep it as an ordinary column",
                 line=1,
             )
         return matches[0]
@@ -212,6 +213,7 @@ class Campaign:
         seen: FirstSeen,
         bodies: bool,
     ) -> Iterator[Planned]:
+        """One message per recipient in the row's cell, skipping those a resume says are done."""
         stats = self.stats
         ref, ref1, ref2, clipped = self._refs(cells)
         raw_cell = cells[self.to_column]
@@ -230,12 +232,7 @@ class Campaign:
             verdict = normalise(raw, self._region)
             e164 = verdict.e164
             if e164 is None or problem is not None:
-                if e164 is None:
-                    kind = re.split(r"[:;]", verdict.problem or "", maxsplit=1)[0]
-                    category = f"phone number: {kind}" if raw else "no phone number"
-                    reason = f"phone number {raw!r}: {verdict.problem}" if raw else category
-                else:
-                    category = reason = problem or ""
+                category, reason = _why_invalid(raw, verdict, problem)
                 stats.add_invalid(category, row)
                 yield Planned(
                     Record(
@@ -245,17 +242,15 @@ class Campaign:
                     None,
                 )  # fmt: skip
                 continue
-            if self._dedupe:
-                first = seen.first(e164, row, part)
-                if first != key:
-                    yield Planned(
-                        Record(
-                            row=row, part=part, parts=parts, to=e164, status=Status.DUPLICATE,
-                            error=f"same number as row {first[0]}", ref=ref, ref1=ref1, ref2=ref2,
-                        ),
-                        None,
-                    )  # fmt: skip
-                    continue
+            if self._dedupe and (first := seen.first(e164, row, part)) != key:
+                yield Planned(
+                    Record(
+                        row=row, part=part, parts=parts, to=e164, status=Status.DUPLICATE,
+                        error=f"same number as row {first[0]}", ref=ref, ref1=ref1, ref2=ref2,
+                    ),
+                    None,
+                )  # fmt: skip
+                continue
             warning = verdict.warning or ""
             if warning:
                 stats.warnings += 1
@@ -312,3 +307,16 @@ class Campaign:
                 f"WhatsApp allows at most {BODY_TEXT_MAX}"
             )
         return text, None
+
+
+def _why_invalid(raw: str, verdict: PhoneVerdict, body_problem: str | None) -> tuple[str, str]:
+    """An invalid message's category (the report counts these) and its row's reason.
+
+    A number that is wrong is reported before a body text that is.
+    """
+    if verdict.e164 is not None:
+        return body_problem or "", body_problem or ""
+    if not raw:
+        return "no phone number", "no phone number"
+    kind = re.split(r"[:;]", verdict.problem or "", maxsplit=1)[0]
+    return f"phone number: {kind}", f"phone number {raw!r}: {verdict.problem}"

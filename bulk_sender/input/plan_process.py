@@ -7,9 +7,10 @@ the event loop and the journal's thread; in a child process it runs on another c
 The child is ``python -P -m bulk_sender.input.plan_process FD`` (``-P``: nothing is
 imported from the working directory), started early (its imports overlap the parent's
 journal work) and given one :class:`PlanJob` on its stdin once the resume state is known.
-It runs the very same :meth:`Campaign.plan` and streams what it yields back over its end
-of a socket pair (``FD``; its stdout goes to stderr, so nothing printed can get into the
-stream) as length-prefixed pickle frames::
+It runs the very same :func:`~bulk_sender.input.plan_inline.resumed_plan` as planning inline
+does (it loads the dedupe seed from the journal itself) and streams what it yields back over
+its end of a socket pair (``FD``; its stdout goes to stderr, so nothing printed can get into
+the stream) as length-prefixed pickle frames::
 
     ("hello", PROTOCOL)                              first: the right program is talking
     ("batch", [(record tuple, body or None), ...], LoadStats)
@@ -17,6 +18,10 @@ stream) as length-prefixed pickle frames::
     ("input_error", path, reason, line, LoadStats)   the file broke part-way: exit 2
     ("journal_error", message)                       the dedupe seed could not be read: exit 3
     ("crash", traceback text)                        a bug in the child: exit 70
+
+A child that ends without its end frame is a crash (exit 70), unless SIGKILL ended it: the
+out-of-memory killer, which is not a bug (:class:`PlannerKilledError`, exit 3; the runner
+writes the results of what was sent first).
 
 The socket holds little, so the child runs at most a few batches ahead of the sender and
 memory stays constant. The child ignores SIGINT, SIGTERM and SIGHUP and has its own session:
@@ -40,20 +45,27 @@ import dataclasses
 import logging
 import os
 import pickle
+import resource
 import socket
 import struct
 import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bulk_sender.config import CampaignSettings, SendingSettings
-from bulk_sender.errors import InputFileError, UsageError
+from bulk_sender.errors import (
+    InputFileError,
+    PlannerCrashedError,
+    PlannerKilledError,
+    UsageError,
+)
 from bulk_sender.input.campaign import Campaign, LoadStats, Planned
+from bulk_sender.input.plan_inline import resumed_plan
 from bulk_sender.input.table import Table
 from bulk_sender.model import Record
 from bulk_sender.record.journal import JournalError, ResumeState
@@ -79,10 +91,6 @@ _FIRST_BATCH = 64  # small, so the first request leaves early
 _BATCH = 1024
 
 
-class PlannerCrashedError(RuntimeError):
-    """The planning process failed or vanished: a bug, or it was killed (out of memory)."""
-
-
 @dataclass(frozen=True, slots=True)
 class PlanJob:
     """Everything the child needs to plan what the parent would have planned itself."""
@@ -90,21 +98,12 @@ class PlanJob:
     table: Table
     settings: CampaignSettings
     journal: Path  # the dedupe seed is read from here, by the child
-    rows_done: bytearray = field(default_factory=bytearray)
-    parts_done: set[tuple[int, int]] = field(default_factory=set)
-    attempts: dict[tuple[int, int], int] = field(default_factory=dict)
+    resume: ResumeState = field(default_factory=ResumeState)  # its seed not loaded
 
     @classmethod
     def of(cls, campaign: Campaign, state: ResumeState, journal: Path) -> PlanJob:
-        """The job for ``campaign`` resumed from ``state`` (whose seed was not loaded)."""
-        return cls(
-            table=campaign.table,
-            settings=campaign.settings,
-            journal=journal,
-            rows_done=state.rows_done,
-            parts_done=state.parts_done,
-            attempts=state.attempts,
-        )
+        """The job for ``campaign`` resumed from ``state``, whose seed is in ``journal``."""
+        return cls(table=campaign.table, settings=campaign.settings, journal=journal, resume=state)
 
 
 def command() -> list[str]:
@@ -159,7 +158,7 @@ class PlanProcess:
         self._feeder = threading.Thread(target=feed, name="planner-job", daemon=True)
         self._feeder.start()
 
-    async def plan(self, stats: LoadStats) -> AsyncIterator[Sequence[Planned]]:
+    async def plan(self, stats: LoadStats) -> AsyncGenerator[list[Planned], None]:
         """The child's plan in batches; ``stats`` is kept up to date as batches arrive.
 
         Raises :class:`InputFileError` where the inline plan would have, and
@@ -197,10 +196,7 @@ class PlanProcess:
                 raise PlannerCrashedError(f"the planning process sent a {size}-byte frame")
             frame: tuple[Any, ...] = pickle.loads(await reader.readexactly(size))
         except (asyncio.IncompleteReadError, ConnectionError):
-            raise PlannerCrashedError(
-                "the planning process ended before the end of the campaign (exit code "
-                f"{await asyncio.to_thread(self._exit_code)})"
-            ) from None
+            raise _ended_early(self.pid, await asyncio.to_thread(self._exit_code)) from None
         return frame
 
     def _exit_code(self) -> int | None:
@@ -220,6 +216,30 @@ class PlanProcess:
             with contextlib.suppress(OSError):
                 self._proc.stdin.close()
         self._sock.close()
+
+
+def _ended_early(pid: int, code: int | None) -> PlannerCrashedError:
+    """What to say of a child that ended without its end frame (``code``: its exit status).
+
+    SIGKILL is what the kernel's out-of-memory killer sends (``kill -9`` too): not a bug, so
+    one line, exit 3, and the run's results are written. Any other end may be one (exit 70).
+    """
+    if code != -signal.SIGKILL:
+        died = f"exit code {code}"
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                died = f"killed by {signal.Signals(-code).name}"
+        return PlannerCrashedError(
+            f"the planning process ended before the end of the campaign ({died})"
+        )
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024  # Linux: KiB
+    return PlannerKilledError(
+        f"the planning process (pid {pid}) was killed by SIGKILL, most likely by the kernel's "
+        f"out-of-memory killer (it had used up to {peak:,} MiB; dmesg or journalctl -k says "
+        "'Out of memory: Killed process'). What was sent is recorded and the results are "
+        "written: rows not reached are not_sent. Give the job more memory, then run the same "
+        "command again to send the rest"
+    )
 
 
 def _plan_in_process(sending: SendingSettings, rows: int) -> bool:
@@ -274,13 +294,10 @@ def _frames(job: PlanJob) -> Iterator[tuple[Any, ...]]:
     """What the child sends: the plan in batches, then how it ended."""
     yield ("hello", PROTOCOL)
     campaign = Campaign(job.table, job.settings)
-    state = ResumeState(rows_done=job.rows_done, parts_done=job.parts_done, attempts=job.attempts)
-    if not job.settings.allow_duplicates:
-        state.start_seen_loader(job.journal)
     batch: list[tuple[tuple[object, ...], bytes | None]] = []
     size = _FIRST_BATCH
     try:
-        for item in campaign.plan(state):
+        for item in resumed_plan(campaign, job.resume, job.journal):
             batch.append((tuple(item.record), item.body))
             if len(batch) >= size:
                 yield ("batch", batch, campaign.stats)

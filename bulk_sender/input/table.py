@@ -1,10 +1,21 @@
-"""Read and write a campaign file (CSV or .xlsx) as a table of text cells.
+"""Read and write a campaign file (CSV, .xlsx, .xls or .ods) as a table of text cells.
 
-:func:`open_table` makes one streamed pass over the file's bytes: it hashes them, tells what the
-file really is (a workbook or PDF named ``.csv`` is refused with a way out), finds the text
-encoding and proves every byte decodes, then reads the header. :meth:`Table.scan` is the
-up-front structural check of every row (so a broken file stops before anything is sent) and
-:meth:`Table.chunks` streams the rows in constant memory.
+:func:`open_table` first refuses what cannot be read twice (standard input, a pipe, a device:
+the file is read several times, and again to resume), then makes one streamed pass over the
+file's bytes: it hashes them, tells what the file really is (a workbook or PDF named ``.csv``
+is refused with a way out), finds the text encoding and proves every byte decodes, then reads
+the header. :meth:`Table.scan` is the up-front structural check of every row (so a broken
+file stops before anything is sent) and :meth:`Table.chunks` streams the rows in constant
+memory: at most :data:`CELLS_AHEAD` cells are held at a time, however wide the file.
+
+Workbooks: ``.xlsx`` is streamed row by row with openpyxl; ``.xls`` and ``.ods`` (which
+openpyxl cannot read) are read with python-calamine, which holds the first sheet's used area
+in memory while it is read, as a dense rectangle (``.xls`` caps a sheet at 65,536 x 256
+cells; an ``.ods`` is refused beyond :data:`SHEET_CELLS_MAX`, measured before calamine
+reads it). calamine reads an ``.xlsx`` about 20 times faster than openpyxl, but one stray
+value far to the right makes that rectangle, and the memory, huge: a 32 KB workbook of
+2,000 rows with a value in column XFD took 1 GB. A failed export is written as CSV in the
+campaign's own dialect, or as ``.xlsx`` for any workbook (Excel and LibreOffice open both).
 
 CSV is parsed with the standard :mod:`csv` module, not pandas. It is about as fast for rows
 wanted as Python lists (pandas' C parser is quicker, but converting its frame back to lists
@@ -14,8 +25,8 @@ parser serves both scan and chunks so they cannot disagree, and its field size l
 stray quote after 128 KiB where pandas would gather the rest of the file into one cell.
 
 Lines are the file's own: ``\\n``, ``\\r\\n`` or a lone ``\\r`` end one; the header is line 1.
-Every foreign error (``OSError``, ``UnicodeDecodeError``, ``csv.Error``, openpyxl's) becomes an
-:class:`~bulk_sender.errors.InputFileError` here.
+Every foreign error (``OSError``, ``UnicodeDecodeError``, ``csv.Error``, openpyxl's,
+calamine's) becomes an :class:`~bulk_sender.errors.InputFileError` here.
 """
 
 from __future__ import annotations
@@ -26,9 +37,8 @@ import contextlib
 import csv
 import hashlib
 import itertools
-import os
 import re
-import tempfile
+import stat
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,12 +46,33 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal, NoReturn, Protocol
 
-if TYPE_CHECKING:  # openpyxl is imported where a workbook is read or written: it takes ~0.1 s
+if TYPE_CHECKING:  # imported where a workbook is read or written: openpyxl takes ~0.1 s
     import openpyxl
+    from python_calamine import CalamineSheet
 
 from bulk_sender.errors import ConfigError, InputFileError
+from bulk_sender.input.sheet_area import ods_used_area
+from bulk_sender.record.atomic import atomic_write
 
-__all__ = ["Chunk", "Table", "TableFormat", "open_table", "write_table"]
+__all__ = [
+    "CELLS_AHEAD",
+    "SHEET_CELLS_MAX",
+    "Chunk",
+    "Kind",
+    "Table",
+    "TableFormat",
+    "open_table",
+    "write_table",
+]
+
+#: How a campaign file is stored: text (CSV, any dialect) or a workbook.
+Kind = Literal["csv", "xlsx", "xls", "ods"]
+#: The most cells :meth:`Table.chunks` and :meth:`Table.scan` hold at once: a very wide file
+#: gets fewer rows a chunk, so memory does not grow with columns times rows.
+CELLS_AHEAD = 1 << 18
+#: The largest used area (rows x columns, from A1) of an .ods sheet read: calamine holds it
+#: whole, at 32 bytes a cell and more, so this is about 320 MB to 1 GB.
+SHEET_CELLS_MAX = 10_000_000
 
 _BLOCK = 1 << 20
 _SAMPLE_CHARS = 16 * 1024
@@ -55,6 +86,12 @@ _END_MARK = "\x00"
 _MAGIC_ZIP = b"PK\x03\x04"
 _MAGIC_OLE = b"\xd0\xcf\x11\xe0"
 _MAGIC_PDF = b"%PDF"
+_ODS_MIMETYPE = b"application/vnd.oasis.opendocument.spreadsheet"
+# The workbook kinds by name. A text file named .xls is read as text, as Excel does: CRMs
+# export tab-separated "Excel" files under that name.
+_WORKBOOK_SUFFIXES: dict[str, Kind] = {".xlsx": "xlsx", ".xls": "xls", ".ods": "ods"}
+# A text campaign's failed export keeps one of these extensions; any other gets .csv.
+_TEXT_SUFFIXES = frozenset({".csv", ".tsv", ".tab", ".txt", ".xls"})
 
 _UTF8_HINT = (
     'the file is not UTF-8; if it was saved by Excel as "CSV" try '
@@ -62,19 +99,24 @@ _UTF8_HINT = (
 )
 _NUL_MESSAGE = "contains NUL bytes: this looks like a binary file, not CSV"
 _EMPTY_MESSAGE = "the file is empty; export the recipients again with a header row"
+_READ_TWICE = (
+    "the campaign file is read more than once (and again to resume a run), so save the "
+    "recipients to a file and give that file's path"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class TableFormat:
-    """How a campaign file is stored; :func:`write_table` writes the same format back."""
+    """How a campaign file is stored; :func:`write_table` writes the same format back (a
+    workbook of any kind as ``.xlsx``)."""
 
-    kind: Literal["csv", "xlsx"]
+    kind: Kind
     encoding: str
     delimiter: str
 
     def __post_init__(self) -> None:
-        if self.kind == "xlsx" and (self.encoding or self.delimiter):
-            raise ValueError("an xlsx TableFormat has no encoding or delimiter")
+        if self.kind != "csv" and (self.encoding or self.delimiter):
+            raise ValueError(f"an {self.kind} TableFormat has no encoding or delimiter")
         if self.kind == "csv" and self.delimiter not in _DELIMITERS:
             raise ValueError(f"unsupported CSV delimiter {self.delimiter!r}")
 
@@ -101,6 +143,15 @@ class Table:
     header: tuple[str, ...]
     sha256: str
 
+    @property
+    def export_suffix(self) -> str:
+        """The failed export's extension: a text campaign's own (``.tsv`` stays ``.tsv``, an
+        unusual one or none becomes ``.csv``); ``.xlsx`` for every workbook."""
+        if self.format.kind != "csv":
+            return ".xlsx"
+        suffix = self.path.suffix
+        return suffix if suffix.lower() in _TEXT_SUFFIXES else ".csv"
+
     def scan(self, *, no_line_breaks: frozenset[int] = frozenset()) -> int:
         """Check every row's structure and return the number of data rows.
 
@@ -120,7 +171,8 @@ class Table:
         return total
 
     def chunks(self, size: int = 10_000) -> Iterator[Chunk]:
-        """Stream the data rows, ``size`` at a time, in constant memory."""
+        """Stream the data rows, ``size`` at a time (fewer in a file so wide that ``size`` rows
+        would hold more than :data:`CELLS_AHEAD` cells), in constant memory."""
         if size < 1:
             raise ValueError("chunk size must be at least 1")
         first = 1
@@ -130,9 +182,11 @@ class Table:
 
     def _blocks(self, size: int) -> Iterator[tuple[list[list[str]], list[int]]]:
         """Blocks of data rows with the physical line (or sheet row) each starts on."""
-        if self.format.kind == "xlsx":
-            return _xlsx_blocks(self.path, len(self.header), size)
-        return _csv_blocks(self.path, self.format, len(self.header), size)
+        width = len(self.header)
+        size = max(1, min(size, CELLS_AHEAD // width))
+        if self.format.kind == "csv":
+            return _csv_blocks(self.path, self.format, width, size)
+        return _sheet_blocks(self.path, self.format.kind, width, size)
 
     def _check_one_line(self, rows: list[list[str]], lines: list[int], column: int) -> None:
         """Raise if a cell of ``column`` contains a line break."""
@@ -143,8 +197,8 @@ class Table:
             cell = row[column]
             if "\n" in cell or "\r" in cell:
                 name = self.header[column]
-                if self.format.kind == "xlsx":
-                    raise InputFileError(self.path, _xlsx_break_message(name), line=line)
+                if self.format.kind != "csv":
+                    raise InputFileError(self.path, _sheet_break_message(name), line=line)
                 opened = line + sum(_line_breaks(c) for c in row[:column])
                 raise InputFileError(self.path, _swallow_message(opened, name), line=opened)
 
@@ -156,10 +210,13 @@ def open_table(path: Path, *, encoding: str | None = None) -> Table:
     a BOM always decides (UTF-8 with BOM is ``utf-8-sig``, UTF-16 is ``utf-16``).
     """
     requested = _codec_name(encoding) if encoding is not None else None
+    _check_readable_twice(path)
     scanned = _byte_pass(path, requested)
-    if scanned.kind == "xlsx":
-        fmt = TableFormat(kind="xlsx", encoding="", delimiter="")
-        header = _xlsx_header(path)
+    if scanned.kind != "csv":
+        if scanned.kind == "ods":
+            _check_ods_area(path)
+        fmt = TableFormat(kind=scanned.kind, encoding="", delimiter="")
+        header = _sheet_header(path, scanned.kind)
     else:
         fmt = TableFormat(
             kind="csv", encoding=scanned.encoding, delimiter=_detect_delimiter(scanned.sample)
@@ -171,28 +228,37 @@ def open_table(path: Path, *, encoding: str | None = None) -> Table:
 def write_table(
     path: Path, fmt: TableFormat, header: Sequence[str], rows: Iterable[Sequence[str]]
 ) -> None:
-    """Write ``rows`` in the same format as the input, atomically (temp file, then replace)."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temp = Path(name)
-    try:
-        if fmt.kind == "xlsx":
-            os.close(fd)
-            _write_xlsx(temp, header, rows)
-        else:
-            _write_csv(os.fdopen(fd, "w", encoding=fmt.encoding, newline=""), fmt, header, rows)
-        publish(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    """Write ``rows`` in the same format as the input (a workbook as ``.xlsx``), atomically
+    (temp file, then replace)."""
+    if fmt.kind != "csv":
+        with atomic_write(path) as binary:
+            _write_xlsx(binary, header, rows)
+    else:
+        with atomic_write(path, encoding=fmt.encoding) as text:
+            _write_csv(text, fmt, header, rows)
 
 
-def publish(temp: Path, path: Path) -> None:
-    """Give a finished temporary file the usual permissions (mkstemp's are 0600) and move it
-    over ``path`` atomically."""
-    mask = os.umask(0)
-    os.umask(mask)
-    temp.chmod(0o666 & ~mask)
-    temp.replace(path)
+# --- what the path is --------------------------------------------------------------------------
+
+
+def _check_readable_twice(path: Path) -> None:
+    """Refuse standard input, a pipe, a device or a socket before opening it: the file is read
+    several times, and a pipe would make the first open wait forever for a writer."""
+    if str(path) == "-" and not path.exists():
+        message = f"reading the campaign from standard input is not supported: {_READ_TWICE}"
+        raise InputFileError(path, message)
+    with _os_errors(path):
+        mode = path.stat().st_mode
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # a folder gets its own message on open
+        return
+    what = (
+        "a pipe"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device (such as a terminal or /dev/stdin)"
+    )
+    raise InputFileError(path, f"this is {what}, not a file: {_READ_TWICE}")
 
 
 # --- the byte pass ---------------------------------------------------------------------------
@@ -202,7 +268,7 @@ def publish(temp: Path, path: Path) -> None:
 class _Bytes:
     """What the byte pass learned."""
 
-    kind: Literal["csv", "xlsx"]
+    kind: Kind
     encoding: str
     sha256: str
     sample: str
@@ -284,47 +350,69 @@ def _decode_message(codec: str, *, auto: bool) -> str:
     return f"the file is not valid {codec}; check [campaign] encoding in config.toml"
 
 
-def _kind(path: Path, head: bytes) -> Literal["csv", "xlsx"]:
-    """The file's kind by content and name; raises when the content is something else."""
-    named_xlsx = path.suffix.lower() == ".xlsx"
-    is_zip = head.startswith(_MAGIC_ZIP)
-    if named_xlsx and is_zip:
-        return "xlsx"
-    workbook = is_zip and _zip_holds_workbook(path)
-    problem = _impostor_message(head, path.suffix, named_xlsx=named_xlsx, workbook=workbook)
-    if problem is not None:
-        raise InputFileError(path, problem)
-    return "csv"
+def _kind(path: Path, head: bytes) -> Kind:
+    """The file's kind by content and name; raises when the two disagree."""
+    content = _content(path, head)
+    named = _WORKBOOK_SUFFIXES.get(path.suffix.lower())
+    if named is not None and (content == named or (content == "zip" and named != "xls")):
+        return named  # a damaged .xlsx or .ods is refused by its reader, as damaged
+    if content == "csv" and named in (None, "xls"):
+        return "csv"
+    raise InputFileError(path, _impostor_message(content, path.suffix, named))
 
 
-def _impostor_message(head: bytes, suffix: str, *, named_xlsx: bool, workbook: bool) -> str | None:
-    """Why a file is not the CSV its name (or lack of .xlsx name) says, or None if it is."""
-    name = f"a {suffix} name" if suffix else "no .xlsx extension"
-    if workbook:
+_Content = Kind | Literal["zip", "pdf"]
+
+
+def _content(path: Path, head: bytes) -> _Content:
+    """What the bytes are: text ("csv"), a workbook of some kind, another ZIP, or a PDF."""
+    if head.startswith(_MAGIC_OLE):
+        return "xls"  # or another Office 97 file, or an encrypted .xlsx: calamine tells
+    if head.startswith(_MAGIC_PDF):
+        return "pdf"
+    if not head.startswith(_MAGIC_ZIP):
+        return "csv"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "xl/workbook.xml" in names:
+                return "xlsx"
+            if "mimetype" in names and archive.read("mimetype").strip() == _ODS_MIMETYPE:
+                return "ods"
+    except (OSError, zipfile.BadZipFile, KeyError, RuntimeError):  # RuntimeError: encrypted
+        pass
+    return "zip"
+
+
+def _impostor_message(content: _Content, suffix: str, named: Kind | None) -> str:
+    """Why a file is not what its name says, and what to do."""
+    name = f"a {suffix} name" if suffix else "no extension"
+    if content == "xlsx":
         return (
             f"this is an Excel workbook saved with {name}; rename it to .xlsx or export it as CSV"
         )
-    if head.startswith(_MAGIC_ZIP):
-        return "this is a ZIP archive, not a CSV file; unzip it and use the CSV or .xlsx inside"
-    if head.startswith(_MAGIC_OLE):
+    if content == "ods":
         return (
-            "this is an old Excel 97-2003 workbook (.xls); open it in Excel and save it as "
-            ".xlsx or as CSV UTF-8"
+            f"this is an OpenDocument spreadsheet saved with {name}; rename it to .ods or "
+            "export it as CSV"
         )
-    if head.startswith(_MAGIC_PDF):
+    if content == "xls" and named == "xlsx":
+        return (
+            "this .xlsx file is encrypted (password-protected) or is an old .xls renamed; save "
+            "a copy without a password as .xlsx, or as CSV UTF-8"
+        )
+    if content == "xls":
+        return f"this is an old Excel 97-2003 workbook (.xls) saved with {name}; rename it to .xls"
+    if content == "zip":
+        return "this is a ZIP archive, not a spreadsheet; unzip it and use the CSV or .xlsx inside"
+    if content == "pdf":
         return "this is a PDF document, not a spreadsheet; export the recipients as CSV or .xlsx"
-    if named_xlsx:
-        return "this file is named .xlsx but is not an Excel workbook; if it is CSV, rename it .csv"
-    return None
-
-
-def _zip_holds_workbook(path: Path) -> bool:
-    """Whether a ZIP file is an Excel workbook (only asked when it is named as something else)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return "xl/workbook.xml" in archive.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return False
+    if named == "ods":
+        return (
+            "this file is named .ods but is not an OpenDocument spreadsheet; if it is CSV, "
+            "rename it .csv"
+        )
+    return "this file is named .xlsx but is not an Excel workbook; if it is CSV, rename it .csv"
 
 
 def _bom_codec(head: bytes) -> str | None:
@@ -564,21 +652,18 @@ def _too_many_message(count: int, width: int) -> str:
 def _write_csv(
     file: IO[str], fmt: TableFormat, header: Sequence[str], rows: Iterable[Sequence[str]]
 ) -> None:
-    """Write a CSV with the format's codec (its BOM included) and delimiter, then sync it."""
-    with file:
-        writer = csv.writer(file, delimiter=fmt.delimiter, lineterminator="\r\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-        file.flush()
-        os.fsync(file.fileno())
+    """Write a CSV with the format's codec (its BOM included) and delimiter."""
+    writer = csv.writer(file, delimiter=fmt.delimiter, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
 
 
-# --- xlsx ------------------------------------------------------------------------------------
+# --- workbooks --------------------------------------------------------------------------------
 
 
-def _xlsx_header(path: Path) -> tuple[str, ...]:
+def _sheet_header(path: Path, kind: Kind) -> tuple[str, ...]:
     """The first non-blank row of the first sheet, trailing empty cells dropped."""
-    for _number, row in _sheet_rows(path):
+    for _number, row in _sheet_rows(path, kind):
         if any(cell.strip() for cell in row):
             while not row[-1]:
                 row.pop()
@@ -586,12 +671,14 @@ def _xlsx_header(path: Path) -> tuple[str, ...]:
     raise InputFileError(path, _EMPTY_MESSAGE)
 
 
-def _xlsx_blocks(path: Path, width: int, size: int) -> Iterator[tuple[list[list[str]], list[int]]]:
+def _sheet_blocks(
+    path: Path, kind: Kind, width: int, size: int
+) -> Iterator[tuple[list[list[str]], list[int]]]:
     """Blocks of ``size`` padded data rows and their sheet row numbers."""
     rows: list[list[str]] = []
     numbers: list[int] = []
     header_seen = False
-    for number, row in _sheet_rows(path):
+    for number, row in _sheet_rows(path, kind):
         if not any(cell.strip() for cell in row):
             continue
         if not header_seen:
@@ -623,16 +710,20 @@ def _fit_sheet_row(path: Path, row: list[str], width: int, number: int) -> list[
     return row[:width]
 
 
-def _sheet_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+def _sheet_rows(path: Path, kind: Kind) -> Iterator[tuple[int, list[str]]]:
     """(row number, cells as text) for every row of the first sheet, gaps included."""
+    values = _xlsx_values(path) if kind == "xlsx" else _calamine_values(path, kind)
+    for number, row in enumerate(values, 1):
+        yield number, [_cell_text(value) for value in row]
+
+
+def _xlsx_values(path: Path) -> Iterator[Sequence[object]]:
+    """The first sheet's rows of values, streamed by openpyxl."""
     workbook = _load_workbook(path)
     try:
         values = iter(_first_sheet(path, workbook).iter_rows(values_only=True))
-        for number in itertools.count(1):
-            row = _next_sheet_row(path, values)
-            if row is None:
-                return
-            yield number, [_cell_text(value) for value in row]
+        while (row := _next_sheet_row(path, values)) is not None:
+            yield row
     finally:
         workbook.close()
 
@@ -659,7 +750,7 @@ def _load_workbook(path: Path) -> openpyxl.Workbook:
         except OSError:
             raise
         except Exception as exc:
-            raise _not_workbook(path) from exc
+            raise _not_workbook(path, "xlsx") from exc
 
 
 def _first_sheet(path: Path, workbook: openpyxl.Workbook) -> _Sheet:
@@ -668,7 +759,7 @@ def _first_sheet(path: Path, workbook: openpyxl.Workbook) -> _Sheet:
         sheet: _Sheet = workbook.worksheets[0]
         sheet.reset_dimensions()  # a wrong stored size would otherwise cut rows short
     except Exception as exc:
-        raise _not_workbook(path) from exc
+        raise _not_workbook(path, "xlsx") from exc
     return sheet
 
 
@@ -677,17 +768,76 @@ def _next_sheet_row(path: Path, values: Iterator[tuple[object, ...]]) -> tuple[o
     try:
         return next(values, None)
     except Exception as exc:
-        raise _not_workbook(path) from exc
+        raise _not_workbook(path, "xlsx") from exc
 
 
-def _not_workbook(path: Path) -> InputFileError:
-    """The error for a .xlsx file openpyxl cannot read."""
-    message = "this .xlsx file is not a valid Excel workbook; open it in Excel and save it again"
+def _calamine_values(path: Path, kind: Kind) -> Iterator[Sequence[object]]:
+    """The first sheet's rows of values from calamine, from row 1 and column A like openpyxl's.
+
+    calamine reads the whole sheet before the first row comes out; rows are then made one at
+    a time. Its row iterator starts at row 1 but at the used area's first column.
+    """
+    sheet = _calamine_sheet(path, kind)
+    start = sheet.start
+    if start is None:  # an empty sheet (and iter_rows would fail on it)
+        return
+    pad: list[object] = [""] * start[1]
+    for row in sheet.iter_rows():
+        yield pad + row if pad else row
+
+
+def _calamine_sheet(path: Path, kind: Kind) -> CalamineSheet:
+    """The workbook's first sheet, read whole; every calamine error becomes ours."""
+    from python_calamine import CalamineWorkbook, PasswordError
+
+    with _os_errors(path):
+        try:
+            with CalamineWorkbook.from_path(path) as workbook:
+                return workbook.get_sheet_by_index(0)
+        except OSError:
+            raise
+        except PasswordError as exc:
+            message = "this workbook is password-protected; save a copy without a password"
+            raise InputFileError(path, message) from exc
+        except Exception as exc:  # CalamineError, or ValueError/TypeError from odd content
+            raise _not_workbook(path, kind) from exc
+
+
+def _check_ods_area(path: Path) -> None:
+    """Refuse an .ods whose used area calamine would need gigabytes to hold."""
+    with _os_errors(path):
+        try:
+            rows, columns = ods_used_area(path)
+        except OSError:
+            raise
+        except Exception as exc:  # BadZipFile, KeyError, ValueError, ExpatError: damaged
+            raise _not_workbook(path, "ods") from exc
+    if rows * columns <= SHEET_CELLS_MAX:
+        return
+    from openpyxl.utils import get_column_letter
+
+    message = (
+        f"the first sheet's used area is {rows:,} rows by {columns:,} columns (to column "
+        f"{get_column_letter(columns)}), more than the {SHEET_CELLS_MAX:,} cells an .ods may "
+        "have; delete stray values far right of or below the table, or save the sheet as CSV"
+    )
+    raise InputFileError(path, message)
+
+
+def _not_workbook(path: Path, kind: Kind) -> InputFileError:
+    """The error for a workbook its reader cannot read."""
+    what = "OpenDocument spreadsheet" if kind == "ods" else "Excel workbook"
+    program = "LibreOffice or Excel" if kind == "ods" else "Excel"
+    message = f"this .{kind} file is not a valid {what}; open it in {program} and save it again"
     return InputFileError(path, message)
 
 
 def _cell_text(value: object) -> str:
-    """A sheet cell as the text a user sees, keeping phone numbers stored as numbers whole."""
+    """A sheet cell as the text a user sees, keeping phone numbers stored as numbers whole.
+
+    A date reads as ``2024-01-05`` (a date cell that openpyxl reads as midnight too), a date
+    and time as ``2024-01-05T09:30:00``, in every workbook kind.
+    """
     if value is None:
         return ""
     if isinstance(value, str):
@@ -698,27 +848,27 @@ def _cell_text(value: object) -> str:
         return str(int(value))
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, datetime) and value.time() == time() and value.tzinfo is None:
+        return value.date().isoformat()
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     return str(value)
 
 
-def _xlsx_break_message(column: str) -> str:
+def _sheet_break_message(column: str) -> str:
     """The message for a line break in a one-line column of a workbook."""
     return f'the "{column}" cell on this row contains a line break; put one value in each cell'
 
 
-def _write_xlsx(temp: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """Write a one-sheet workbook whose every cell is a string, then sync it."""
+def _write_xlsx(file: IO[bytes], header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Write a one-sheet workbook whose every cell is a string."""
     import openpyxl
 
     workbook = openpyxl.Workbook(write_only=True)
     sheet = workbook.create_sheet()
     for row in itertools.chain((header,), rows):
         sheet.append([_text_cell(sheet, value) for value in row])
-    workbook.save(temp)
-    with temp.open("rb+") as file:
-        os.fsync(file.fileno())
+    workbook.save(file)
 
 
 def _text_cell(sheet: object, value: str) -> object:

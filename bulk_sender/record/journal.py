@@ -39,12 +39,14 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from bulk_sender.errors import BulkSenderError, CampaignMismatchError
+from bulk_sender.errors import CampaignMismatchError, JournalError
 from bulk_sender.input.dedupe import PART_BITS as _PART_BITS
 from bulk_sender.input.dedupe import unpack
-from bulk_sender.model import FINAL, Record, Status, utc_now
+from bulk_sender.model import FINAL, MAY_HAVE_ARRIVED, Record, Status, utc_now
+from bulk_sender.record.carried import Carried
 
 __all__ = [
+    "SANDBOX",
     "Journal",
     "JournalError",
     "ResumeState",
@@ -54,8 +56,8 @@ __all__ = [
 _SCHEMA_VERSION = "1"
 
 
-class JournalError(BulkSenderError):
-    """The journal cannot be written (disk full, permissions): the run must stop."""
+#: The destination of a rehearsal against the embedded sandbox (its address changes per run).
+SANDBOX: Final = "sandbox"
 
 
 def journal_path(results: Path) -> Path:
@@ -111,7 +113,9 @@ class ResumeState:
     ``attempts`` cover only rows that are partly done or were tried before; :meth:`seen` gives
     the E.164 digits and packed ``(row, part)`` that seed the dedupe of the rows still to send;
     ``done`` counts final messages by status; ``crashed`` counts messages found in flight,
-    which a run that died was sending.
+    which a run that died was sending. Whoever plans loads the seed
+    (:meth:`start_seen_loader`); until then the state pickles whole, into the planning
+    process's job.
     """
 
     rows_done: bytearray = field(default_factory=bytearray)
@@ -135,7 +139,9 @@ class ResumeState:
                         f" WHERE status NOT IN ('{Status.INVALID}', '{Status.DUPLICATE}')"
                     ).fetchone()
                 self._seen[:] = [_ints(numbers or ""), _ints(keys or "")]
-            except BaseException as exc:  # handed to the caller of seen()
+            except sqlite3.Error as exc:  # handed to the caller of seen()
+                self._error.append(_journal_error(path, exc))
+            except BaseException as exc:
                 self._error.append(exc)
 
         self._loader = threading.Thread(target=load, name="journal-seen", daemon=True)
@@ -147,7 +153,10 @@ class ResumeState:
             self._loader.join()
             self._loader = None
         if self._error:
-            raise JournalError(f"cannot read the journal: {self._error[0]}")
+            error = self._error[0]
+            if isinstance(error, JournalError):
+                raise error
+            raise JournalError(f"cannot read the journal: {error}")
         if not self._seen:
             return _no_numbers(), _no_numbers()
         return self._seen[0], self._seen[1]
@@ -177,51 +186,92 @@ class Journal:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: JournalError | None = None
+        #: Recipients the journal moved aside by this run's ``--restart`` had sent to.
+        self.carried_over = 0
+        #: Recipients not to send again: every ``--restart`` of this campaign so far carried.
+        self.carried: Carried | None = None
 
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, *, identity: dict[str, str], restart: bool = False) -> Journal:
+    def open(
+        cls, path: Path, *, identity: dict[str, str], destination: str, restart: bool = False
+    ) -> Journal:
         """Open (or create) the journal at ``path`` for the campaign described by ``identity``.
 
         ``identity`` holds what makes two runs the same campaign (the file's digest, the
-        settings that change a message). An existing journal for another identity is refused
-        with :class:`CampaignMismatchError`, unless ``restart``; then, and whenever
-        ``restart`` is given, the old journal is moved aside (never deleted).
+        settings that change a message); ``destination`` names where its requests go (see
+        :meth:`check_destination`). An existing journal for another identity or destination is
+        refused with :class:`CampaignMismatchError`, unless ``restart``; then, and whenever
+        ``restart`` is given, the old journal is moved aside (never deleted). A journal that
+        cannot be created (a full disk) leaves nothing behind, and the old one is put back.
         """
-        if path.exists():
-            if restart:
-                cls.move_aside(path)
-            else:
-                cls._check_identity(path, identity)
-        fresh = not path.exists()
-        db = _connect(path)
-        if fresh:
-            with db:
-                db.executescript(_SCHEMA)
-                db.executemany(
-                    "INSERT INTO meta(key, value) VALUES (?, ?)",
-                    [*identity.items(), ("schema", _SCHEMA_VERSION), ("created_at", utc_now())],
-                )
-        return cls(path, db)
+        old: Path | None = None
+        new = _empty(path)
+        if path.exists() and restart:
+            old = cls.move_aside(path)
+        elif not new:
+            cls._check_identity(path, identity)
+            cls.check_destination(path, destination)
+        db: sqlite3.Connection | None = None
+        try:
+            db = _create(path, identity, destination)
+            journal = cls(path, db)
+            if old is not None:
+                journal.carried_over = _carry_over(db, old, destination)
+            journal.carried = Carried.load(db)
+        except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            if new or old is not None:
+                _undo_creation(path, old)
+            raise JournalError(
+                f"cannot create the journal {path}: {exc}. Nothing was sent; fix the cause (disk "
+                "space, permissions), then run the same command again"
+            ) from None
+        return journal
 
     @classmethod
-    def known_rows(cls, path: Path, identity: dict[str, str]) -> int | None:
+    def known_rows(cls, path: Path, identity: dict[str, str], destination: str) -> int | None:
         """The data-row count an earlier run of this very campaign stored, if any.
 
-        Raises :class:`CampaignMismatchError` if the journal belongs to another campaign, so
-        the refusal comes before any long scan of the file.
+        Raises :class:`CampaignMismatchError` if the journal belongs to another campaign or
+        destination, so the refusal comes before any long scan of the file.
         """
-        if not path.exists():
+        if _empty(path):
             return None
         rows = cls._check_identity(path, identity).get("rows", "")
+        cls.check_destination(path, destination)
         return int(rows) if rows.isdigit() else None
+
+    @classmethod
+    def check_destination(cls, path: Path, destination: str) -> None:
+        """Refuse to send elsewhere what another destination may already have received.
+
+        A journal remembers where its requests went (the sandbox, or Kaleyra's URL with the
+        SID and sender). Once anything may have arrived there, the campaign is bound to it: a
+        rehearsal never counts for a real send, nor a real send for another account. While
+        nothing has arrived, the destination may change: that is how a wrong SID or
+        ``base_url`` is fixed before resuming.
+        """
+        stored = cls._read_identity(path).get("destination")
+        if stored is None or stored == destination:
+            return
+        with _translated(path), contextlib.closing(sqlite3.connect(path)) as db:
+            arrived = db.execute(
+                f"SELECT COUNT(*) FROM messages WHERE status IN ({_sql_list(MAY_HAVE_ARRIVED)})"
+            ).fetchone()[0]
+        if arrived:
+            raise CampaignMismatchError(_destination_message(path, stored, destination, arrived))
 
     @staticmethod
     def move_aside(path: Path) -> Path:
         """Rename the journal (checkpointed whole) to ``<name>.<UTC time>.bak``; return that."""
-        with contextlib.closing(_connect(path)) as db:
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        try:
+            with contextlib.closing(_connect(path)) as db:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise JournalError(_unreadable_message(path, exc)) from None
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         target = path.with_name(f"{path.name}.{stamp}.bak")
         path.replace(target)
@@ -244,49 +294,47 @@ class Journal:
     def _read_identity(path: Path) -> dict[str, str]:
         try:
             with contextlib.closing(sqlite3.connect(path)) as db:
+                tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+                if "meta" not in tables:
+                    raise JournalError(_no_tables_message(path))
                 return dict(db.execute("SELECT key, value FROM meta"))
         except sqlite3.Error as exc:
-            raise CampaignMismatchError(
-                f"{path} is not a bulk-sender journal ({exc}); move it away or use another --out"
-            ) from None
+            raise JournalError(_unreadable_message(path, exc)) from None
 
     def meta(self, key: str) -> str | None:
         """A value stored with the journal (``rows``, ``created_at``, the identity)."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with _translated(self.path):
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
         """Store a value with the journal (before the writer starts)."""
-        with self._db:
+        with _translated(self.path), self._db:
             self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     # -- resuming --------------------------------------------------------------------------
 
-    def resume_state(self, *, resend_unknown: bool = False, seed: bool = True) -> ResumeState:
+    def resume_state(self, *, resend_unknown: bool = False) -> ResumeState:
         """Turn rows left in flight into ``unknown`` and summarise what is done.
 
+        Raises :class:`JournalError` if the journal cannot be read (a damaged page) or written.
+
         With ``resend_unknown``, ``unknown`` messages count as not done, so they are sent again.
-        With ``seed=False`` the dedupe seed is left to whoever plans (the planning process
-        loads it itself with :meth:`ResumeState.start_seen_loader`).
+        The dedupe seed is not loaded here: whoever plans loads it, in a thread, while it skips
+        the finished rows of the campaign file (:meth:`ResumeState.start_seen_loader`).
         Built for a million rows in well under a second: two table scans whose results come
-        back as one comma-joined string each (parsed by numpy), and the dedupe seed is loaded
-        by a thread while the caller skips the finished rows of the campaign file.
+        back as one comma-joined string each (parsed by numpy).
         """
+        with _translated(self.path):
+            return self._resume_state(resend_unknown=resend_unknown)
+
+    def _resume_state(self, *, resend_unknown: bool) -> ResumeState:
         final = FINAL - {Status.UNKNOWN} if resend_unknown else FINAL
         is_final = f"status IN ({_sql_list(final)})"
         counts, in_flight, single_done, retried = self._scan_states(is_final)
         crashed = 0
         if in_flight:
-            with self._db:
-                crashed = self._db.execute(
-                    f"UPDATE messages SET status = '{Status.UNKNOWN}', code = 'INTERRUPTED',"
-                    f" error = ?, finished_at = ? WHERE status = '{Status.IN_FLIGHT}'",
-                    (
-                        "the run stopped while this request was in flight; it may have been "
-                        "delivered",
-                        utc_now(),
-                    ),
-                ).rowcount
+            crashed = self.settle_in_flight()
             counts, _, single_done, retried = self._scan_states(is_final)
         state = ResumeState(crashed=crashed)
         state.done.update({k: v for k, v in counts.items() if k in final and v})
@@ -309,9 +357,24 @@ class Journal:
         for item in filter(None, (retried or "").split(",")):
             key, attempts = item.split(":")
             state.attempts[unpack(int(key))] = int(attempts)
-        if seed:
-            state.start_seen_loader(self.path)
         return state
+
+    def settle_in_flight(self) -> int:
+        """Record every message still ``in_flight`` as ``unknown``; return how many there were.
+
+        A run that died (or abandoned its requests after a stop) left them: each may have
+        reached Kaleyra. Call with the writer stopped.
+        """
+        with self._db:
+            settled: int = self._db.execute(
+                f"UPDATE messages SET status = '{Status.UNKNOWN}', code = 'INTERRUPTED',"
+                f" error = ?, finished_at = ? WHERE status = '{Status.IN_FLIGHT}'",
+                (
+                    "the run stopped while this request was in flight; it may have been delivered",
+                    utc_now(),
+                ),
+            ).rowcount
+        return settled
 
     def _scan_states(self, is_final: str) -> tuple[dict[Status, int], int, str, str]:
         """One pass: messages by status, rows in flight, finished one-message rows, retries."""
@@ -417,14 +480,14 @@ class Journal:
     # -- reading ---------------------------------------------------------------------------
 
     def records(self) -> Iterator[Record]:
-        """Every message's record, in input order (by row, then part)."""
+        """Every message's record, in input order (by row, then part).
+
+        Raises :class:`JournalError` if a page of the journal cannot be read.
+        """
         query = f"SELECT {', '.join(_quoted(c) for c in _COLUMNS)} FROM messages ORDER BY row, part"
-        reader = _connect(self.path)
-        try:
+        with _translated(self.path), contextlib.closing(_connect(self.path)) as reader:
             for values in reader.execute(query):
                 yield Record._make(values)
-        finally:
-            reader.close()
 
     def close(self) -> None:
         """Stop the writer and close the file."""
@@ -442,10 +505,133 @@ def _settle(waiters: list[_Waiter], error: JournalError | None) -> None:
             waiter.set_exception(error)
 
 
+def _empty(path: Path) -> bool:
+    """Whether no journal, or one that never committed anything (0 bytes, no write-ahead log).
+
+    A file left empty by a disk that was full when it was created holds no record, so the run
+    may start afresh; one with any byte in it or in its -wal file is never overwritten.
+    """
+    wal = Path(f"{path}-wal")
+    return (not path.exists() or path.stat().st_size == 0) and (
+        not wal.exists() or wal.stat().st_size == 0
+    )
+
+
+def _create(path: Path, identity: dict[str, str], destination: str) -> sqlite3.Connection:
+    """Open the journal file, creating its tables if it has none (a new or 0-byte file)."""
+    db = _connect(path)
+    try:
+        with db:
+            if db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+                db.executescript(_SCHEMA)
+                db.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)",
+                    [*identity.items(), ("schema", _SCHEMA_VERSION), ("created_at", utc_now())],
+                )
+            db.execute(_CARRIED)
+            db.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('destination', ?)", (destination,)
+            )
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _undo_creation(path: Path, old: Path | None) -> None:
+    """Remove the journal files a failed start created, and put back the journal it moved
+    aside, so that the next run finds what this one found.
+
+    Without this a half-created journal (tables but no identity, after a full disk) would be
+    refused by every later run as another campaign's; and after a ``--restart``, the next one
+    would not find the old journal to carry over from.
+    """
+    for leftover in (Path(f"{path}-wal"), Path(f"{path}-shm"), path):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+    if old is not None:
+        with contextlib.suppress(OSError):
+            old.replace(path)
+
+
+def _carry_over(db: sqlite3.Connection, old: Path, destination: str) -> int:
+    """Copy what the journal moved aside at ``old`` records as (possibly) sent; return how many.
+
+    Only from a journal of the same destination: a rehearsal's record never holds back the
+    real send. What the old journal had itself carried over comes along.
+    """
+    with contextlib.closing(sqlite3.connect(old)) as source:
+        stored = dict(source.execute("SELECT key, value FROM meta")).get("destination")
+        tables = {name for (name,) in source.execute("SELECT name FROM sqlite_master")}
+    if stored not in (None, destination):
+        return 0
+    db.execute("ATTACH DATABASE ? AS old", (str(old),))
+    try:
+        with db:
+            db.execute(
+                "INSERT OR IGNORE INTO carried(number, status, at, source)"
+                ' SELECT "to", status, finished_at, ? FROM old.messages'
+                f" WHERE status IN ({_sql_list(MAY_HAVE_ARRIVED)})",
+                (old.name,),
+            )
+            if "carried" in tables:
+                db.execute("INSERT OR IGNORE INTO carried SELECT * FROM old.carried")
+            db.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('carried_from', ?)", (str(old),)
+            )
+    finally:
+        db.execute("DETACH DATABASE old")
+    return int(db.execute("SELECT COUNT(*) FROM carried").fetchone()[0])
+
+
+def _recovery(path: Path) -> str:
+    return (
+        f"It is the record of what this campaign already sent: do not delete it. If its -wal "
+        f"file was deleted or moved, put it back beside it as {path.name}-wal; otherwise recover "
+        f"what SQLite can read with: sqlite3 {path} .recover | sqlite3 {path}.recovered, then "
+        f"move {path.name}.recovered to {path.name}. --restart or another --out cannot carry "
+        "over anything from a journal that cannot be read: every row would be sent again, "
+        "including rows already sent"
+    )
+
+
+@contextlib.contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """SQLite's errors while using the journal at ``path``, as :class:`JournalError`."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise _journal_error(path, exc) from None
+
+
+def _journal_error(path: Path, exc: sqlite3.Error) -> JournalError:
+    """A damaged file gets the advice to recover it; anything else (disk full, permissions,
+    an I/O error) says what to fix."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return JournalError(_unreadable_message(path, exc))
+    return JournalError(
+        f"cannot use the journal {path} ({exc}). Nothing more is sent; fix the cause (disk "
+        "space, permissions), then run the same command again to resume"
+    )
+
+
+def _unreadable_message(path: Path, exc: sqlite3.Error) -> str:
+    return f"cannot read the journal {path} ({exc}). {_recovery(path)}"
+
+
+def _no_tables_message(path: Path) -> str:
+    return f"the journal {path} holds no bulk-sender tables. {_recovery(path)}"
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        db.close()
+        raise
     return db
 
 
@@ -458,6 +644,21 @@ def _quoted(column: str) -> str:
     return f'"{column}"'
 
 
+def _describe(destination: str) -> str:
+    return "the sandbox (a rehearsal)" if destination == SANDBOX else destination
+
+
+def _destination_message(path: Path, stored: str, destination: str, arrived: int) -> str:
+    return (
+        f"{path} records {arrived:,} messages sent (or possibly sent) to {_describe(stored)}, "
+        f"and this run would send to {_describe(destination)}. One campaign's record cannot "
+        "mix the two. To finish the campaign, run it with the settings it started with. To send "
+        f"to {_describe(destination)} as a campaign of its own, give it its own --out (a "
+        "--sandbox run without --out already writes NAME.sandbox.results.csv): that run sends "
+        "every row, because nothing has been sent there yet."
+    )
+
+
 def _mismatch_message(path: Path, changed: list[str], stored: dict[str, str]) -> str:
     what = {
         "file_sha256": "the campaign file's contents changed",
@@ -468,10 +669,22 @@ def _mismatch_message(path: Path, changed: list[str], stored: dict[str, str]) ->
     source = stored.get("input", "another campaign file")
     return (
         f"{path} belongs to a campaign started from {source} and {reasons} since. Resuming "
-        "would mix two campaigns. Run the same command with --restart to start afresh (the old "
-        "journal is kept as a .bak file), or choose another --out."
+        "would mix two campaigns. Run the same command with --restart to start afresh: the old "
+        "journal is kept as a .bak file, and no recipient it records as sent (or possibly "
+        "sent) is sent again. Another --out would instead start a separate campaign that sends "
+        "every row, including to recipients this journal already sent to."
     )
 
+
+#: Recipients the journal moved aside by ``--restart`` had (possibly) sent to.
+_CARRIED = """
+CREATE TABLE IF NOT EXISTS carried (
+    number TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    at TEXT NOT NULL,
+    source TEXT NOT NULL
+) WITHOUT ROWID
+"""
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_ACCOUNT",
     "Account",
     "Behaviour",
+    "Custom",
     "Faults",
     "Received",
     "Sandbox",
@@ -111,6 +112,20 @@ class Behaviour(enum.StrEnum):
     HANG = "hang"
     NOT_JSON = "not_json"
     NO_MESSAGE_ID = "no_message_id"
+    #: accepted, answered exactly as Kaleyra's documentation prints it (commas missing)
+    AS_DOCUMENTED = "as_documented"
+
+
+@dataclass(frozen=True, slots=True)
+class Custom:
+    """A scripted answer of any status and body: text Kaleyra never sent, hostile or odd.
+
+    A JSON body's ``code`` and ``data.message_id`` are recorded as for a canned answer.
+    """
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
 
 
 @dataclass
@@ -118,10 +133,12 @@ class Faults:
     """The faults to inject. Mutable on purpose: tests change it between and during runs.
 
     ``scripts`` maps a recipient (``messaging_object.to`` exactly as sent) to the answers for its
-    1st, 2nd, ... valid request; entries are popped as they are used. ``max_rate`` answers 429
+    1st, 2nd, ... valid request (a :class:`Behaviour`, or a :class:`Custom` answer); entries
+    are popped as they are used. ``max_rate`` answers 429
     when more than that many valid requests arrived in the trailing second (counting throttled
-    ones, like a real sliding-window limiter). ``balance`` and ``daily_limit`` count accepted
-    messages since the last :meth:`Sandbox.reset`.
+    ones, like a real sliding-window limiter); with ``max_rate_throttles`` it lifts itself after
+    answering that many 429s (a limit that goes away, ordered by events, not by a timer).
+    ``balance`` and ``daily_limit`` count accepted messages since the last :meth:`Sandbox.reset`.
     """
 
     latency: float = 0.0
@@ -129,7 +146,8 @@ class Faults:
     balance: int | None = None
     daily_limit: int | None = None
     max_rate: float | None = None
-    scripts: dict[str, list[Behaviour]] = field(default_factory=dict)
+    max_rate_throttles: int | None = None
+    scripts: dict[str, list[Behaviour | Custom]] = field(default_factory=dict)
     default: Behaviour = Behaviour.OK
 
 
@@ -289,6 +307,15 @@ _CANNED: Final[Mapping[Behaviour, _Answer]] = {
         202, {"code": "WA202", "message": "Request Accepted", "data": {}, "error": {}}
     ),
 }
+
+
+def _as_documented(message_id: str) -> _Answer:
+    """The "Sample Success Response" of Kaleyra's page, byte for byte but for the id."""
+    body = (
+        '{\n"code":"WA202"\n"message":"Request Accepted",\n"data":{\n'
+        f'"message_id":"{message_id}"\n}}\n"error":{{}}\n}}'
+    )
+    return _Answer(202, "WA202", body.encode(), message_id=message_id)
 
 
 def _accepted(message_id: str) -> _Answer:
@@ -499,6 +526,8 @@ class Sandbox:
         #: posts status callbacks for the messages it accepts (see sandbox/callbacks.py)
         self.callbacks = callbacks
         self.received: list[Received] = []
+        #: Message requests being answered right now, and the most there ever were at once.
+        self.in_progress = self.most_in_progress = 0
         self._accepted_total = 0
         self._window: collections.deque[float] = collections.deque()
         self._id_prefix = secrets.token_hex(4).upper()
@@ -539,6 +568,7 @@ class Sandbox:
         """Forget every record and counter, and restore the default :class:`Faults`."""
         self.received = []
         self.faults = Faults()
+        self.most_in_progress = self.in_progress
         self._accepted_total = 0
         self._window.clear()
 
@@ -599,6 +629,14 @@ class Sandbox:
         return await self._answer(answer)
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
+        self.in_progress += 1
+        self.most_in_progress = max(self.most_in_progress, self.in_progress)
+        try:
+            return await self._message(request)
+        finally:
+            self.in_progress -= 1
+
+    async def _message(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
         body = await request.read()
         document = _decode(body)
@@ -658,7 +696,7 @@ class Sandbox:
 
     # ------------------------------------------------------------------ faults
 
-    def _behaviour_for(self, to: str) -> Behaviour:
+    def _behaviour_for(self, to: str) -> Behaviour | Custom:
         """Step 5 of the module docstring, for a request that passed every check."""
         faults = self.faults
         self._note_arrival(time.monotonic())
@@ -666,6 +704,10 @@ class Sandbox:
         if script:
             return script.pop(0)
         if faults.max_rate is not None and len(self._window) > faults.max_rate:
+            if faults.max_rate_throttles is not None:
+                faults.max_rate_throttles -= 1
+                if faults.max_rate_throttles <= 0:
+                    faults.max_rate = faults.max_rate_throttles = None
             return Behaviour.THROTTLE
         if faults.balance is not None and self._accepted_total >= faults.balance:
             return Behaviour.E110
@@ -679,12 +721,31 @@ class Sandbox:
         while window[0] <= now - 1.0:
             window.popleft()
 
-    def _render(self, behaviour: Behaviour) -> _Answer | Behaviour:
+    def _render(self, behaviour: Behaviour | Custom) -> _Answer | Behaviour:
         """The answer for ``behaviour``; DROP and HANG stay behaviours (they send nothing)."""
-        if behaviour is Behaviour.OK:
+        if isinstance(behaviour, Custom):
+            return _custom(behaviour)
+        if behaviour is Behaviour.OK or behaviour is Behaviour.AS_DOCUMENTED:
             self._accepted_total += 1
-            return _accepted(f"A{self._id_prefix}{next(self._ids):011X}")
+            message_id = f"A{self._id_prefix}{next(self._ids):011X}"
+            if behaviour is Behaviour.AS_DOCUMENTED:
+                return _as_documented(message_id)
+            return _accepted(message_id)
         return _CANNED.get(behaviour, behaviour)
+
+
+def _custom(answer: Custom) -> _Answer:
+    document = _decode(answer.body)
+    code = document.get("code") if isinstance(document, dict) else None
+    data = document.get("data") if isinstance(document, dict) else None
+    message_id = data.get("message_id") if isinstance(data, dict) else None
+    return _Answer(
+        answer.status,
+        code if isinstance(code, str) else "",
+        answer.body,
+        content_type=answer.content_type,
+        message_id=message_id if isinstance(message_id, str) else None,
+    )
 
 
 def _dumps(value: object) -> str:

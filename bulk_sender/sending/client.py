@@ -14,31 +14,57 @@ which aiohttp uses too): about 15 us per request. It does what Kaleyra's API nee
 ``http``/``https`` (TLS with certificate and host-name checks), keep-alive, ``Content-Length``,
 chunked and read-to-close answers, ``gzip``/``deflate`` answers, ``Connection: close``.
 
-Timeouts: ``timeout_seconds`` bounds one request whole: connecting (TLS included), sending and
-the answer; it fires at most 0.1 s late. The engine never runs more requests at once than
-``concurrency``, so no request waits for a connection.
+Connecting: the host's addresses come from :class:`~bulk_sender.sending.resolver.CachedResolver`
+(looked up once a minute, not per connection), and ``aiohappyeyeballs`` (what aiohttp uses)
+connects to them with Happy Eyeballs: the next address is tried after 250 ms, alternating
+families, so one dead address (a broken IPv6 route) costs a quarter of a second, not a timeout.
+
+Timeouts: ``timeout_seconds`` bounds one request whole: connecting (DNS and TLS included),
+sending and the answer; it fires at most 0.1 s late. The engine never runs more requests at
+once than ``concurrency``, so no request waits for a connection.
+
+A failure is translated in :meth:`KaleyraClient.post` and nowhere else; its ``cause`` tells a
+name that does not resolve (``"dns"``) and a certificate that cannot be verified
+(``"certificate"``) from other network failures, because those stop a run instead of burning
+its rows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import ssl
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Final, Literal, cast
 from urllib.parse import urlsplit
 
+import aiohappyeyeballs
 import httptools
 
 from bulk_sender.config import Secret
-from bulk_sender.errors import TransportError
+from bulk_sender.errors import ConfigError, TransportError
+from bulk_sender.sending.resolver import CachedResolver
 
-__all__ = ["IDLE_SECONDS", "MAX_ANSWER_BYTES", "Answer", "KaleyraClient"]
+__all__ = [
+    "HAPPY_EYEBALLS_DELAY",
+    "IDLE_SECONDS",
+    "MAX_ANSWER_BYTES",
+    "MAX_HEAD_BYTES",
+    "Answer",
+    "KaleyraClient",
+]
 
 #: A Kaleyra answer is a few hundred bytes; anything past this is not one (and not kept).
 MAX_ANSWER_BYTES: Final = 1 << 20
+#: The most an answer's status line and headers may take: a head still unfinished after this
+#: many bytes is a malformed answer. The parser holds a header until it ends, so without a cap
+#: an endless header grows memory without bound (300 MB in 8 s was seen); 64 KiB is as
+#: generous as mature clients are (aiohttp allows 8 KiB a header line).
+MAX_HEAD_BYTES: Final = 64 << 10
 _USER_AGENT: Final = "bulk-sender"
 #: How often the pool looks for requests past their deadline (a timeout fires this late at most).
 _TICK: Final = 0.1
@@ -47,15 +73,27 @@ _TICK: Final = 0.1
 #: not be told from one that reached it, and its row would end ``unknown``. A new connection is
 #: cheap; an ``unknown`` row is not.
 IDLE_SECONDS: Final = 1.5
+#: Happy Eyeballs (RFC 8305): seconds before the next address is tried beside a slow one.
+HAPPY_EYEBALLS_DELAY: Final = 0.25
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """An HTTP answer, reduced to what the classifier needs."""
+    """An HTTP answer, reduced to what the classifier needs.
+
+    ``connection`` is the one it came on (the fast client's); :meth:`discard` drops it, for an
+    answer found to belong to another request afterwards (a message_id seen twice).
+    """
 
     status: int
     body: bytes
     retry_after: str | None
+    connection: _Connection | None = field(default=None, compare=False, repr=False)
+
+    def discard(self) -> None:
+        """Close the connection the answer came on: it is out of step with its requests."""
+        if self.connection is not None:
+            self.connection.close()
 
 
 class _Broken(Exception):
@@ -78,6 +116,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self._chunks: list[bytes] = []
         self._size = 0
+        self._head = 0  # bytes fed while the head was still incomplete
         self._headers_done = False
         self._framed = False  # Content-Length or chunked: the answer does not end at close
         self._retry_after: str | None = None
@@ -128,6 +167,11 @@ class _Connection(asyncio.Protocol):
             self._fail("the server switched protocols")
         except httptools.HttpParserError:
             self._fail("the answer was not valid HTTP")
+        else:
+            if not self._headers_done:  # all of it went to a head that has not ended yet
+                self._head += len(data)
+                if self._head > MAX_HEAD_BYTES:
+                    self._fail(f"the answer's headers were larger than {MAX_HEAD_BYTES} bytes")
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost follows
@@ -186,7 +230,7 @@ class _Connection(asyncio.Protocol):
             self._fail(f"the answer was larger than {MAX_ANSWER_BYTES} bytes once decompressed")
             return
         waiter, self._waiter = self._waiter, None
-        waiter.set_result(Answer(self._parser.get_status_code(), body, self._retry_after))
+        waiter.set_result(Answer(self._parser.get_status_code(), body, self._retry_after, self))
 
     def _fail(self, description: str) -> None:
         self._settle_failed(_Broken(description))
@@ -232,12 +276,13 @@ class KaleyraClient:
         timeout_seconds: float,
         ssl_context: ssl.SSLContext | None = None,
         idle_seconds: float = IDLE_SECONDS,
+        resolver: CachedResolver | None = None,
     ) -> None:
         self.url = url
         self._idle_seconds = idle_seconds
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
+            raise ConfigError("[kaleyra] base_url", f"{url!r} is not an http(s) URL")
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._ssl: ssl.SSLContext | None = None
@@ -249,6 +294,7 @@ class KaleyraClient:
         self._busy: set[_Connection] = set()
         self._watchdog: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
+        self._resolver = resolver or CachedResolver(self._host, self._port)
         default_port = (parts.scheme == "https" and self._port == 443) or self._port == 80
         host = f"[{self._host}]" if ":" in self._host else self._host
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -310,9 +356,18 @@ class KaleyraClient:
             raise TransportError(f"{what}: no answer within timeout_seconds", phase=phase) from exc
         except _Broken as exc:
             raise TransportError(str(exc), phase=phase) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise TransportError(
+                _unverified(exc, f"{self._host}:{self._port}"), phase=phase, cause="certificate"
+            ) from None
         except ssl.SSLError as exc:
             reason = exc.reason or "handshake failed"
             raise TransportError(f"TLS error: {reason}", phase=phase) from None
+        except socket.gaierror as exc:
+            reason = exc.strerror or "no address found"
+            raise TransportError(
+                f"cannot resolve {self._host}: {reason}", phase=phase, cause="dns"
+            ) from None
         except OSError as exc:
             raise TransportError(_describe(exc, phase), phase=phase) from None
         finally:
@@ -327,16 +382,28 @@ class KaleyraClient:
             if conn.usable() and conn.idle_since >= oldest:
                 return conn
             conn.close()
-        connecting = self._loop.create_connection(
-            lambda: _Connection(self._loop),
-            self._host,
-            self._port,
-            ssl=self._ssl,
-            server_hostname=self._host if self._ssl is not None else None,
-        )
-        _, conn = await asyncio.wait_for(connecting, max(0.0, deadline - self._loop.time()))
+        conn = await asyncio.wait_for(self._open(), max(0.0, deadline - self._loop.time()))
         if not conn.usable():  # closed by the server before a byte of ours was written
             raise _Broken("the server closed the connection before the request was sent")
+        return conn
+
+    async def _open(self) -> _Connection:
+        """A new connection: cached addresses, Happy Eyeballs, then TLS on the winning socket."""
+        sock = await aiohappyeyeballs.start_connection(
+            await self._resolver.resolve(),
+            happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
+            interleave=1,
+        )
+        try:
+            _, conn = await self._loop.create_connection(
+                lambda: _Connection(self._loop),
+                sock=sock,
+                ssl=self._ssl,
+                server_hostname=self._host if self._ssl is not None else None,
+            )
+        except BaseException:
+            sock.close()  # a failed handshake (or our deadline) must not leak the socket
+            raise
         return conn
 
     async def _expire(self) -> None:
@@ -360,7 +427,15 @@ class KaleyraClient:
             conn.close()
 
 
+def _unverified(exc: ssl.SSLCertVerificationError, where: str) -> str:
+    """Which check failed: "unable to get local issuer certificate", "certificate has expired"..."""
+    check = exc.verify_message or exc.reason or "verification failed"
+    return f"the TLS certificate of {where} could not be verified: {check}"
+
+
 def _describe(exc: OSError, phase: str) -> str:
     """A short description that never carries the request (its head holds the API key)."""
-    reason = exc.strerror or type(exc).__name__
+    # The OS's words for the errno ("Connection refused"), not the connector's ("Connect call
+    # failed ('10.0.0.1', 443)"), which repeats an address per attempt.
+    reason = (os.strerror(exc.errno) if exc.errno else exc.strerror) or type(exc).__name__
     return f"cannot connect: {reason}" if phase == "connect" else f"connection error: {reason}"

@@ -2,29 +2,36 @@
 
 Data flows one way::
 
-    Campaign.plan() -> loader task -> asyncio.Queue(2 x concurrency) -> N workers, each:
-                        |  final records                                 limiter.acquire()
+    plan (batches) -> loader task -> asyncio.Queue(2 x concurrency) -> N workers, each:
+                        |  final records                                 limiter.admit()
                         |  (invalid, duplicate)                          journal: in_flight, awaited
-                        v                                                POST, classify, decide
-                     journal  <----------------------------------------  journal: outcome, queued
+                        v                                                limiter.depart()
+                     journal  <----------------------------------------  POST, classify, decide
+                                                                         journal: outcome, queued
 
-The plan is iterated here, or arrives in batches from the planning process
-(:mod:`bulk_sender.input.plan_process`); the engine treats both alike.
+The plan is one shape: an async generator of batches of planned messages, made in this process
+(:mod:`bulk_sender.input.plan_inline`) or in a child (:mod:`bulk_sender.input.plan_process`).
 
 Concurrency is bounded by the number of workers (``concurrency``), never by the client's pool
-alone. Every attempt, retries included, passes the rate limiter twice: once to start (before
-its ``in_flight`` record) and once to leave (after it), so journal latency cannot bunch
-requests into a burst. A worker commits the
-``in_flight`` record before its request leaves (awaited), and queues the outcome without
-waiting: the journal commits in queue order, so the outcome is on disk by the time the
-worker's next ``in_flight`` commit returns, before it sends anything else (and the run ends
-with a flush). For a retryable outcome it commits ``not_sent`` before it waits to retry. So
-a crash leaves at most ``concurrency`` rows whose fate is unknown (one per worker), and never
-a row waiting for a retry.
+alone. Every attempt, retries included, passes the limiter's two gates
+(:mod:`bulk_sender.sending.limiter`): admission before its ``in_flight`` record, where every
+long wait happens (a ``Retry-After`` hold, the pace), and departure after it, at the same
+rate, so journal latency cannot bunch requests into a burst. So ``in_flight`` is committed as
+late as possible: between it and the request there is only the departure gate, whose wait is
+bounded by the journal's own latency and which never waits out a hold (a hold that begins
+meanwhile sends the row back to admission, ``not_sent`` again). A worker
+commits the ``in_flight`` record (awaited) and queues the outcome without waiting: the journal
+commits in queue order, so the outcome is on disk by the time the worker's next ``in_flight``
+commit returns, before it sends anything else (and the run ends with a flush). For a
+retryable outcome it commits ``not_sent`` before it waits to retry. So a crash leaves at most
+``concurrency`` rows whose fate is unknown (one per worker), and never a row waiting for a
+retry or a hold.
 
 Stopping: an account-level answer, ``error_threshold`` failed rows in a row, a journal that
-cannot be written, or :meth:`Engine.request_stop` (SIGINT/SIGTERM) set the stop reason. From
-then on no new request leaves; requests in flight finish and are recorded; every message not
+cannot be written, or :meth:`Engine.request_stop` (SIGINT/SIGTERM) set the stop reason and
+wake every wait (both gates, the hold, a retry's backoff) at once. From then on no request
+leaves: a worker checks after its last wait, before the request, and records the row
+``not_sent`` instead. Requests already in flight finish and are recorded; every message not
 sent yet, queued or still in the file, is recorded ``not_sent`` so the run's record is whole.
 
 A worker that fails with an unexpected exception (a bug; expected failures are all handled
@@ -38,20 +45,25 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from bulk_sender.config import SendingSettings
+from bulk_sender.config import CONCURRENCY_MAX, SendingSettings
 from bulk_sender.errors import TransportError
 from bulk_sender.input.campaign import Planned
 from bulk_sender.model import Record, Status, utc_now
 from bulk_sender.record.journal import Journal, JournalError
 from bulk_sender.sending.client import Answer
+from bulk_sender.sending.firstcontact import FirstContact
+from bulk_sender.sending.garbled import GarbledAnswers
+from bulk_sender.sending.inflight import InflightSizer
 from bulk_sender.sending.limiter import PacedLimiter
+from bulk_sender.sending.message_ids import RecentIds
 from bulk_sender.sending.outcome import Kind, Outcome, classify_answer, classify_failure
-from bulk_sender.sending.policy import Final, Retry, RetryPolicy
+from bulk_sender.sending.policy import Decision, Final, Retry, RetryPolicy
 from bulk_sender.sending.ratecontrol import RateChange, RateController
+from bulk_sender.sending.slots import InflightSlots
 from bulk_sender.sending.stats import RunStats
 
 __all__ = ["Engine", "Plan", "Poster", "StopReason"]
@@ -59,8 +71,8 @@ __all__ = ["Engine", "Plan", "Poster", "StopReason"]
 log = logging.getLogger("bulk_sender")
 _YIELD_EVERY = 128
 
-#: What a run sends: planned messages, or batches of them arriving asynchronously.
-Plan = Iterable[Planned] | AsyncIterable[Sequence[Planned]]
+#: What a run sends: batches of planned messages, arriving asynchronously.
+Plan = AsyncGenerator[Sequence[Planned], None]
 
 
 class Poster(Protocol):
@@ -73,7 +85,7 @@ class Poster(Protocol):
 class StopReason:
     """Why a run stopped early; ``code``/``message`` come from Kaleyra where there is one."""
 
-    kind: Literal["account", "threshold", "signal", "journal"]
+    kind: Literal["account", "endpoint", "threshold", "answers", "signal", "cancelled", "journal"]
     code: str = ""
     message: str = ""
 
@@ -97,16 +109,17 @@ class Engine:
         self._random = random_source
         self._policy = RetryPolicy(max_attempts=settings.max_attempts, delivery=settings.delivery)
         self._loop = asyncio.get_running_loop()
-        # Two buckets at the same rate: admission paces the rows that start (so few wait in
-        # flight), departure paces the requests themselves after the journal commit, so a
-        # slow commit cannot release a burst that breaks the account's rate limit.
-        self._limiter = PacedLimiter(settings.rate_per_second)
-        self._departure = PacedLimiter(settings.rate_per_second)
-        self._control = RateController(target=settings.rate_per_second)
+        self._limiter = PacedLimiter(RateController(target=settings.rate_per_second))
+        stats.rate_source = self._limiter
+        self._sizer = InflightSizer(ceiling=settings.concurrency)
+        self._slots = InflightSlots(self._sizer.start(settings.rate_per_second))
+        stats.inflight_limit = self._slots.limit
         self._stopped = asyncio.Event()
         self.stop_reason: StopReason | None = None
         self._failed_in_a_row = 0
-        self._last_failure: Outcome | None = None
+        self._first_contact = FirstContact.for_attempts(settings.max_attempts)
+        self._garbled = GarbledAnswers()
+        self._recent_ids = RecentIds()
 
     def __repr__(self) -> str:
         return (
@@ -117,13 +130,15 @@ class Engine:
     # -- stopping ----------------------------------------------------------------------------
 
     def request_stop(self, reason: StopReason) -> None:
-        """Stop taking new rows; the first reason given is the one reported."""
+        """Stop sending and wake every wait; the first reason given is the one reported."""
         if self.stop_reason is None:
             self.stop_reason = reason
             log.warning(
                 "bulk_sender.stopping",
                 extra={"event": "bulk_sender.stopping", "reason": reason.kind, "code": reason.code},
             )
+        self._limiter.stop()
+        self._slots.stop()
         self._stopped.set()
 
     @property
@@ -134,11 +149,7 @@ class Engine:
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, plan: Plan) -> StopReason | None:
-        """Send everything ``plan`` yields; return why the run stopped early, if it did.
-
-        ``plan`` is the messages themselves, or batches of them arriving asynchronously (from
-        the planning process, :mod:`bulk_sender.input.plan_process`).
-        """
+        """Send everything ``plan`` yields; return why the run stopped early, if it did."""
         queue: asyncio.Queue[Planned | None] = asyncio.Queue(2 * self._settings.concurrency)
         workers = [
             asyncio.create_task(self._work(queue), name=f"worker-{i}")
@@ -170,26 +181,23 @@ class Engine:
         self, plan: Plan, queue: asyncio.Queue[Planned | None], workers: int
     ) -> None:
         try:
-            if isinstance(plan, AsyncIterable):
-                batches = aiter(plan)
-                try:
-                    async for batch in batches:
-                        await self._load(batch, queue)
-                finally:  # an early end (a crash) closes the stream now, not at loop shutdown
-                    if isinstance(batches, AsyncGenerator):
-                        await batches.aclose()
-            else:
-                await self._load(plan, queue)
+            # An early end (a crash) closes the plan now, not at loop shutdown.
+            async with contextlib.aclosing(plan):
+                async for batch in plan:
+                    await self._load(batch, queue)
         finally:
             task = asyncio.current_task()
             if task is None or not task.cancelling():  # cancelled: the workers are too
                 for _ in range(workers):
                     await queue.put(None)
 
-    async def _load(self, plan: Iterable[Planned], queue: asyncio.Queue[Planned | None]) -> None:
-        for n, item in enumerate(plan, 1):
+    async def _load(self, batch: Sequence[Planned], queue: asyncio.Queue[Planned | None]) -> None:
+        carried = self._journal.carried
+        for n, item in enumerate(batch, 1):
             if item.body is None or self.stopping:
                 self._record_later(item.record)
+            elif carried is not None and (held := carried.hold(item.record)) is not None:
+                self._record_later(held)
             else:
                 await queue.put(item)
             if n % _YIELD_EVERY == 0:
@@ -219,48 +227,87 @@ class Engine:
                 self.request_stop(StopReason("journal", "JOURNAL", str(exc)))
 
     async def _deliver(self, item: Planned) -> None:
+        """Send one message until it has a final status, or the run stops."""
         assert item.body is not None
         record = item.record
         attempts = record.attempts
+        # The policy's two budgets: this row's attempts in this run that failed other than by
+        # a 429, and those that got a 429.
         errors = throttles = 0
         last: Outcome | None = None
         while True:
-            if not self.stopping:
-                await self._limiter.acquire()
-            if self.stopping:
-                self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
-                return
+            outcome = await self._send_once(item.body, record, attempts, last)
+            if outcome is None:
+                return  # the run stopped before it left; recorded not_sent
             attempts += 1
-            await self._journal.write(record._replace(status=Status.IN_FLIGHT, attempts=attempts))
-            await self._departure.acquire()
-            last = await self._attempt(item.body)
+            last = outcome
             if last.kind is Kind.THROTTLED:
                 throttles += 1
-                self._throttled(last)
+                self._apply(self._limiter.throttled(last.retry_after))
             else:
-                errors += 1
-                self._clean()
+                if last.kind is not Kind.SENT:
+                    errors += 1
+                self._apply(self._limiter.answered())
             decision = self._policy.decide(
                 last, errors=errors, throttles=throttles, random=self._random()
             )
-            if isinstance(decision, Retry):
-                # Kaleyra did not act on it (or, at-least-once, the user accepts the risk): say
-                # so before waiting, so a run killed during the wait sends it again on resume.
-                await self._journal.write(_with_outcome(record, Status.NOT_SENT, last, attempts))
-                self.stats.retries += 1
-                await self._pause(decision.delay)
-                continue
-            status = decision.status if isinstance(decision, Final) else Status.NOT_SENT
-            if not isinstance(decision, Final):
-                self.request_stop(StopReason("account", last.code, last.error))
-            final = _with_outcome(record, status, last, attempts)
-            # Queued, not awaited: this worker's next in_flight record, which it awaits before
-            # its next request, is committed in the same batch or a later one, and the run
-            # ends with a flush. So the outcome is on disk before the worker sends again.
-            self._journal.write_later(final)
-            self._count(final)
-            self._watch_threshold(status, last)
-            return
+            if not isinstance(decision, Retry):
+                self._finish(record, decision, last, attempts)
+                return
+            # Kaleyra did not act on it (or, at-least-once, the user accepts the risk): say so
+            # before waiting, so a run killed during the wait sends it again on resume.
+            await self._journal.write(_with_outcome(record, Status.NOT_SENT, last, attempts))
+            self.stats.retries += 1
+            await self._pause(decision.delay)
+
+    async def _send_once(
+        self, body: bytes, record: Record, attempts: int, last: Outcome | None
+    ) -> Outcome | None:
+        """Take an in-flight slot, then send; None if the run stopped first (recorded then)."""
+        if not await self._slots.acquire():
+            self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
+            return None
+        try:
+            return await self._send_in_slot(body, record, attempts, last)
+        finally:
+            self._slots.release()
+
+    async def _send_in_slot(
+        self, body: bytes, record: Record, attempts: int, last: Outcome | None
+    ) -> Outcome | None:
+        """Pass both gates and send; None if the run stopped first (the row is then recorded).
+
+        ``in_flight`` is committed after every long wait: between it and the request there is
+        only the departure gate, which gives up at a hold or a stop instead of waiting.
+        """
+        in_flight = record._replace(status=Status.IN_FLIGHT, attempts=attempts + 1)
+        while await self._limiter.admit():
+            await self._journal.write(in_flight)
+            if await self._limiter.depart() and not self.stopping:
+                return await self._attempt(body)
+            if self.stopping:
+                break
+            # A hold began while the row was being committed: it waits that out not_sent, as a
+            # row waiting to retry does, never in flight.
+            await self._journal.write(_with_outcome(record, Status.NOT_SENT, last, attempts))
+        self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
+        return None
+
+    def _finish(self, record: Record, decision: Decision, last: Outcome, attempts: int) -> None:
+        """Record a row's final outcome (an account or endpoint error stops the run, the row
+        not_sent)."""
+        status = decision.status if isinstance(decision, Final) else Status.NOT_SENT
+        if not isinstance(decision, Final):
+            endpoint = last.kind is Kind.ENDPOINT  # the URL, TLS or proxy; else the account
+            reason = StopReason("endpoint" if endpoint else "account", last.code, last.error)
+            self.request_stop(reason)
+        final = _with_outcome(record, status, last, attempts)
+        # Queued, not awaited: this worker's next in_flight record, which it awaits before
+        # its next request, is committed in the same batch or a later one, and the run
+        # ends with a flush. So the outcome is on disk before the worker sends again.
+        self._journal.write_later(final)
+        self._count(final)
+        self._watch_threshold(status, last)
 
     async def _attempt(self, body: bytes) -> Outcome:
         started = self._loop.time()
@@ -270,11 +317,40 @@ class Engine:
         try:
             answer = await self._client.post(body)
             outcome = classify_answer(answer.status, answer.body, retry_after=answer.retry_after)
+            if (checked := self._recent_ids.judge(outcome)) is not outcome:
+                answer.discard()  # out of step: the answer still due on it is this row's
+                outcome = checked
         except TransportError as exc:
             outcome = classify_failure(exc)
+        outcome = self._first_contact.judge(outcome)
+        if self._garbled.judge(outcome):
+            self.request_stop(StopReason("answers", outcome.code, outcome.error))
         self.stats.requests += 1
-        self.stats.latency.add(self._loop.time() - started)
+        latency = self._loop.time() - started
+        self.stats.latency.add(latency)
+        self._size(latency)
         return outcome
+
+    def _size(self, latency: float) -> None:
+        """Follow the latency with the in-flight limit; say once if the ceiling holds it down."""
+        self._sizer.observe(latency)
+        rate = self._limiter.rate
+        change = self._sizer.resize(self._loop.time(), rate)
+        if change is not None:
+            self._slots.resize(change.new)
+            self.stats.inflight_limit = change.new
+        sizer = self._sizer
+        if self.stats.inflight_note or not sizer.binds(rate):
+            return  # said already, or the ceiling (with or without headroom) is enough
+        self.stats.inflight_note = (
+            f"at {sizer.latency * 1000:,.0f} ms, {rate:g}/s needs about {sizer.wanted:,} in "
+            f"flight; concurrency caps it at {sizer.ceiling:,} (set [sending] concurrency = "
+            f"{min(sizer.wanted, CONCURRENCY_MAX):,})"
+        )
+        log.warning(
+            "bulk_sender.concurrency_capped",
+            extra={"event": "bulk_sender.concurrency_capped", "hint": self.stats.inflight_note},
+        )
 
     async def _pause(self, delay: float) -> None:
         """Sleep before a retry, waking at once if the run stops."""
@@ -283,23 +359,9 @@ class Engine:
 
     # -- run-level reactions -------------------------------------------------------------------
 
-    def _throttled(self, outcome: Outcome) -> None:
-        now = self._loop.time()
-        change = self._control.on_throttle(now, outcome.retry_after)
-        self._limiter.hold(self._control.hold_until)
-        self._departure.hold(self._control.hold_until)
-        self._apply(change)
-
-    def _clean(self) -> None:
-        if self._control.current < self._control.target:
-            self._apply(self._control.on_clean(self._loop.time()))
-
     def _apply(self, change: RateChange | None) -> None:
         if change is None:
             return
-        self._limiter.set_rate(change.new)
-        self._departure.set_rate(change.new)
-        self.stats.rate = change.new
         self.stats.rate_changes += 1
         log.warning(
             "bulk_sender.rate_changed",
@@ -349,4 +411,5 @@ def _with_outcome(record: Record, status: str, outcome: Outcome | None, attempts
         http_status=outcome.http_status,
         code=outcome.code,
         error=outcome.error,
+        warning="; ".join(filter(None, (record.warning, outcome.warning))),
     )

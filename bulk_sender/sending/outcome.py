@@ -14,13 +14,21 @@ SERVER_ERROR   500, 502, 504, WA500, 408, 425, a proxy's HTML error page        
 AMBIGUOUS      sent, then read timeout / reset / 2xx without JSON or message_id  only at-least-once
 ROW_FAILED     400 WA400 or another row-level 4xx                                never
 ACCOUNT        RBC001, WA401, WA-401, WAV2101, E110, a bare 401, any 3xx         run stops
+ENDPOINT       404/405 (the URL is wrong), a certificate that cannot be          run stops
+               verified, a proxy that refuses the tunnel
 =============  ================================================================  ============
+
+ACCOUNT and ENDPOINT are answers that every other request would get as well: the run stops and
+the row stays ``not_sent`` instead of burning the campaign. A connect or DNS failure is
+NOT_SENT_YET here; when it persists before anything reached the server,
+:mod:`bulk_sender.sending.firstcontact` turns it into ENDPOINT.
 """
 
 from __future__ import annotations
 
 import email.utils
 import enum
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +39,7 @@ from bulk_sender.errors import TransportError
 
 __all__ = [
     "ACCOUNT_CODES",
+    "ENDPOINT_STATUSES",
     "RETRY_AFTER_CAP",
     "Kind",
     "Outcome",
@@ -46,6 +55,8 @@ _SERVER_CODES: frozenset[str] = frozenset({"WA500"})
 #: 408 and 425 say the server did not act on the request, so it is safe to send again.
 _SERVER_STATUSES: frozenset[int] = frozenset({408, 425, 500, 502, 504})
 _THROTTLE_STATUSES: frozenset[int] = frozenset({429, 503})
+#: Statuses that mean the URL itself is wrong (a base_url typo): every row would get them.
+ENDPOINT_STATUSES: frozenset[int] = frozenset({404, 405})
 #: The longest Retry-After we honour, in seconds: a proxy asking for an hour is not obeyed blindly.
 RETRY_AFTER_CAP = 120.0
 
@@ -60,6 +71,7 @@ class Kind(enum.Enum):
     AMBIGUOUS = "ambiguous"
     ROW_FAILED = "row_failed"
     ACCOUNT = "account"
+    ENDPOINT = "endpoint"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +84,7 @@ class Outcome:
     error: str = ""
     message_id: str | None = None
     retry_after: float | None = None
+    warning: str = ""  #: sent, with something the results should still say
 
 
 def classify_answer(
@@ -93,7 +106,17 @@ def classify_answer(
     if code in ACCOUNT_CODES or (status == 401 and not code) or 300 <= status < 400:
         # A redirect means base_url/pod points at the wrong place: every row would get it.
         return outcome(Kind.ACCOUNT)
+    if status in ENDPOINT_STATUSES:
+        said = f" ({error})" if error else ""
+        return Outcome(
+            Kind.ENDPOINT,
+            status,
+            f"ENDPOINT_{status}",
+            f"the messages endpoint answered HTTP {status}{said}: the URL is wrong",
+        )
     if 200 <= status < 300:  # without a message_id (with one, it returned above)
+        if doc is None and (salvaged := _salvaged_id(body)) is not None:
+            return Outcome(Kind.SENT, status, "WA202", "", salvaged, warning=_SALVAGE_WARNING)
         why = "answer was not JSON" if doc is None else "answer had no data.message_id"
         return Outcome(
             Kind.AMBIGUOUS,
@@ -111,10 +134,35 @@ def classify_answer(
     return outcome(Kind.ROW_FAILED)
 
 
+#: ``"message_id": "..."`` in a body that is not JSON (Kaleyra's own sample misses commas).
+_LOOSE_ID = re.compile(rb'"message_id"\s*:\s*"([A-Za-z0-9._:=+/-]{1,128})"')
+_LOOSE_SUCCESS = re.compile(rb'"code"\s*:\s*"WA202"')
+_SALVAGE_WARNING = (
+    "Kaleyra's answer was not valid JSON; its message_id was read from the text (WA202)"
+)
+
+
+def _salvaged_id(body: bytes) -> str | None:
+    """The message_id of a 2xx body that is not JSON but says WA202 and names one id only.
+
+    Kaleyra documents its success answer without the commas between its fields; if it answers
+    like its own sample, the id is still unambiguous, and the message was accepted.
+    """
+    ids: set[bytes] = set(_LOOSE_ID.findall(body))
+    if len(ids) != 1 or _LOOSE_SUCCESS.search(body) is None:
+        return None
+    return ids.pop().decode("ascii")
+
+
 def classify_failure(failure: TransportError) -> Outcome:
     """Classify an attempt that got no HTTP answer, by whether the request could have left."""
+    if failure.cause == "certificate":
+        return Outcome(Kind.ENDPOINT, None, "TLS_VERIFY", failure.description)
+    if failure.cause == "proxy":
+        return Outcome(Kind.ENDPOINT, None, f"PROXY_{failure.status or 0}", failure.description)
     if failure.phase == "connect":
-        return Outcome(Kind.NOT_SENT_YET, None, "CONNECT_ERROR", failure.description)
+        code = "DNS_ERROR" if failure.cause == "dns" else "CONNECT_ERROR"
+        return Outcome(Kind.NOT_SENT_YET, None, code, failure.description)
     return Outcome(
         Kind.AMBIGUOUS,
         None,

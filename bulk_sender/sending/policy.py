@@ -12,7 +12,7 @@ an outcome is retried only when the request cannot have been acted on, or Kaleyr
 * ``AMBIGUOUS``: the request went out and its fate is unknown. ``unknown`` at once with
   ``delivery = "at-most-once"`` (the default); with ``"at-least-once"`` it is retried like a
   server error, and a row whose last attempt is still ambiguous ends ``unknown``.
-* ``ROW_FAILED``: ``failed``, never retried. ``ACCOUNT``: the run stops.
+* ``ROW_FAILED``: ``failed``, never retried. ``ACCOUNT`` and ``ENDPOINT``: the run stops.
 
 Backoff for the *n*-th retry (n = 1, 2, ...) is "equal jitter"::
 
@@ -31,7 +31,7 @@ from bulk_sender.config import Delivery
 from bulk_sender.model import Status
 from bulk_sender.sending.outcome import Kind, Outcome
 
-__all__ = ["Final", "Retry", "RetryPolicy", "Stop", "backoff"]
+__all__ = ["Decision", "Final", "Retry", "RetryPolicy", "Stop", "backoff"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +86,15 @@ class RetryPolicy:
     def decide(self, outcome: Outcome, *, errors: int, throttles: int, random: float) -> Decision:
         """Decide after an attempt.
 
-        ``errors`` and ``throttles`` count this row's attempts so far *including this one*
-        that ended non-throttled and throttled; ``random`` is a number in [0, 1) for jitter.
+        ``errors`` counts this row's attempts so far, *this one included*, that failed other
+        than by a throttle (a row's attempts end at its first success, so these are all its
+        non-throttled attempts); ``throttles`` counts those that were throttled. ``random`` is
+        a number in [0, 1) for jitter.
         """
         kind = outcome.kind
         if kind is Kind.SENT:
             return Final(Status.SENT)
-        if kind is Kind.ACCOUNT:
+        if kind is Kind.ACCOUNT or kind is Kind.ENDPOINT:
             return Stop()
         if kind is Kind.ROW_FAILED:
             return Final(Status.FAILED)

@@ -7,6 +7,9 @@ requests that were already in flight halves it only once (at most one halving pe
 ``climb_after`` seconds without a 429 it climbs back by ``climb_step`` of the configured rate every
 ``climb_after`` seconds until it is at the configured rate again. Times are whatever monotonic
 clock the caller passes in, which keeps this testable with plain numbers.
+
+``current`` and ``hold_until`` are the run's only record of its rate and its hold: the limiter
+(:mod:`bulk_sender.sending.limiter`) reads them, and the display reads the limiter.
 """
 
 from __future__ import annotations

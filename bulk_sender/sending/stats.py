@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from bulk_sender.model import Status
 
-__all__ = ["LatencyHistogram", "RunStats"]
+__all__ = ["LatencyHistogram", "RateSource", "RunStats"]
 
 _LOW = 1e-4
 _RATIO = 1.02
@@ -52,12 +53,18 @@ class LatencyHistogram:
         return None  # pragma: no cover - the loop always reaches rank
 
 
+class RateSource(Protocol):
+    """Where the rate the run sends at now is kept (the engine's limiter)."""
+
+    @property
+    def rate(self) -> float: ...
+
+
 @dataclass(slots=True)
 class RunStats:
     """Counters the engine updates and the display reads; all figures for this run only."""
 
     target_rate: float
-    rate: float
     statuses: Counter[str] = field(default_factory=Counter)
     codes: Counter[str] = field(default_factory=Counter)
     requests: int = 0
@@ -66,6 +73,17 @@ class RunStats:
     first_request_at: float | None = None
     last_request_at: float = 0.0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    #: Set by the engine: the rate is read from there, never copied.
+    rate_source: RateSource | None = field(default=None, repr=False)
+    #: The requests that may be in flight now (sized from the latency, under ``concurrency``).
+    inflight_limit: int = 0
+    #: Set once if ``concurrency`` keeps the run below its rate: what it needs, what to set.
+    inflight_note: str = ""
+
+    @property
+    def rate(self) -> float:
+        """The rate the run sends at now; the configured one until sending starts."""
+        return self.target_rate if self.rate_source is None else self.rate_source.rate
 
     @property
     def pace(self) -> float:
