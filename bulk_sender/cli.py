@@ -133,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sandbox":
             return _sandbox(args)
         if args.command in delivery_commands.COMMANDS:
+            from bulk_sender import ui
+
+            json_format = getattr(args, "log_format", "text") == "json"
+            ui.setup_logging(verbosity=getattr(args, "verbose", 0), json_format=json_format)
             return delivery_commands.run(args)
         invoked = [_program(), *sys.argv[1:]] if argv is None else ["bulk-sender", *argv]
         return _send(args, invoked)

@@ -17,9 +17,9 @@ bug (exit 70) is printed with its traceback::
     ├── PlannerCrashedError         exit 70: the planning process failed or vanished
     │   └── PlannerKilledError      exit 3: it was killed (SIGKILL: out of memory, kill -9)
     ├── StoreError                  exit 3: the callback store cannot be opened, written or read
-    │                               (bulk_sender.stores.base; the receiver answers 503 instead)
-    ├── CallbackRejected            a callback the receiver cannot store; never leaves it, which
-    │                               answers 400 with the reason (bulk_sender.delivery.parse)
+    │                               (the receiver answers 503 instead, so Kaleyra retries)
+    ├── CallbackRejected            a callback that cannot be stored as it is; never leaves the
+    │                               receiver, which answers 400 with it (delivery/parse.py)
     └── TransportError              one HTTP attempt failed below HTTP; never leaves the engine,
                                     which records it as that message's outcome (.phase, .cause:
                                     network, dns, certificate or proxy)
@@ -51,6 +51,7 @@ __all__ = [
     "OutputWriteError",
     "PlannerCrashedError",
     "PlannerKilledError",
+    "StoreError",
     "TransportCause",
     "TransportError",
     "UsageError",
@@ -192,3 +193,10 @@ class TransportError(BulkSenderError):
         self.phase = phase
         self.cause = cause
         self.status = status
+
+
+class StoreError(BulkSenderError):
+    """A store (the callback store) cannot be opened, written or read: disk full, permissions,
+    not a store. ``receive`` answers 503 for a callback it cannot commit; ``report`` stops."""
+
+    exit_code = ExitCode.STOPPED

@@ -188,3 +188,17 @@ def test_report_needs_the_journal_and_the_campaign_file(
     moved.write_text("phone\n+919845000001\n", encoding="utf-8")
     run = cli("report", campaign["out"], "--config", campaign["config"], "--campaign", moved)
     assert (run.code, "not the file this campaign was sent from" in run.err) == (2, True)
+
+
+def test_a_store_that_cannot_be_read_stops_the_report_with_exit_3(
+    tmp_path: Path, campaign: dict[str, Any], cli: CliRunner
+) -> None:
+    """A callbacks file that is not a store: exit 3 naming it; the results file is untouched."""
+    (tmp_path / "callbacks.db").write_bytes(b"this is not a database" * 100)
+    before = campaign["out"].read_bytes()
+    summary = tmp_path / "s.json"
+    run = cli("report", campaign["out"], "--config", campaign["config"], "--summary-json", summary)
+    assert run.code == 3
+    assert "callbacks.db" in run.err
+    assert campaign["out"].read_bytes() == before
+    assert orjson.loads(summary.read_bytes())["exit_code"] == 3

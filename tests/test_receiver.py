@@ -19,7 +19,8 @@ import orjson
 import pytest
 
 from bulk_sender.delivery.events import Callback
-from bulk_sender.stores.base import CallbackStore, StoreError
+from bulk_sender.errors import StoreError
+from bulk_sender.stores.base import CallbackStore
 from tests.conftest import CliRunner, write_config
 from tests.delivery_helpers import (
     BACKENDS,

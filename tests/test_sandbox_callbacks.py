@@ -11,8 +11,9 @@ import pytest
 
 from bulk_sender.delivery.events import Callback, DeliveryStatus
 from bulk_sender.delivery.precedence import BY_RANK
+from bulk_sender.errors import StoreError
 from bulk_sender.sandbox.callbacks import CallbackEmitter, CallbackMix, FakeClock, parse_mix
-from bulk_sender.stores.base import CallbackStore, StoreError
+from bulk_sender.stores.base import CallbackStore
 from bulk_sender.stores.sqlite_delivery import DeliveryRows
 from tests.conftest import CliRunner, read_results, write_config, write_csv
 from tests.delivery_helpers import (

@@ -44,8 +44,8 @@ def _callbacks(settings: Settings, config: Path) -> CallbacksSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``receive`` or ``report``; errors go to the CLI's one handler (their exit codes are
-    in errors.py: a :class:`~bulk_sender.stores.base.StoreError` is 3)."""
+    """Run ``receive`` or ``report`` (logging set up by the CLI); errors go to the CLI's one
+    handler, with the exit codes errors.py gives them (a StoreError is 3)."""
     if args.command == "receive":
         return _receive(args)
     return _report(args)
@@ -61,11 +61,9 @@ def _run_async(coro: Coroutine[Any, Any, None]) -> None:
 
 
 def _receive(args: argparse.Namespace) -> int:
-    from bulk_sender import ui
     from bulk_sender.delivery.receiver import serve
     from bulk_sender.stores.base import open_callback_store
 
-    ui.setup_logging(verbosity=args.verbose, json_format=args.log_format == "json")
     callbacks = _callbacks(load_settings(args.config), args.config)
     secret = read_callback_secret(callbacks)
     host = args.host or callbacks.host

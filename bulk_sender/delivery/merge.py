@@ -36,8 +36,9 @@ from typing import Final
 from bulk_sender.delivery.funnel import FunnelCounter
 from bulk_sender.delivery.parse import format_time
 from bulk_sender.delivery.precedence import DeliveryState
+from bulk_sender.errors import StoreError
 from bulk_sender.model import Record
-from bulk_sender.stores.base import StoreError, open_callback_store, store_exists
+from bulk_sender.stores.base import open_callback_store, store_exists
 from bulk_sender.stores.sqlite_delivery import DeliveryRow, DeliveryRows, create_output
 
 __all__ = ["DeliveryColumns", "campaign_started", "merged", "merged_or_none"]

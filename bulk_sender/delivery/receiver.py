@@ -28,7 +28,7 @@ import hmac
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
@@ -36,9 +36,9 @@ from aiohttp import web
 from bulk_sender.config import Secret
 from bulk_sender.delivery.events import Callback
 from bulk_sender.delivery.parse import CallbackRejected, decode, parse_incoming, parse_status
-from bulk_sender.errors import UsageError
+from bulk_sender.errors import StoreError, UsageError
 from bulk_sender.model import utc_now
-from bulk_sender.stores.base import CallbackStore, StoreError
+from bulk_sender.stores.base import CallbackStore
 
 __all__ = ["MAX_BODY", "SECRET_HEADER", "Receiver", "serve"]
 
@@ -191,6 +191,14 @@ async def _document(request: web.BaseRequest) -> object:
     return decode(body)
 
 
+def _capped_request(
+    message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+) -> web.BaseRequest:
+    """A request whose body may be at most 1 MiB: read() answers 413 beyond, chunked too."""
+    loop = asyncio.get_running_loop()
+    return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=MAX_BODY)
+
+
 def _basic_password(header: str) -> str | None:
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic" or not encoded:
@@ -223,9 +231,8 @@ async def serve(
             loop.add_signal_handler(signum, stop.set)
     receiver = Receiver(store, secret)
     # The low-level server: one handler that routes by a dict lookup, no application, router
-    # or middleware chain to pay for on every callback. Bodies are capped at 1 MiB
-    # (client_max_size), which read() enforces on chunked bodies too.
-    server = web.Server(receiver.handle, client_max_size=MAX_BODY)
+    # or middleware chain to pay for on every callback.
+    server = web.Server(receiver.handle, request_factory=_capped_request)
     runner = web.ServerRunner(server, access_log=None, shutdown_timeout=_DRAIN_SECONDS)
     await runner.setup()
     try:

@@ -19,15 +19,9 @@ from pathlib import Path
 from typing import Protocol
 
 from bulk_sender.delivery.events import Callback
-from bulk_sender.errors import BulkSenderError, ExitCode
+from bulk_sender.errors import StoreError
 
 __all__ = ["CallbackStore", "StoreError", "open_callback_store", "store_exists"]
-
-
-class StoreError(BulkSenderError):
-    """A store cannot be opened, written or read (disk full, permissions, not a store): exit 3."""
-
-    exit_code = ExitCode.STOPPED
 
 
 class CallbackStore(Protocol):

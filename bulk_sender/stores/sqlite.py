@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Final
 
 from bulk_sender.delivery.events import Callback
+from bulk_sender.errors import StoreError
 from bulk_sender.model import utc_now
 from bulk_sender.stores import sql
-from bulk_sender.stores.base import StoreError
 from bulk_sender.stores.sqlite_writer import GroupCommitWriter, Statement, connect
 
 __all__ = ["SQLITE", "SqliteCallbackStore"]

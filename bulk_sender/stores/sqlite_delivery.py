@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Final, NamedTuple
 
 from bulk_sender.delivery.events import FAILURES, RANK
+from bulk_sender.errors import StoreError
 from bulk_sender.stores import sql
-from bulk_sender.stores.base import StoreError
 from bulk_sender.stores.sqlite import SQLITE
 
 __all__ = ["OUTPUT_SCHEMA", "DeliveryRow", "DeliveryRows", "create_output", "export"]

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from bulk_sender.stores.base import StoreError
+from bulk_sender.errors import StoreError
 from bulk_sender.stores.sql import Insert
 
 __all__ = ["GroupCommitWriter", "Statement", "connect"]
