@@ -129,10 +129,12 @@ def _campaign_file(options: ReportOptions, meta: dict[str, str], journal: Path) 
 
 
 def _failed_path(failed: Path | None, table: Table) -> Path | None:
+    """The ``--failed`` path, refused when its name contradicts the export's format (the
+    campaign's own; an .xlsx workbook for any workbook), as ``send`` refuses it."""
     if failed is None:
         return None
-    if (failed.suffix.lower() == ".xlsx") != (table.format.kind == "xlsx"):
-        wanted = ".xlsx" if table.format.kind == "xlsx" else "a text extension such as .csv"
+    if (failed.suffix.lower() == ".xlsx") != (table.export_suffix == ".xlsx"):
+        wanted = ".xlsx" if table.export_suffix == ".xlsx" else "a text extension such as .csv"
         raise UsageError(
             f"--failed {failed}: the export is written in the campaign's own format "
             f"({table.format.kind}), so name it with {wanted}"
