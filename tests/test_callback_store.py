@@ -206,3 +206,16 @@ def test_the_merge_in_sql_equals_the_pure_rule(
             e for e in unmatched if e.recipient == _RECIPIENTS[message_id]
         ]
         assert states.get((row, 0), DeliveryState()) == fold(mine), message_id
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_failures_differing_only_in_their_words_are_two_events(
+    backend: str, tmp_path: Path
+) -> None:
+    """Same message, status, time and code but other details: both kept, the earliest shown."""
+    worded = _callback(v2_status("FAILED", code=131049))
+    bare = dataclasses.replace(worded.statuses[0], title="", detail="")
+    states = _states(backend, tmp_path, [sent(1, "A1")], [worded, Callback(statuses=(bare,))])
+    assert count_events(backend, tmp_path) == 2
+    assert states[(1, 0)] == fold([worded.statuses[0], bare])
+    assert states[(1, 0)].failure() == ("131049", "")
