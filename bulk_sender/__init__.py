@@ -31,6 +31,7 @@ from bulk_sender.errors import (
     OutputWriteError,
     PlannerCrashedError,
     PlannerKilledError,
+    StoreError,
     TransportError,
     UsageError,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "PlannerCrashedError",
     "PlannerKilledError",
     "Run",
+    "StoreError",
     "TransportError",
     "UsageError",
     "__version__",
