@@ -23,9 +23,9 @@ status is never sent again. One row of the table per *message*: ``(row, part)`` 
 from __future__ import annotations
 
 import asyncio
-import glob
 import contextlib
 import functools
+import glob
 import itertools
 import queue
 import sqlite3
