@@ -192,6 +192,13 @@ class KaleyraSettings:
         return f"{self.api_base}/whatsapp/{digits}/messages"
 
 
+def _known_region(region: str) -> bool:
+    """Whether ``region`` is a region code ``phonenumbers`` has a numbering plan for."""
+    import phonenumbers  # only when a region is set: the settings load without it otherwise
+
+    return region in phonenumbers.SUPPORTED_REGIONS
+
+
 def parse_base_url(url: str) -> str:
     """``base_url`` checked and normalised: ``scheme://host[:port]/path`` without a final ``/``.
 
@@ -325,10 +332,11 @@ class CampaignSettings:
     encoding: str = ""
 
     def __post_init__(self) -> None:
-        if self.default_region and not re.fullmatch(r"[A-Z]{2}", self.default_region):
+        if self.default_region and not _known_region(self.default_region):
             raise ConfigError(
                 "[campaign] default_region",
-                f'{self.default_region!r} must be a two-letter region code such as "IN"',
+                f'{self.default_region!r} must be a two-letter region code phone numbers know, '
+                'such as "IN"',
             )
         if self.encoding:
             import codecs

@@ -134,6 +134,7 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
         ('base_url = "ftp://example.com"', "kaleyra", "[kaleyra] base_url"),
         ("sid = 1234567", "kaleyra", "[kaleyra] sid"),
         ('default_region = "india"', "campaign", "[campaign] default_region"),
+        ('default_region = "XX"', "campaign", "[campaign] default_region"),
         ('encoding = "klingon-8"', "campaign", "[campaign] encoding"),
         ('allow_duplicates = "yes"', "campaign", "[campaign] allow_duplicates"),
         ("rate_per_second = 0", "sending", "[sending] rate_per_second"),
