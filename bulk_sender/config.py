@@ -338,7 +338,7 @@ class CampaignSettings:
         if self.default_region and not _known_region(self.default_region):
             raise ConfigError(
                 "[campaign] default_region",
-                f'{self.default_region!r} must be a two-letter region code phone numbers know, '
+                f"{self.default_region!r} must be a two-letter region code phone numbers know, "
                 'such as "IN"',
             )
         if self.encoding:

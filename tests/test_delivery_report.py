@@ -202,3 +202,19 @@ def test_a_store_that_cannot_be_read_stops_the_report_with_exit_3(
     assert "callbacks.db" in run.err
     assert campaign["out"].read_bytes() == before
     assert orjson.loads(summary.read_bytes())["exit_code"] == 3
+
+
+@pytest.mark.parametrize("where", ["campaign", "store", "results"])
+def test_an_output_over_the_campaign_the_store_or_the_results_is_refused(
+    tmp_path: Path, campaign: dict[str, Any], cli: CliRunner, where: str
+) -> None:
+    """--html over the campaign file, the callback store or the results file: exit 2, nothing
+    written."""
+    with ThreadedReceiver(store_factory("sqlite", tmp_path)) as url:
+        _callbacks(url, campaign["ids"], {0: PLAN[0]})
+    target = {"campaign": campaign["csv"], "store": tmp_path / "callbacks.db",
+              "results": campaign["out"]}[where]  # fmt: skip
+    before = target.read_bytes()
+    run = cli("report", campaign["out"], "--config", campaign["config"], "--html", target)
+    assert run.code == 2, run.err
+    assert target.read_bytes() == before

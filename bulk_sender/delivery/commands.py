@@ -86,8 +86,9 @@ def _report(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     options = ReportOptions(
-        results=args.results, campaign=args.campaign, failed=args.failed, html=args.html
-    )
+        results=args.results, campaign=args.campaign, failed=args.failed, html=args.html,
+        summary_json=args.summary_json,
+    )  # fmt: skip
     result = report(settings, _callbacks(settings, args.config), options)
     if args.html is not None:
         from bulk_sender.delivery.html import write_html

@@ -28,6 +28,7 @@ from bulk_sender.input.campaign import Campaign
 from bulk_sender.input.table import Table, open_table
 from bulk_sender.model import Record
 from bulk_sender.record.journal import Journal, journal_path
+from bulk_sender.record.paths import Output, check_outputs
 from bulk_sender.record.results import Totals, write_outputs
 from bulk_sender.stores.base import store_exists
 
@@ -42,6 +43,7 @@ class ReportOptions:
     campaign: Path | None = None
     failed: Path | None = None
     html: Path | None = None
+    summary_json: Path | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +80,7 @@ def report(
         )
     campaign = Campaign(table, settings.campaign)
     failed = _failed_path(options.failed, table)
+    _check_paths(options, campaign_file, failed, Path(callbacks.store))
     counter = FunnelCounter()
     parent = options.results.parent
     with merged(callbacks.store, journal, workdir=parent, counter=counter) as columns:
@@ -97,6 +100,18 @@ def report(
         store_found=store_exists(callbacks.store), funnel=counter.funnel, totals=totals,
         failed_rows=failed_rows, generated_at=moment.isoformat(timespec="seconds"),
     )  # fmt: skip
+
+
+def _check_paths(options: ReportOptions, campaign: Path, failed: Path | None, store: Path) -> None:
+    """Refuse, before anything is written, an output that is the campaign file, another
+    output, the store, a database or settings file, or that cannot be written (exit 2)."""
+    optional = (("--failed", failed), ("--html", options.html),
+                ("--summary-json", options.summary_json))  # fmt: skip
+    written = [
+        Output("RESULTS", options.results),
+        *(Output(flag, path) for flag, path in optional if path is not None),
+    ]
+    check_outputs(campaign, written, others=[Output("[callbacks] store", store)])
 
 
 def _journal_meta(journal: Path, results: Path) -> dict[str, str]:
