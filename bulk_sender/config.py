@@ -71,8 +71,12 @@ MAX_RATE = 100_000
 _SID_RE = re.compile(r"^[A-Za-z0-9]{6,64}$")
 _SENDER_RE = re.compile(r"^\+?[1-9][0-9]{6,14}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: ``scheme://user[:password]@``: user info, found before anything tries to parse the rest.
-_USERINFO_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@")
+#: ``scheme://user[:password]@``: user info, found before anything tries to parse the rest;
+#: also ``user:pass/word@`` (a password with an unencoded ``/``, ``?`` or ``#``), told from a
+#: port by the letters after its ``:``.
+_USERINFO_RE = re.compile(
+    r"^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#]*@|[^/?#@:]*:(?![0-9]*(?:[/?#]|$))[^@]*@)"
+)
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$")
 #: A ``%`` that does not start an escape (``%2F``): it is written as ``%25``.
 _LONE_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -188,6 +192,13 @@ class KaleyraSettings:
         return f"{self.api_base}/whatsapp/{digits}/messages"
 
 
+def _known_region(region: str) -> bool:
+    """Whether ``region`` is a region code ``phonenumbers`` has a numbering plan for."""
+    import phonenumbers  # only when a region is set: the settings load without it otherwise
+
+    return region in phonenumbers.SUPPORTED_REGIONS
+
+
 def parse_base_url(url: str) -> str:
     """``base_url`` checked and normalised: ``scheme://host[:port]/path`` without a final ``/``.
 
@@ -269,12 +280,14 @@ def load_ca_bundle(value: str, context: ssl.SSLContext) -> None:
 
 def _split(url: str, key: str, *, what: str) -> tuple[SplitResult, int | None]:
     """``urlsplit`` and the port, both checked; messages leave user info out."""
-    shown = "the URL" if _USERINFO_RE.match(url) else repr(url)
+    secret = _USERINFO_RE.match(url) is not None
+    shown = "the URL" if secret else repr(url)
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        reason = str(exc).replace(url, "...")
+        # The parser's own words may quote a piece of a password: leave them out then.
+        reason = "it cannot be parsed" if secret else str(exc).replace(url, "...")
         raise ConfigError(key, f"{shown} is not {what} ({reason})") from None
     if port == 0:
         raise ConfigError(key, f"{shown} is not {what} (port 0)")
@@ -319,16 +332,18 @@ class CampaignSettings:
     encoding: str = ""
 
     def __post_init__(self) -> None:
-        if self.default_region and not re.fullmatch(r"[A-Z]{2}", self.default_region):
+        if self.default_region and not _known_region(self.default_region):
             raise ConfigError(
                 "[campaign] default_region",
-                f'{self.default_region!r} must be a two-letter region code such as "IN"',
+                f'{self.default_region!r} must be a two-letter region code phone numbers know, '
+                'such as "IN"',
             )
         if self.encoding:
             import codecs
 
             try:
-                codecs.lookup(self.encoding)
+                if not getattr(codecs.lookup(self.encoding), "_is_text_encoding", True):
+                    raise LookupError(self.encoding)  # rot13, hex, base64: bytes to bytes
             except LookupError:
                 raise ConfigError(
                     "[campaign] encoding",

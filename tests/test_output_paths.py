@@ -282,3 +282,35 @@ def test_the_check_leaves_no_file_behind(
     monkeypatch.delenv(KEY_ENV)
     with _no_leftovers(tmp_path):
         _refused(cli("send", campaign, "--config", config), KEY_ENV)
+
+
+def test_out_through_a_symbolic_link_is_refused(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """--out naming a symbolic link is refused: the rename would replace the link itself."""
+    campaign, config = _campaign(tmp_path, sandbox)
+    real = tmp_path / "real.csv"
+    real.write_text("kept\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    _refused(cli("send", campaign, "--config", config, "--out", link), "symbolic link")
+    assert sandbox.received == []
+    assert link.is_symlink() and real.read_text() == "kept\n"
+
+
+@pytest.mark.parametrize("option", ["--out", "--failed", "--summary-json"])
+def test_outputs_never_replace_a_journal_or_the_settings(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner, option: str
+) -> None:
+    """Another campaign's journal, or the config file, named as an output: refused, untouched."""
+    campaign, config = _campaign(tmp_path, sandbox)
+    other = write_csv(tmp_path / "other.csv", ["to"], [[NUMBERS[0]]])
+    assert cli("send", other, "--config", config, "--out", tmp_path / "o.csv").code == 0
+    sent = len(sandbox.received)
+    for precious in (tmp_path / "o.csv.journal", config):
+        before = precious.read_bytes()
+        extra = [] if option == "--out" else ["--out", str(tmp_path / "r.csv")]
+        run = cli("send", campaign, "--config", config, *extra, option, precious)
+        _refused(run, "settings file or a database")
+        assert precious.read_bytes() == before
+    assert len(sandbox.received) == sent

@@ -132,7 +132,7 @@ def test_a_garbled_journal_page_found_on_resume_is_one_line_exit_3(
     sent = len(sandbox.received)
     _garble_messages(tmp_path / "r.csv.journal")
     run = cli("send", campaign, "--config", config, "--out", out)
-    _one_line(run, 3, "cannot read the journal", "malformed", ".recover", "do not delete it")
+    _one_line(run, 3, "cannot read the journal", "malformed", ".dump |", "do not delete it")
     assert len(sandbox.received) == sent
 
 
@@ -152,7 +152,7 @@ def test_a_garbled_page_found_while_reading_records_is_a_journal_error(tmp_path:
     journal.close()  # the last connection: the write-ahead log goes into the file
     _garble_messages(path)
     journal = Journal.open(path, identity=identity, destination="t")
-    with pytest.raises(JournalError, match=r"cannot read the journal .*\.recover"):
+    with pytest.raises(JournalError, match=r"cannot read the journal .*\.dump"):
         list(journal.records())
     journal.close()
 

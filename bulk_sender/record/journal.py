@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import glob
 import itertools
 import queue
 import sqlite3
@@ -509,12 +510,18 @@ def _empty(path: Path) -> bool:
     """Whether no journal, or one that never committed anything (0 bytes, no write-ahead log).
 
     A file left empty by a disk that was full when it was created holds no record, so the run
-    may start afresh; one with any byte in it or in its -wal file is never overwritten.
+    may start afresh; one with any byte in it or in its -wal file is never overwritten, and
+    neither is an empty one beside a results file or an older journal: something (a recovery
+    gone wrong, a file emptied by hand) lost a record that existed, and starting afresh would
+    send its rows again.
     """
+    if not path.exists():
+        return True
     wal = Path(f"{path}-wal")
-    return (not path.exists() or path.stat().st_size == 0) and (
-        not wal.exists() or wal.stat().st_size == 0
-    )
+    if path.stat().st_size or (wal.exists() and wal.stat().st_size):
+        return False
+    results = path.with_name(path.name.removesuffix(".journal"))
+    return not results.exists() and not any(path.parent.glob(f"{glob.escape(path.name)}.*.bak"))
 
 
 def _create(path: Path, identity: dict[str, str], destination: str) -> sqlite3.Connection:
@@ -587,11 +594,12 @@ def _carry_over(db: sqlite3.Connection, old: Path, destination: str) -> int:
 def _recovery(path: Path) -> str:
     return (
         f"It is the record of what this campaign already sent: do not delete it. If its -wal "
-        f"file was deleted or moved, put it back beside it as {path.name}-wal; otherwise recover "
-        f"what SQLite can read with: sqlite3 {path} .recover | sqlite3 {path}.recovered, then "
-        f"move {path.name}.recovered to {path.name}. --restart or another --out cannot carry "
-        "over anything from a journal that cannot be read: every row would be sent again, "
-        "including rows already sent"
+        f"file was deleted or moved, put it back beside it as {path.name}-wal. Otherwise keep "
+        f"a copy and let SQLite read what it can: sqlite3 {path} .dump | sqlite3 "
+        f"{path}.recovered, then move {path.name}.recovered to {path.name}; rows SQLite could "
+        "not read are missing from it and would be sent again. --restart or another --out "
+        "cannot carry over anything from a journal that cannot be read: every row would be "
+        "sent again, including rows already sent"
     )
 
 

@@ -124,6 +124,13 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _check_file(output: Output) -> None:
+    if output.path.is_symlink():
+        target = os.path.realpath(output.path)
+        raise _refused(
+            output,
+            f"{output} is a symbolic link to {target}: writing it would replace the link, not "
+            f"the file. Give the path itself ({target}), or another one",
+        )
     folder = output.path.parent
     try:
         if _stat(folder) is None:
@@ -143,12 +150,34 @@ def _check_file(output: Output) -> None:
         raise _refused(
             output, f"{output} is not a regular file (a device, pipe or socket): give a file path"
         )
+    if not output.in_place and _precious(output.path):
+        raise _refused(
+            output,
+            f"{output} is a settings file or a database (a journal, a store): writing it would "
+            "destroy it. Give another path",
+        )
     if output.in_place and not os.access(output.path, os.R_OK | os.W_OK):
         raise _refused(
             output,
             f"{output} exists but this user cannot read and write it: fix its owner or "
             "permissions, then run the same command again",
         )
+
+
+#: Files an output must never replace, by name: settings and the stores' databases.
+_PRECIOUS_SUFFIXES = frozenset({".toml", ".journal", ".db", ".sqlite", ".sqlite3"})
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _precious(path: Path) -> bool:
+    """Whether ``path`` (a regular file, or nothing) is settings or an SQLite database."""
+    if path.suffix.lower() in _PRECIOUS_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
+    except OSError:  # nothing there (or unreadable: the other checks say so)
+        return False
 
 
 def _stat(path: Path) -> int | None:
