@@ -80,7 +80,11 @@ def messages_url(base_url: str) -> str:
 
 
 def write_config(path: Path, base_url: str) -> Path:
-    """A config.toml for the bench account; rate and concurrency come from the command line."""
+    """A config.toml for the bench account; the rate comes from the command line.
+
+    It sets no ``concurrency``: a run without ``--concurrency`` has the default ceiling and
+    sizes its requests in flight from the latency, as a user's would.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         "[kaleyra]\n"
@@ -96,7 +100,6 @@ def write_config(path: Path, base_url: str) -> Path:
         'default_region = "IN"\n'
         "\n[sending]\n"
         "rate_per_second = 50\n"
-        "concurrency = 32\n"
         "max_attempts = 3\n"
         "timeout_seconds = 30\n",
         encoding="utf-8",

@@ -46,7 +46,7 @@ class InflightSizer:
     headroom: float = 1.25
     percentile: float = 90.0
     window: int = 256
-    every: float = 0.25
+    every: float = 0.05
     limit: int = field(init=False)
     wanted: int = field(init=False)
     #: The latency the limit was last sized for (the window's percentile; 0 before any).
