@@ -10,6 +10,8 @@ client being measured; it runs on uvloop when that is importable.
   system-wide ``CLOCK_MONOTONIC``, so the bench process can compare it with its own clock) is
   recorded, then after ``--latency`` seconds it is answered ``202 WA202`` with a fresh
   ``message_id``, or ``400 E110`` (low balance) once ``--accept`` messages were accepted;
+  ``--latency-after SECONDS:LATENCY`` (repeatable) changes the latency for the messages that
+  arrive that many seconds or more after the first one since the last reset;
 * ``GET /stats`` answers ``{"requests", "accepted", "body_bytes", "first", "last"}``, plus
   ``"arrivals"`` (every arrival time) with ``GET /stats?arrivals=1``;
 * ``GET /reset`` forgets every request so far.
@@ -25,11 +27,12 @@ import signal
 import sys
 import time
 from array import array
+from dataclasses import dataclass
 from typing import Final, cast
 
 import orjson
 
-__all__ = ["Counters", "HttpProtocol", "main"]
+__all__ = ["Counters", "HttpProtocol", "LatencySchedule", "main"]
 
 _ACCEPTED_HEAD: Final = b'{"code":"WA202","message":"Request Accepted","data":{"message_id":"A'
 _ACCEPTED_TAIL: Final = b'"},"error":{}}'
@@ -43,6 +46,39 @@ _LOW_BALANCE: Final = orjson.dumps(
 )
 _REASONS: Final = {200: b"OK", 202: b"Accepted", 400: b"Bad Request", 411: b"Length Required"}
 _MAX_HEAD: Final = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySchedule:
+    """How long the server waits before answering: ``first``, then each ``later`` in turn.
+
+    ``later`` holds ``(seconds, latency)`` pairs sorted by ``seconds``, counted from the first
+    arrival since the last reset: a server that slows down (or speeds up) half-way through a run.
+    """
+
+    first: float
+    later: tuple[tuple[float, float], ...] = ()
+
+    def at(self, elapsed: float) -> float:
+        """The latency of a message that arrives ``elapsed`` seconds after the first one."""
+        latency = self.first
+        for after, value in self.later:
+            if elapsed < after:
+                break
+            latency = value
+        return latency
+
+
+def _later(text: str) -> tuple[float, float]:
+    """``--latency-after`` ``SECONDS:LATENCY``, both in seconds."""
+    after, sep, latency = text.partition(":")
+    try:
+        pair = float(after), float(latency)
+    except ValueError:
+        pair = (-1.0, -1.0)
+    if not sep or min(pair) < 0:
+        raise argparse.ArgumentTypeError(f"expected SECONDS:LATENCY, not {text!r}")
+    return pair
 
 
 class Counters:
@@ -86,7 +122,7 @@ def _response(status: int, body: bytes) -> bytes:
 class HttpProtocol(asyncio.Protocol):
     """One client connection: parse requests as they arrive, answer each in turn."""
 
-    def __init__(self, counters: Counters, latency: float) -> None:
+    def __init__(self, counters: Counters, latency: LatencySchedule) -> None:
         self._counters = counters
         self._latency = latency
         self._buffer = bytearray()
@@ -138,15 +174,17 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 self._write(_response(200, counters.stats(with_arrivals=b"arrivals=1" in target)))
             return
-        counters.arrivals.append(time.monotonic())
+        now = time.monotonic()
+        counters.arrivals.append(now)
         counters.body_bytes += length
         if counters.accept_limit is not None and counters.accepted >= counters.accept_limit:
             answer = _response(400, _LOW_BALANCE)
         else:
             counters.accepted += 1
             answer = _response(202, b"%s%x%s" % (_ACCEPTED_HEAD, counters.accepted, _ACCEPTED_TAIL))
-        if self._latency > 0:
-            self._loop.call_later(self._latency, self._write, answer)
+        latency = self._latency.at(now - counters.arrivals[0])
+        if latency > 0:
+            self._loop.call_later(latency, self._write, answer)
         else:
             self._write(answer)
 
@@ -160,7 +198,9 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.close()
 
 
-async def serve(*, port: int, latency: float, accept_limit: int | None, max_seconds: float) -> None:
+async def serve(
+    *, port: int, latency: LatencySchedule, accept_limit: int | None, max_seconds: float
+) -> None:
     """Listen on 127.0.0.1 until SIGTERM/SIGINT or ``max_seconds``; print the port."""
     loop = asyncio.get_running_loop()
     counters = Counters(accept_limit)
@@ -185,12 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument(
+        "--latency-after",
+        type=_later,
+        action="append",
+        default=[],
+        metavar="SECONDS:LATENCY",
+        help="from SECONDS after the first request on, answer after LATENCY (repeatable)",
+    )
     parser.add_argument("--accept", type=int, help="answer E110 after this many accepted messages")
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="stop after this long")
     args = parser.parse_args(argv)
     coro = serve(
         port=args.port,
-        latency=args.latency,
+        latency=LatencySchedule(args.latency, tuple(sorted(args.latency_after))),
         accept_limit=args.accept,
         max_seconds=args.max_seconds,
     )

@@ -23,6 +23,7 @@ __all__ = [
     "UNLIMITED_RATE",
     "Bench",
     "BenchError",
+    "PaceCase",
     "RateCase",
     "Sizes",
     "bare_command",
@@ -33,7 +34,15 @@ __all__ = [
     "send_command",
 ]
 
-SECTIONS = ("throughput", "rate fidelity", "memory", "preflight", "resume")
+SECTIONS = (
+    "throughput",
+    "rate fidelity",
+    "latency-sized pace",
+    "memory",
+    "preflight",
+    "resume",
+    "delivery",
+)
 #: The highest rate bulk-sender accepts ([sending] rate_per_second <= 100,000): "unlimited".
 UNLIMITED_RATE = 100_000
 REPO = BENCH_DIR.parent
@@ -62,6 +71,41 @@ class RateCase:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PaceCase:
+    """One latency-sized pace configuration: bulk-sender's default in-flight sizing, unless
+    ``concurrency`` sets a fixed pool (``--concurrency``) to compare with."""
+
+    rate: float
+    latency: float
+    rows: int
+    #: The latency from half-way through the run on (the server's clock: from its first request).
+    later_latency: float | None = None
+    concurrency: int | None = None
+
+    @property
+    def switch_after(self) -> float:
+        """Seconds from the first request to the latency change: half the run at the rate."""
+        return self.rows / self.rate / 2
+
+    def settings(self) -> str:
+        """``default settings`` or ``--concurrency 32``."""
+        return (
+            "default settings" if self.concurrency is None else f"--concurrency {self.concurrency}"
+        )
+
+    def server(self) -> str:
+        """``300 ms latency`` or ``100 ms latency, 600 ms from 5 s on``."""
+        text = f"{self.latency * 1000:g} ms latency"
+        if self.later_latency is not None:
+            text += f", {self.later_latency * 1000:g} ms from {self.switch_after:g} s on"
+        return text
+
+    def label(self) -> str:
+        """``rate 500/s, 300 ms latency, default settings, 5,000 rows``."""
+        return f"rate {self.rate:g}/s, {self.server()}, {self.settings()}, {self.rows:,} rows"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Sizes:
     """How big each measurement is."""
 
@@ -72,6 +116,14 @@ class Sizes:
     large_rows: int = 1_000_000
     resume_left: int = 1_000
     rate_cases: tuple[RateCase, ...] = (RateCase(200, 0.150, 2_000), RateCase(1000, 0.050, 5_000))
+    #: About 10 s of sending each; the fixed pool of the old default (32) and its peer, 5 s.
+    pace_cases: tuple[PaceCase, ...] = (
+        PaceCase(rate=200, latency=0.3, rows=2_000),
+        PaceCase(rate=1000, latency=0.3, rows=10_000),
+        PaceCase(rate=500, latency=0.1, later_latency=0.6, rows=5_000),
+        PaceCase(rate=500, latency=0.3, rows=2_500),
+        PaceCase(rate=500, latency=0.3, rows=500, concurrency=32),
+    )
     timeout: float = 1800.0  # seconds any one process may take
 
 
@@ -82,6 +134,11 @@ QUICK = Sizes(
     large_rows=10_000,
     resume_left=100,
     rate_cases=(RateCase(200, 0.150, 300), RateCase(1000, 0.050, 1_000)),
+    pace_cases=(
+        PaceCase(rate=500, latency=0.3, rows=500),
+        PaceCase(rate=500, latency=0.1, later_latency=0.6, rows=500),
+        PaceCase(rate=500, latency=0.3, rows=100, concurrency=32),
+    ),
     timeout=120.0,
 )
 
@@ -149,13 +206,14 @@ def send_command(
     out: Path,
     *,
     rate: float,
-    concurrency: int,
+    concurrency: int | None,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """``bulk-sender send`` with the flags every bench run uses."""
+    """``bulk-sender send`` with the flags every bench run uses (``concurrency`` None: none)."""
+    pool = [] if concurrency is None else ["--concurrency", str(concurrency)]
     return [
         *bulk_sender(), "send", str(campaign), "--config", str(config), "--out", str(out),
-        "--rate", f"{rate:g}", "--concurrency", str(concurrency), "-q", *extra,
+        "--rate", f"{rate:g}", *pool, "-q", *extra,
     ]  # fmt: skip
 
 

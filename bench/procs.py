@@ -114,7 +114,11 @@ def run_measured(
 
 
 class Server:
-    """``fast_server.py`` in its own process on 127.0.0.1; use as a context manager."""
+    """``fast_server.py`` in its own process on 127.0.0.1; use as a context manager.
+
+    ``latency_after`` holds ``(seconds, latency)`` pairs: from that many seconds after the first
+    request since the last :meth:`reset` on, the server answers after ``latency`` instead.
+    """
 
     def __init__(
         self,
@@ -122,6 +126,7 @@ class Server:
         logs: Path,
         name: str,
         latency: float = 0.0,
+        latency_after: Sequence[tuple[float, float]] = (),
         accept: int | None = None,
         max_seconds: float = 3600.0,
     ) -> None:
@@ -134,6 +139,8 @@ class Server:
             "--max-seconds",
             str(max_seconds),
         ]
+        for after, later in latency_after:
+            self._command += ["--latency-after", f"{after}:{later}"]
         if accept is not None:
             self._command += ["--accept", str(accept)]
         self._logs = logs

@@ -115,8 +115,9 @@ def _git_revision(repo: Path) -> str:
 def source_digest(repo: Path) -> str:
     """A digest of bulk_sender's sources, to tell whether they changed during a run."""
     digest = hashlib.sha256()
-    for path in sorted((repo / "bulk_sender").glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted((repo / "bulk_sender").rglob("*.py")):
+        name = path.relative_to(repo).as_posix()
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 

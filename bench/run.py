@@ -9,10 +9,16 @@ throughput     bulk-sender vs ``bare_loop.py`` (the loop a user would write inst
                the same server, same requests; bulk-sender with the audience ledger on against
                it off; one more bulk-sender run under py-spy
 rate fidelity  achieved rate and busiest 1-second window, from the server's arrival times
+latency-sized pace
+               the same, with the default settings (requests in flight sized from the
+               latency) against a server 300 ms away, and one whose latency goes from 100 to
+               600 ms half-way; and a fixed pool of 32 (the old default) beside its peer
 memory         peak RSS of ``send`` and ``--dry-run`` at two campaign sizes
 preflight      ``--dry-run`` rows per second, also against a ledger that knows every recipient
 resume         launch of a resume to the server's first request, on a campaign left with only
                a few rows to send (made once per bench run by a server that answers E110)
+delivery       callbacks acknowledged per second by ``receive`` against a naive handler, and a
+               ``report`` merging 3,000,000 callbacks into 1,000,000 rows (``delivery.py``)
 
 Inputs and outputs go to ``bench/out/`` (git-ignored); ``--markdown PATH`` also writes the
 table with the machine's description.
@@ -29,6 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from delivery import callbacks_rows, merge_rows
 from footprint import DryRuns, dry_runs, memory_rows, preflight_rows, small_send
 from harness import (
     QUICK,
@@ -44,6 +51,7 @@ from harness import (
     progress,
     send_command,
 )
+from pace import latency_sized_pace
 from procs import BENCH_DIR, Measured, Server, run_measured
 from rate_fidelity import rate_fidelity
 from results import Row, machine_info, median, render_markdown, render_text, source_digest
@@ -79,6 +87,9 @@ def run_all(bench: Bench, only: frozenset[str]) -> None:
         add("throughput", guarded(bench, "throughput", lambda: throughput(bench)))
     if "rate fidelity" in only:
         add("rate fidelity", guarded(bench, "rate fidelity", lambda: rate_fidelity(bench)))
+    if "latency-sized pace" in only:
+        pace = "latency-sized pace"
+        add(pace, guarded(bench, pace, lambda: latency_sized_pace(bench)))
     dry: DryRuns | None = None
     if only & {"memory", "preflight"}:
         dry = guarded(bench, "preflight", lambda: dry_runs(bench))
@@ -92,6 +103,9 @@ def run_all(bench: Bench, only: frozenset[str]) -> None:
         add("memory", memory_rows(bench, dry, small, setup[0] if setup else None))
     if setup is not None and "resume" in only:
         add("resume", guarded(bench, "resume", lambda: resume(bench, *setup)))
+    if "delivery" in only:
+        add("delivery", guarded(bench, "delivery", lambda: callbacks_rows(bench)))
+        add("delivery", guarded(bench, "delivery", lambda: merge_rows(bench)))
 
 
 def warm_up(bench: Bench) -> None:
@@ -131,6 +145,13 @@ METHOD_NOTES = (
     "(`[sending] rate_per_second` must be at most 100,000; it exits 2).",
     "- Achieved rate = (requests - 1) / (last arrival - first arrival) at the server, on the "
     "server's monotonic clock; busiest window = most arrivals in any [t, t + 1 s).",
+    '- Latency-sized pace: "default settings" is no `--concurrency` flag and no '
+    "`concurrency` in the config, so the run sizes its requests in flight from the latency "
+    "under the default ceiling (512); only `--rate` is set. The server's latency change is "
+    'timed from its first request. "s lost" = (last arrival - first arrival) - (requests - 1)'
+    " / rate: the time the run took beyond the rate's, which a longer run does not dilute. "
+    "`--concurrency 32` (the default before the limit followed the latency) caps the limit at "
+    "32 whatever the latency: a fixed pool.",
     "- The large `send`'s peak RSS comes from the resume set-up run: the same command on the "
     "same campaign, which sends all but `--resume-left` rows, stops on E110 and writes the "
     "results, so the large campaign is sent once per bench run. A dry run's peak RSS is the "

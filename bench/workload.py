@@ -80,10 +80,12 @@ def messages_url(base_url: str) -> str:
 
 
 def write_config(path: Path, base_url: str, *, ledger: Path | None = None) -> Path:
-    """A config.toml for the bench account; rate and concurrency come from the command line.
+    """A config.toml for the bench account; the rate comes from the command line.
 
-    The audience ledger is off unless ``ledger`` is given: every section sends the same
-    recipients the same message again and again, which its repeat guard would hold back.
+    It sets no ``concurrency``: a run without ``--concurrency`` has the default ceiling and
+    sizes its requests in flight from the latency, as a user's would. The audience ledger is
+    off unless ``ledger`` is given: every section sends the same recipients the same message
+    again and again, which its repeat guard would hold back.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -100,7 +102,6 @@ def write_config(path: Path, base_url: str, *, ledger: Path | None = None) -> Pa
         'default_region = "IN"\n'
         "\n[sending]\n"
         "rate_per_second = 50\n"
-        "concurrency = 32\n"
         "max_attempts = 3\n"
         "timeout_seconds = 30\n"
         "\n[audience]\n"

@@ -27,11 +27,14 @@ from urllib.parse import SplitResult, quote, unquote, urlsplit
 from bulk_sender.errors import ConfigError
 
 __all__ = [
+    "CONCURRENCY_MAX",
+    "DEFAULT_CALLBACK_SECRET_ENV",
     "MAX_RATE",
     "MIN_RATE",
     "POD_DOMAINS",
     "WA_SOURCES",
     "AudienceSettings",
+    "CallbacksSettings",
     "CampaignSettings",
     "FrequencyCap",
     "KaleyraSettings",
@@ -43,6 +46,8 @@ __all__ = [
     "parse_base_url",
     "parse_proxy_url",
     "read_api_key",
+    "read_callback_secret",
+    "with_overrides",
 ]
 
 #: The seed's API domains by pod.
@@ -71,8 +76,12 @@ MAX_RATE = 100_000
 _SID_RE = re.compile(r"^[A-Za-z0-9]{6,64}$")
 _SENDER_RE = re.compile(r"^\+?[1-9][0-9]{6,14}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: ``scheme://user[:password]@``: user info, found before anything tries to parse the rest.
-_USERINFO_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@")
+#: ``scheme://user[:password]@``: user info, found before anything tries to parse the rest;
+#: also ``user:pass/word@`` (a password with an unencoded ``/``, ``?`` or ``#``), told from a
+#: port by the letters after its ``:``.
+_USERINFO_RE = re.compile(
+    r"^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#]*@|[^/?#@:]*:(?![0-9]*(?:[/?#]|$))[^@]*@)"
+)
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$")
 #: A ``%`` that does not start an escape (``%2F``): it is written as ``%25``.
 _LONE_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -102,6 +111,10 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+#: The most requests in flight a run may be allowed (each holds a connection).
+CONCURRENCY_MAX = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +195,13 @@ class KaleyraSettings:
         """The endpoint for this sender; the seed's sample writes the number without ``+``."""
         digits = self.sender.replace(" ", "").lstrip("+")
         return f"{self.api_base}/whatsapp/{digits}/messages"
+
+
+def _known_region(region: str) -> bool:
+    """Whether ``region`` is a region code ``phonenumbers`` has a numbering plan for."""
+    import phonenumbers  # only when a region is set: the settings load without it otherwise
+
+    return region in phonenumbers.SUPPORTED_REGIONS
 
 
 def parse_base_url(url: str) -> str:
@@ -265,12 +285,14 @@ def load_ca_bundle(value: str, context: ssl.SSLContext) -> None:
 
 def _split(url: str, key: str, *, what: str) -> tuple[SplitResult, int | None]:
     """``urlsplit`` and the port, both checked; messages leave user info out."""
-    shown = "the URL" if _USERINFO_RE.match(url) else repr(url)
+    secret = _USERINFO_RE.match(url) is not None
+    shown = "the URL" if secret else repr(url)
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        reason = str(exc).replace(url, "...")
+        # The parser's own words may quote a piece of a password: leave them out then.
+        reason = "it cannot be parsed" if secret else str(exc).replace(url, "...")
         raise ConfigError(key, f"{shown} is not {what} ({reason})") from None
     if port == 0:
         raise ConfigError(key, f"{shown} is not {what} (port 0)")
@@ -315,16 +337,18 @@ class CampaignSettings:
     encoding: str = ""
 
     def __post_init__(self) -> None:
-        if self.default_region and not re.fullmatch(r"[A-Z]{2}", self.default_region):
+        if self.default_region and not _known_region(self.default_region):
             raise ConfigError(
                 "[campaign] default_region",
-                f'{self.default_region!r} must be a two-letter region code such as "IN"',
+                f"{self.default_region!r} must be a two-letter region code phone numbers know, "
+                'such as "IN"',
             )
         if self.encoding:
             import codecs
 
             try:
-                codecs.lookup(self.encoding)
+                if not getattr(codecs.lookup(self.encoding), "_is_text_encoding", True):
+                    raise LookupError(self.encoding)  # rot13, hex, base64: bytes to bytes
             except LookupError:
                 raise ConfigError(
                     "[campaign] encoding",
@@ -337,12 +361,16 @@ class SendingSettings:
     """How fast and how persistently to send."""
 
     rate_per_second: float = 50.0
-    concurrency: int = 32
+    #: The ceiling of requests in flight; the run sizes its limit from the latency below it.
+    concurrency: int = 512
     max_attempts: int = 5
     timeout_seconds: float = 30.0
     delivery: Delivery = "at-most-once"
     error_threshold: int = 50
     planner: Planner = "auto"
+    #: After a stop request (a signal, a cancelled task) requests in flight get this long to be
+    #: answered; the run then abandons them (their rows are ``unknown``) and writes its results.
+    stop_grace_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if not MIN_RATE <= self.rate_per_second <= MAX_RATE:
@@ -351,8 +379,10 @@ class SendingSettings:
                 f"must be a number of messages per second from {MIN_RATE:g} (one every 100 s) "
                 f"to {MAX_RATE:,}, not {self.rate_per_second:g} (set in the config or with --rate)",
             )
-        if not 1 <= self.concurrency <= 1024:
-            raise ConfigError("[sending] concurrency", "must be a whole number from 1 to 1024")
+        if not 1 <= self.concurrency <= CONCURRENCY_MAX:
+            raise ConfigError(
+                "[sending] concurrency", f"must be a whole number from 1 to {CONCURRENCY_MAX}"
+            )
         if not 1 <= self.max_attempts <= 100:
             raise ConfigError("[sending] max_attempts", "must be a whole number from 1 to 100")
         if not 0 < self.timeout_seconds <= 600:
@@ -363,12 +393,54 @@ class SendingSettings:
             )
         if self.error_threshold < 0:
             raise ConfigError("[sending] error_threshold", "must be 0 (off) or a positive number")
+        if not 0 <= self.stop_grace_seconds <= 600:
+            raise ConfigError(
+                "[sending] stop_grace_seconds", "must be a number of seconds, 0 to 600"
+            )
         if self.planner not in ("auto", "process", "inline"):
             raise ConfigError(
                 "[sending] planner",
                 'must be "auto" (the default), "process" (plan rows in a second process) or '
                 '"inline" (plan them in the sending process)',
             )
+
+
+DEFAULT_CALLBACK_SECRET_ENV = "BULK_SENDER_CALLBACK_SECRET"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallbacksSettings:
+    """Where delivery callbacks are stored, and where ``receive`` listens by default.
+
+    ``store`` is a path; a relative one is taken from the config file's directory (resolved
+    by :func:`load_settings`, or by :meth:`beside` when the config has no ``[callbacks]``).
+    """
+
+    store: str = "callbacks.db"
+    secret_env: str = DEFAULT_CALLBACK_SECRET_ENV
+    host: str = "127.0.0.1"
+    port: int = 8090
+
+    def __post_init__(self) -> None:
+        if not self.store.strip():
+            raise ConfigError("[callbacks] store", "must be the path of the callback store")
+        if not _ENV_RE.fullmatch(self.secret_env):
+            raise ConfigError(
+                "[callbacks] secret_env", "must be the name of an environment variable"
+            )
+        if not self.host.strip():
+            raise ConfigError("[callbacks] host", "must be an address to listen on")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("[callbacks] port", "must be a port number from 0 to 65535")
+
+    @classmethod
+    def beside(cls, config: Path, **values: Any) -> CallbacksSettings:
+        """Settings whose relative ``store`` path is taken from ``config``'s directory."""
+        made = cls(**values)
+        store = Path(made.store)
+        if store.is_absolute() or "://" in made.store:
+            return made
+        return dataclasses.replace(made, store=str(config.parent / store))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -459,6 +531,8 @@ class Settings:
     campaign: CampaignSettings = field(default_factory=CampaignSettings)
     sending: SendingSettings = field(default_factory=SendingSettings)
     audience: AudienceSettings = field(default_factory=AudienceSettings)
+    #: None when the config has no ``[callbacks]`` section.
+    callbacks: CallbacksSettings | None = None
 
 
 _SECTIONS: Mapping[str, type[Any]] = {
@@ -466,6 +540,7 @@ _SECTIONS: Mapping[str, type[Any]] = {
     "campaign": CampaignSettings,
     "sending": SendingSettings,
     "audience": AudienceSettings,
+    "callbacks": CallbacksSettings,
 }
 
 
@@ -501,6 +576,28 @@ def load_settings(
                 values[key] = value
         built[section] = _build_section(section, cls, values)
     built["audience"] = built["audience"].beside(path)
+    built["callbacks"] = (
+        CallbacksSettings.beside(path, **dataclasses.asdict(built["callbacks"]))
+        if "callbacks" in raw
+        else None
+    )
+    return Settings(**built)
+
+
+def with_overrides(settings: Settings, overrides: Mapping[str, Mapping[str, Any]]) -> Settings:
+    """``settings`` with ``overrides`` applied and checked as :func:`load_settings` checks them."""
+    built: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        current = getattr(settings, section)
+        if current is None:  # an optional section the config does not have ([callbacks])
+            built[section] = None
+            continue
+        values = {f.name: getattr(current, f.name) for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if v is not None}  # None: unset, as in a file
+        for key, value in overrides.get(section, {}).items():
+            if value is not None:
+                values[key] = value
+        built[section] = _build_section(section, cls, values)
     return Settings(**built)
 
 
@@ -527,11 +624,11 @@ def _build_section(section: str, cls: type[Any], values: dict[str, Any]) -> Any:
 def _coerce(key: str, annotation: object, value: object) -> object:
     kind = str(annotation)
     if kind == "tuple[str, ...]":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(key, f'must be a list of strings such as ["a", "b"], not {value!r}')
         return tuple(value)
     if kind == "FrequencyCap | None":
-        return _frequency_cap(key, value)
+        return value if isinstance(value, FrequencyCap) else _frequency_cap(key, value)
     if kind == "bool":
         if not isinstance(value, bool):
             raise ConfigError(key, f"must be true or false, not {value!r}")
@@ -575,5 +672,27 @@ def read_api_key(settings: KaleyraSettings, environ: Mapping[str, str] | None = 
             "[kaleyra] api_key_env",
             f"the environment variable {settings.api_key_env} holds a line break, a control "
             "character or a non-ASCII character; an API key is plain ASCII: export it again",
+        )
+    return Secret(value)
+
+
+def read_callback_secret(
+    settings: CallbacksSettings, environ: Mapping[str, str] | None = None
+) -> Secret:
+    """The callback receiver's shared secret from the environment variable the config names."""
+    env = os.environ if environ is None else environ
+    value = env.get(settings.secret_env, "").strip()
+    if not value:
+        raise ConfigError(
+            "[callbacks] secret_env",
+            f"the environment variable {settings.secret_env} is not set or empty; export the "
+            "shared secret of your Kaleyra callback profile in it",
+        )
+    if not (value.isascii() and value.isprintable()):
+        raise ConfigError(
+            "[callbacks] secret_env",
+            f"the environment variable {settings.secret_env} holds a line break, a control "
+            "character or a non-ASCII character; the secret goes in an HTTP header: export it "
+            "again",
         )
     return Secret(value)

@@ -10,9 +10,17 @@ bug (exit 70) is printed with its traceback::
     │   ├── ConfigError             a bad or missing value in config.toml or on the command line
     │   ├── InputFileError          the campaign file itself is broken (file, line, what is wrong)
     │   ├── CampaignMismatchError   the journal belongs to another campaign, settings or target
-    │   └── AlreadyRunningError     another process is sending to the same results file
+    │   └── OutputPathError         an output path cannot or must not be written (checked first)
+    ├── AlreadyRunningError         exit 75: another run holds the results file's lock; try later
     ├── JournalError                exit 3: the journal cannot be read or written; resumable
+    ├── OutputWriteError            exit 3: a results file or summary could not be written
     ├── PlannerCrashedError         exit 70: the planning process failed or vanished
+    │   └── PlannerKilledError      exit 3: it was killed (SIGKILL: out of memory, kill -9)
+    ├── StoreError                  exit 3: the callback store or the audience ledger cannot be
+    │                               opened, written or read (the receiver answers 503 instead,
+    │                               so Kaleyra retries)
+    ├── CallbackRejected            a callback that cannot be stored as it is; never leaves the
+    │                               receiver, which answers 400 with it (delivery/parse.py)
     └── TransportError              one HTTP attempt failed below HTTP; never leaves the engine,
                                     which records it as that message's outcome (.phase, .cause:
                                     network, dns, certificate or proxy)
@@ -40,7 +48,11 @@ __all__ = [
     "ExitCode",
     "InputFileError",
     "JournalError",
+    "OutputPathError",
+    "OutputWriteError",
     "PlannerCrashedError",
+    "PlannerKilledError",
+    "StoreError",
     "TransportCause",
     "TransportError",
     "UsageError",
@@ -56,6 +68,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  #: usage, config or campaign-file error: nothing was sent
     STOPPED = 3  #: the run stopped early; the same command resumes it
     INTERNAL = 70  #: a bug (sysexits' EX_SOFTWARE), distinct from every designed outcome
+    BUSY = 75  #: another run holds the lock (sysexits' EX_TEMPFAIL): nothing sent, try again later
 
 
 class BulkSenderError(Exception):
@@ -99,12 +112,31 @@ class CampaignMismatchError(UsageError):
     """The journal beside the results file was written for another campaign, settings or target."""
 
 
-class AlreadyRunningError(UsageError):
-    """Another bulk-sender process holds the lock on the same results file."""
+class AlreadyRunningError(BulkSenderError):
+    """Another bulk-sender process holds the lock on the same results file: nothing was sent.
+
+    Not a :class:`UsageError`: nothing is wrong with the input, and the same command succeeds
+    once the other run has ended (a scheduler's retry is the right answer).
+    """
+
+    exit_code = ExitCode.BUSY
 
     def __init__(self, message: str, *, pid: int | None) -> None:
         super().__init__(message)
         self.pid = pid
+
+
+class OutputPathError(UsageError):
+    """An output path cannot be used: its folder is missing or read-only, it is a folder, or
+    it is the campaign file or another output. Checked before anything is sent.
+
+    ``options`` names what the path was given as (``--out``, ``--summary-json``, the journal).
+    """
+
+    def __init__(self, message: str, *, options: tuple[str, ...], path: Path) -> None:
+        super().__init__(message)
+        self.options = options
+        self.path = path
 
 
 class JournalError(BulkSenderError):
@@ -113,10 +145,31 @@ class JournalError(BulkSenderError):
     exit_code = ExitCode.STOPPED
 
 
+class OutputWriteError(BulkSenderError):
+    """The results file, the failed export, a dry run's verdicts or the summary JSON could not
+    be written (disk full, permissions). The journal holds every outcome: the same command
+    writes them again, and sends nothing already sent."""
+
+    exit_code = ExitCode.STOPPED
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class PlannerCrashedError(BulkSenderError):
-    """The planning process failed or vanished: a bug, or it was killed (out of memory)."""
+    """The planning process failed or vanished: a bug, or it died in a way that may be one."""
 
     exit_code = ExitCode.INTERNAL
+
+
+class PlannerKilledError(PlannerCrashedError):
+    """The planning process was killed by SIGKILL: the out-of-memory killer, or ``kill -9``.
+
+    Not a bug: what was sent is recorded and the results are written; the same command resumes.
+    """
+
+    exit_code = ExitCode.STOPPED
 
 
 class TransportError(BulkSenderError):
@@ -141,3 +194,11 @@ class TransportError(BulkSenderError):
         self.phase = phase
         self.cause = cause
         self.status = status
+
+
+class StoreError(BulkSenderError):
+    """A store (the callback store, the audience ledger) cannot be opened, written or read: disk
+    full, permissions, not a store. ``receive`` answers 503 for a callback it cannot commit;
+    ``report`` stops; ``send`` stops (exit 3), the rows not sent yet ``not_sent``."""
+
+    exit_code = ExitCode.STOPPED

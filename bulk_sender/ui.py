@@ -6,6 +6,10 @@ json``) a ``bulk_sender.progress`` log line every few seconds carries the same f
 events have stable dotted names (``bulk_sender.rate_changed``) and structured fields; in JSON
 mode every line is one JSON object. Nothing here ever sees the API key. The summary printed
 at the end is :mod:`bulk_sender.record.summary`'s.
+
+A log line can quote Kaleyra's text or the campaign's: both formatters show every control
+character in it as an escape (:mod:`bulk_sender.printable`), so no line can forge another or
+drive the terminal. The progress bar shows only figures.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import orjson
 
 from bulk_sender.input.campaign import LoadStats
 from bulk_sender.model import RESULT_STATUSES, Status
+from bulk_sender.printable import json_printable, printable
 from bulk_sender.sending.stats import RunStats
 
 __all__ = ["Progress", "setup_logging"]
@@ -41,7 +46,7 @@ class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         fields = " ".join(f"{k}={_plain(v)}" for k, v in _fields(record).items())
-        return f"{stamp} {record.levelname:<7} {record.getMessage()} {fields}".rstrip()
+        return printable(f"{stamp} {record.levelname:<7} {record.getMessage()} {fields}".rstrip())
 
 
 class _JsonFormatter(logging.Formatter):
@@ -52,7 +57,7 @@ class _JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
             **_fields(record),
         }
-        return orjson.dumps(doc, default=str).decode()
+        return json_printable(orjson.dumps(doc, default=str).decode())
 
 
 def _plain(value: object) -> str:
@@ -131,6 +136,7 @@ class Progress:
                     **{s.value: stats.statuses[s] for s in RESULT_STATUSES},
                     "rate": round(meter.rate(stats.requests), 1),
                     "target_rate": round(stats.rate, 1),
+                    "in_flight_limit": stats.inflight_limit,
                 },
             )
 
@@ -199,6 +205,8 @@ def _rich_fields(stats: RunStats, load: LoadStats, rows: int, meter: _RateMeter)
         rate = f"[yellow]{achieved:.0f}/s, slowed to {stats.rate:g} of {stats.target_rate:g}/s[/]"
     else:
         rate = f"{achieved:.0f}/s of {stats.target_rate:g}/s"
+    if stats.inflight_note:
+        rate += f" [yellow](concurrency caps it at {stats.inflight_limit})[/]"
     return {"completed": done, "total": total, "counts": counts, "rate": rate}
 
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import functools
+import time
 
 import phonenumbers
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
+from bulk_sender.delivery.events import DeliveryStatus, StatusEvent
+
 __all__ = [
     "clean_inputs",
     "digit_strings",
     "formatted_numbers",
+    "json_values",
     "messy_texts",
     "regions",
+    "status_events",
     "table_cells",
     "table_headers",
     "valid_numbers",
@@ -130,3 +135,60 @@ def table_cells(*, alphabet: st.SearchStrategy[str] | None = None) -> st.SearchS
         )
     tricky = st.sampled_from(['"', ",", ";", "\t", "\n", "\r\n", "é", "+91 98765 43210"])
     return st.lists(st.one_of(alphabet, tricky), max_size=12).map("".join)
+
+
+# --------------------------------------------------------------------------- delivery callbacks
+
+_MESSAGE_IDS = ("A1", "A2", "wamid.A1", "wamid.A2")
+_CODES = ("", "131047", "131026", "131049", "130429", "131050")
+
+
+def _iso_times() -> st.SearchStrategy[str]:
+    """ISO-8601 UTC times with milliseconds, as the receiver stores them."""
+    return st.integers(1_700_000_000_000, 1_700_000_100_000).map(
+        lambda ms: (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+        )
+    )
+
+
+@st.composite
+def status_events(draw: st.DrawFn) -> StatusEvent:
+    """One status event of one of a few messages, with Meta's codes on failures."""
+    status = draw(st.sampled_from(list(DeliveryStatus)))
+    failed = status in (DeliveryStatus.FAILED, DeliveryStatus.NOT_SENT)
+    return StatusEvent(
+        message_ids=tuple(draw(st.sets(st.sampled_from(_MESSAGE_IDS), min_size=1, max_size=3))),
+        status=status,
+        at=draw(_iso_times()),
+        recipient="919876543210",
+        code=draw(st.sampled_from(_CODES)) if failed else "",
+        title=draw(st.sampled_from(("", "Re-engagement message", "Rate limit hit")))
+        if failed
+        else "",
+        detail=draw(st.sampled_from(("", "more than 24 hours"))) if failed else "",
+    )
+
+
+def json_values() -> st.SearchStrategy[object]:
+    """Any JSON value, with the keys and values a callback parser looks at more often."""
+    keys = st.one_of(
+        st.sampled_from(
+            ("meta_object", "value", "statuses", "messages", "extra_info", "status", "message_id",
+             "id", "timestamp", "recipient_id", "errors", "code", "title", "error_data",
+             "details", "from", "text", "body", "type", "ref", "error")
+        ),
+        st.text(max_size=8),
+    )  # fmt: skip
+    leaves = st.one_of(
+        st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False),
+        st.text(max_size=20),
+        st.sampled_from(("sent", "DELIVERED", "not-sent", "read", "1722834665", "919876543210")),
+    )  # fmt: skip
+    return st.recursive(
+        leaves,
+        lambda children: st.one_of(
+            st.lists(children, max_size=4), st.dictionaries(keys, children, max_size=6)
+        ),
+        max_leaves=30,
+    )

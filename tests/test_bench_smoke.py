@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("throughput", "rate fidelity", "memory", "preflight", "resume")
+SECTIONS = (
+    "throughput",
+    "rate fidelity",
+    "latency-sized pace",
+    "memory",
+    "preflight",
+    "resume",
+    "delivery",
+)
 
 
 @pytest.mark.slow

@@ -108,7 +108,7 @@ def test_minimal_config_takes_the_defaults(tmp_path: Path) -> None:
     assert settings.kaleyra.api_key_env == "KALEYRA_API_KEY"
     assert settings.campaign.wa_source == "api"
     assert settings.sending.rate_per_second == 50.0
-    assert settings.sending.concurrency == 32
+    assert settings.sending.concurrency == 512  # a ceiling since issue 19
     assert settings.sending.max_attempts == 5
     assert settings.sending.delivery == "at-most-once"
 
@@ -134,6 +134,7 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
         ('base_url = "ftp://example.com"', "kaleyra", "[kaleyra] base_url"),
         ("sid = 1234567", "kaleyra", "[kaleyra] sid"),
         ('default_region = "india"', "campaign", "[campaign] default_region"),
+        ('default_region = "XX"', "campaign", "[campaign] default_region"),
         ('encoding = "klingon-8"', "campaign", "[campaign] encoding"),
         ('allow_duplicates = "yes"', "campaign", "[campaign] allow_duplicates"),
         ("rate_per_second = 0", "sending", "[sending] rate_per_second"),
@@ -435,7 +436,13 @@ def test_a_bad_base_url_is_a_config_error(base_url: str, says: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "base_url", ["https://bob:hunter2-pw@api.example.com", "http://hunter2-pw@127.0.0.1:8080/x"]
+    "base_url",
+    [
+        "https://bob:hunter2-pw@api.example.com",
+        "http://hunter2-pw@127.0.0.1:8080/x",
+        "http://bob:hunter2/pw@127.0.0.1:18411",  # a / in the password, not encoded
+        "http://bob:hunter2?pw@127.0.0.1:18411",
+    ],
 )
 def test_user_info_in_base_url_is_refused_without_showing_it(base_url: str) -> None:
     """user:password@ in base_url is refused, the message points at proxy and api_key_env, and
@@ -515,7 +522,12 @@ def test_the_proxy_password_is_not_in_the_settings_repr(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "proxy",
-    ["socks5://bob:pw-9f3@10.0.0.1:1080", "http://bob:pw-9f3@10.0.0.1:70000", "http://bob:pw-9f3@"],
+    [
+        "socks5://bob:pw-9f3@10.0.0.1:1080",
+        "http://bob:pw-9f3@10.0.0.1:70000",
+        "http://bob:pw-9f3@",
+        "http://bob:pw#9f3@127.0.0.1:3128",  # a # in the password, not encoded
+    ],
 )
 def test_a_bad_proxy_is_a_config_error_without_the_password(tmp_path: Path, proxy: str) -> None:
     """A bad [kaleyra] proxy names the key and never shows the password."""
@@ -523,6 +535,13 @@ def test_a_bad_proxy_is_a_config_error_without_the_password(tmp_path: Path, prox
         load(tmp_path, MINIMAL + f'proxy = "{proxy}"\n')
     assert caught.value.key == "[kaleyra] proxy"
     assert "pw-9f3" not in str(caught.value)
+
+
+@pytest.mark.parametrize("encoding", ["rot13", "hex", "base64"])
+def test_an_encoding_that_is_not_text_is_refused(tmp_path: Path, encoding: str) -> None:
+    """A bytes-to-bytes codec is not a text encoding: a ConfigError, not a crash mid-run."""
+    with pytest.raises(ConfigError, match="not a known text encoding"):
+        load(tmp_path, MINIMAL + f'[campaign]\nencoding = "{encoding}"\n')
 
 
 def test_a_ca_bundle_with_a_certificate_loads(tmp_path: Path) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bulk_sender.sandbox.server import Sandbox
 from bulk_sender.sending.inflight import InflightSizer
+from tests.conftest import CliRunner, Run, write_config, write_csv
 
 
 def _fed(sizer: InflightSizer, latency: float, n: int = 256) -> None:
@@ -104,3 +109,48 @@ def test_a_ceiling_below_one_is_refused() -> None:
     """A ceiling of 0 would send nothing: refused."""
     with pytest.raises(ValueError, match="ceiling"):
         InflightSizer(ceiling=0)
+
+
+def _latency_campaign(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner, *, rows: int, **sending: object
+) -> Run:
+    numbers = [f"+9198454{i:05d}" for i in range(rows)]
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in numbers])
+    config = write_config(tmp_path / "config.toml", sandbox.url, sending=dict(sending))
+    run = cli("send", campaign, "--config", config, "--out", tmp_path / "r.csv", "-q")
+    assert run.code == 0, run.err
+    assert sorted(r.to for r in sandbox.accepted()) == sorted(numbers)
+    return run
+
+
+def test_a_slow_server_gets_more_requests_in_flight_than_a_fixed_pool(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """At 400/s against 500 ms the run keeps far more than the old 32 in flight, untold."""
+    sandbox.faults.latency = 0.5
+    run = _latency_campaign(tmp_path, sandbox, cli, rows=400, rate_per_second=400, concurrency=512)
+    assert sandbox.most_in_progress > 32
+    assert "concurrency_capped" not in run.err
+
+
+def test_a_binding_ceiling_is_said_once_with_the_figure_to_set(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """Concurrency 8 at 200/s against 300 ms: never more than 8 at once, one log line, summary."""
+    sandbox.faults.latency = 0.3
+    run = _latency_campaign(tmp_path, sandbox, cli, rows=60, rate_per_second=200, concurrency=8)
+    assert sandbox.most_in_progress <= 8
+    assert run.err.count("bulk_sender.concurrency_capped") == 1
+    assert re.search(r"200/s needs about \d+ in flight; concurrency caps it at 8", run.err)
+    assert "the pace was held down by concurrency" in run.out
+
+
+def test_binds_only_when_even_the_bare_need_is_over_the_ceiling() -> None:
+    """Headroom alone over the ceiling is not a shortfall; rate x latency over it is."""
+    sizer = InflightSizer(ceiling=100)
+    _fed(sizer, 0.09)
+    sizer.resize(0.0, 1000)  # needs 90, wants 114 with headroom: capped, but reaches the rate
+    assert sizer.capped and not sizer.binds(1000)
+    _fed(sizer, 0.2)
+    sizer.resize(1.0, 1000)  # needs 200
+    assert sizer.binds(1000)

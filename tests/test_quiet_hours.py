@@ -10,12 +10,12 @@ from pathlib import Path
 from bulk_sender.audience.gate import AudienceGate, Rules
 from bulk_sender.audience.quiet import parse_quiet_hours
 from bulk_sender.audience.rules import Limits
-from bulk_sender.cli import exit_code
+from bulk_sender.api import exit_code
 from bulk_sender.config import load_settings
 from bulk_sender.input.campaign import Planned
 from bulk_sender.model import Record, Status
 from bulk_sender.record.summary import summary_dict, summary_text
-from bulk_sender.runner import RunOptions, send
+from bulk_sender.runner import RunOptions, run_loop, send
 from bulk_sender.sandbox.server import Sandbox
 from tests.conftest import API_KEY, KEY_ENV, read_results, write_config, write_csv
 
@@ -48,7 +48,7 @@ def test_rows_in_quiet_hours_wait_for_the_next_run_after_they_end(
     settings = load_settings(config)
     options = RunOptions(campaign=campaign, results=tmp_path / "r.csv")
     clock = FakeClock("2026-11-20T17:00:00")
-    first = send(settings, options, environ={KEY_ENV: API_KEY}, clock=clock)
+    first = run_loop(send(settings, options, environ={KEY_ENV: API_KEY}, clock=clock))
     rows = {r["to"]: r for r in read_results(tmp_path / "r.csv")}
     assert rows[UK]["status"] == "sent"
     assert (rows[INDIA]["status"], rows[INDIA]["code"]) == ("not_sent", "QUIET_HOURS")
@@ -64,7 +64,7 @@ def test_rows_in_quiet_hours_wait_for_the_next_run_after_they_end(
     assert "run the same command again after 2026-11-21 03:30 UTC" in summary_text(doc, None)
     assert sandbox.counts() == {UK: 1}
     clock.now = _ms("2026-11-21T03:31:00")
-    second = send(settings, options, environ={KEY_ENV: API_KEY}, clock=clock)
+    second = run_loop(send(settings, options, environ={KEY_ENV: API_KEY}, clock=clock))
     assert exit_code(second) == 0
     assert sandbox.counts() == {UK: 1, INDIA: 1}
 

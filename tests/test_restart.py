@@ -84,14 +84,14 @@ def test_restart_over_a_rehearsal_carries_nothing(
 def test_unreadable_journal_stops_with_recovery_advice(
     tmp_path: Path, sandbox: Sandbox, cli: CliRunner
 ) -> None:
-    """A journal SQLite cannot read: exit 3, one line naming .recover; nothing is sent."""
+    """A journal SQLite cannot read: exit 3, one line naming .dump; nothing is sent."""
     campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in _numbers(3)])
     config = write_config(tmp_path / "config.toml", sandbox.url)
     out = tmp_path / "r.csv"
     (tmp_path / "r.csv.journal").write_bytes(b"this is not SQLite at all " * 200)
     run = cli("send", campaign, "--config", config, "--out", out)
     assert run.code == 3
-    assert ".recover" in run.err
+    assert ".dump |" in run.err
     assert "do not delete it" in run.err
     assert "Traceback" not in run.err
     assert sandbox.received == []
@@ -126,3 +126,21 @@ def test_empty_journal_file_is_a_fresh_start(
     run = cli("send", campaign, "--config", config, "--out", out)
     assert run.code == 0, run.err
     assert sorted(sandbox.counts()) == sorted(numbers)
+
+
+def test_empty_journal_beside_results_is_refused(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """An emptied journal of a campaign that has results (a recovery gone wrong) is refused."""
+    numbers = _numbers(3)
+    campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in numbers])
+    config = write_config(tmp_path / "config.toml", sandbox.url)
+    out = tmp_path / "r.csv"
+    assert cli("send", campaign, "--config", config, "--out", out).code == 0
+    for leftover in tmp_path.glob("r.csv.journal*"):
+        leftover.unlink()
+    (tmp_path / "r.csv.journal").write_bytes(b"")
+    run = cli("send", campaign, "--config", config, "--out", out)
+    assert run.code == 3
+    assert "holds no bulk-sender tables" in run.err
+    assert len(sandbox.received) == 3

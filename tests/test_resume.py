@@ -159,7 +159,7 @@ def test_changed_body_text_is_refused(tmp_path: Path, sandbox: Sandbox, cli: Cli
 
 
 def test_second_concurrent_run_is_refused(tmp_path: Path, sandbox: Sandbox, cli: CliRunner) -> None:
-    """While one run sends to results.csv a second one exits 2 naming the running process."""
+    """While one run sends to results.csv a second one exits 75 (busy) in one line, naming it."""
     campaign = write_csv(tmp_path / "c.csv", ["to"], [[n] for n in _numbers(200)])
     config = write_config(tmp_path / "config.toml", sandbox.url, sending={"rate_per_second": 5})
     out = tmp_path / "r.csv"
@@ -167,8 +167,9 @@ def test_second_concurrent_run_is_refused(tmp_path: Path, sandbox: Sandbox, cli:
     try:
         _wait_for(lambda: len(sandbox.received) >= 1)
         second = cli("send", campaign, "--config", config, "--out", out)
-        assert second.code == 2
+        assert second.code == 75
         assert f"process {first.pid} is already sending" in second.err
+        assert len(second.err.strip().splitlines()) == 1
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate()

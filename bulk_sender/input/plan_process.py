@@ -19,6 +19,10 @@ the stream) as length-prefixed pickle frames::
     ("journal_error", message)                       the dedupe seed could not be read: exit 3
     ("crash", traceback text)                        a bug in the child: exit 70
 
+A child that ends without its end frame is a crash (exit 70), unless SIGKILL ended it: the
+out-of-memory killer, which is not a bug (:class:`PlannerKilledError`, exit 3; the runner
+writes the results of what was sent first).
+
 The socket holds little, so the child runs at most a few batches ahead of the sender and
 memory stays constant. The child ignores SIGINT, SIGTERM and SIGHUP and has its own session:
 a Ctrl-C, a signal to the process group or to every process of the job reaches the parent,
@@ -41,6 +45,7 @@ import dataclasses
 import logging
 import os
 import pickle
+import resource
 import socket
 import struct
 import subprocess
@@ -53,7 +58,12 @@ from pathlib import Path
 from typing import Any
 
 from bulk_sender.config import CampaignSettings, SendingSettings
-from bulk_sender.errors import InputFileError, PlannerCrashedError, UsageError
+from bulk_sender.errors import (
+    InputFileError,
+    PlannerCrashedError,
+    PlannerKilledError,
+    UsageError,
+)
 from bulk_sender.input.campaign import Campaign, LoadStats, Planned
 from bulk_sender.input.plan_inline import resumed_plan
 from bulk_sender.input.table import Table
@@ -188,10 +198,7 @@ class PlanProcess:
                 raise PlannerCrashedError(f"the planning process sent a {size}-byte frame")
             frame: tuple[Any, ...] = pickle.loads(await reader.readexactly(size))
         except (asyncio.IncompleteReadError, ConnectionError):
-            raise PlannerCrashedError(
-                "the planning process ended before the end of the campaign (exit code "
-                f"{await asyncio.to_thread(self._exit_code)})"
-            ) from None
+            raise _ended_early(self.pid, await asyncio.to_thread(self._exit_code)) from None
         return frame
 
     def _exit_code(self) -> int | None:
@@ -211,6 +218,30 @@ class PlanProcess:
             with contextlib.suppress(OSError):
                 self._proc.stdin.close()
         self._sock.close()
+
+
+def _ended_early(pid: int, code: int | None) -> PlannerCrashedError:
+    """What to say of a child that ended without its end frame (``code``: its exit status).
+
+    SIGKILL is what the kernel's out-of-memory killer sends (``kill -9`` too): not a bug, so
+    one line, exit 3, and the run's results are written. Any other end may be one (exit 70).
+    """
+    if code != -signal.SIGKILL:
+        died = f"exit code {code}"
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                died = f"killed by {signal.Signals(-code).name}"
+        return PlannerCrashedError(
+            f"the planning process ended before the end of the campaign ({died})"
+        )
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024  # Linux: KiB
+    return PlannerKilledError(
+        f"the planning process (pid {pid}) was killed by SIGKILL, most likely by the kernel's "
+        f"out-of-memory killer (it had used up to {peak:,} MiB; dmesg or journalctl -k says "
+        "'Out of memory: Killed process'). What was sent is recorded and the results are "
+        "written: rows not reached are not_sent. Give the job more memory, then run the same "
+        "command again to send the rest"
+    )
 
 
 def _plan_in_process(sending: SendingSettings, rows: int) -> bool:

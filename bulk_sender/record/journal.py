@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import glob
 import itertools
 import queue
 import sqlite3
@@ -140,7 +141,9 @@ class ResumeState:
                         f" WHERE status NOT IN ('{Status.INVALID}', '{Status.DUPLICATE}')"
                     ).fetchone()
                 self._seen[:] = [_ints(numbers or ""), _ints(keys or "")]
-            except BaseException as exc:  # handed to the caller of seen()
+            except sqlite3.Error as exc:  # handed to the caller of seen()
+                self._error.append(_journal_error(path, exc))
+            except BaseException as exc:
                 self._error.append(exc)
 
         self._loader = threading.Thread(target=load, name="journal-seen", daemon=True)
@@ -152,7 +155,10 @@ class ResumeState:
             self._loader.join()
             self._loader = None
         if self._error:
-            raise JournalError(f"cannot read the journal: {self._error[0]}")
+            error = self._error[0]
+            if isinstance(error, JournalError):
+                raise error
+            raise JournalError(f"cannot read the journal: {error}")
         if not self._seen:
             return _no_numbers(), _no_numbers()
         return self._seen[0], self._seen[1]
@@ -199,14 +205,17 @@ class Journal:
         settings that change a message); ``destination`` names where its requests go (see
         :meth:`check_destination`). An existing journal for another identity or destination is
         refused with :class:`CampaignMismatchError`, unless ``restart``; then, and whenever
-        ``restart`` is given, the old journal is moved aside (never deleted).
+        ``restart`` is given, the old journal is moved aside (never deleted). A journal that
+        cannot be created (a full disk) leaves nothing behind, and the old one is put back.
         """
         old: Path | None = None
+        new = _empty(path)
         if path.exists() and restart:
             old = cls.move_aside(path)
-        elif not _empty(path):
+        elif not new:
             cls._check_identity(path, identity)
             cls.check_destination(path, destination)
+        db: sqlite3.Connection | None = None
         try:
             db = _create(path, identity, destination)
             journal = cls(path, db)
@@ -214,6 +223,10 @@ class Journal:
                 journal.carried_over = _carry_over(db, old, destination)
             journal.carried = Carried.load(db)
         except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            if new or old is not None:
+                _undo_creation(path, old)
             raise JournalError(
                 f"cannot create the journal {path}: {exc}. Nothing was sent; fix the cause (disk "
                 "space, permissions), then run the same command again"
@@ -246,7 +259,7 @@ class Journal:
         stored = cls._read_identity(path).get("destination")
         if stored is None or stored == destination:
             return
-        with contextlib.closing(sqlite3.connect(path)) as db:
+        with _translated(path), contextlib.closing(sqlite3.connect(path)) as db:
             arrived = db.execute(
                 f"SELECT COUNT(*) FROM messages WHERE status IN ({_sql_list(MAY_HAVE_ARRIVED)})"
             ).fetchone()[0]
@@ -292,7 +305,8 @@ class Journal:
 
     def meta(self, key: str) -> str | None:
         """A value stored with the journal (``rows``, ``created_at``, the identity)."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with _translated(self.path):
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def ledger_key(self) -> str:
@@ -305,7 +319,7 @@ class Journal:
 
     def set_meta(self, key: str, value: str) -> None:
         """Store a value with the journal (before the writer starts)."""
-        with self._db:
+        with _translated(self.path), self._db:
             self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     # -- resuming --------------------------------------------------------------------------
@@ -313,27 +327,24 @@ class Journal:
     def resume_state(self, *, resend_unknown: bool = False) -> ResumeState:
         """Turn rows left in flight into ``unknown`` and summarise what is done.
 
+        Raises :class:`JournalError` if the journal cannot be read (a damaged page) or written.
+
         With ``resend_unknown``, ``unknown`` messages count as not done, so they are sent again.
         The dedupe seed is not loaded here: whoever plans loads it, in a thread, while it skips
         the finished rows of the campaign file (:meth:`ResumeState.start_seen_loader`).
         Built for a million rows in well under a second: two table scans whose results come
         back as one comma-joined string each (parsed by numpy).
         """
+        with _translated(self.path):
+            return self._resume_state(resend_unknown=resend_unknown)
+
+    def _resume_state(self, *, resend_unknown: bool) -> ResumeState:
         final = FINAL - {Status.UNKNOWN} if resend_unknown else FINAL
         is_final = f"status IN ({_sql_list(final)})"
         counts, in_flight, single_done, retried = self._scan_states(is_final)
         crashed = 0
         if in_flight:
-            with self._db:
-                crashed = self._db.execute(
-                    f"UPDATE messages SET status = '{Status.UNKNOWN}', code = 'INTERRUPTED',"
-                    f" error = ?, finished_at = ? WHERE status = '{Status.IN_FLIGHT}'",
-                    (
-                        "the run stopped while this request was in flight; it may have been "
-                        "delivered",
-                        utc_now(),
-                    ),
-                ).rowcount
+            crashed = self.settle_in_flight()
             counts, _, single_done, retried = self._scan_states(is_final)
         state = ResumeState(crashed=crashed)
         state.done.update({k: v for k, v in counts.items() if k in final and v})
@@ -357,6 +368,23 @@ class Journal:
             key, attempts = item.split(":")
             state.attempts[unpack(int(key))] = int(attempts)
         return state
+
+    def settle_in_flight(self) -> int:
+        """Record every message still ``in_flight`` as ``unknown``; return how many there were.
+
+        A run that died (or abandoned its requests after a stop) left them: each may have
+        reached Kaleyra. Call with the writer stopped.
+        """
+        with self._db:
+            settled: int = self._db.execute(
+                f"UPDATE messages SET status = '{Status.UNKNOWN}', code = 'INTERRUPTED',"
+                f" error = ?, finished_at = ? WHERE status = '{Status.IN_FLIGHT}'",
+                (
+                    "the run stopped while this request was in flight; it may have been delivered",
+                    utc_now(),
+                ),
+            ).rowcount
+        return settled
 
     def _scan_states(self, is_final: str) -> tuple[dict[Status, int], int, str, str]:
         """One pass: messages by status, rows in flight, finished one-message rows, retries."""
@@ -462,14 +490,14 @@ class Journal:
     # -- reading ---------------------------------------------------------------------------
 
     def records(self) -> Iterator[Record]:
-        """Every message's record, in input order (by row, then part)."""
+        """Every message's record, in input order (by row, then part).
+
+        Raises :class:`JournalError` if a page of the journal cannot be read.
+        """
         query = f"SELECT {', '.join(_quoted(c) for c in _COLUMNS)} FROM messages ORDER BY row, part"
-        reader = _connect(self.path)
-        try:
+        with _translated(self.path), contextlib.closing(_connect(self.path)) as reader:
             for values in reader.execute(query):
                 yield Record._make(values)
-        finally:
-            reader.close()
 
     def close(self) -> None:
         """Stop the writer and close the file."""
@@ -491,29 +519,55 @@ def _empty(path: Path) -> bool:
     """Whether no journal, or one that never committed anything (0 bytes, no write-ahead log).
 
     A file left empty by a disk that was full when it was created holds no record, so the run
-    may start afresh; one with any byte in it or in its -wal file is never overwritten.
+    may start afresh; one with any byte in it or in its -wal file is never overwritten, and
+    neither is an empty one beside a results file or an older journal: something (a recovery
+    gone wrong, a file emptied by hand) lost a record that existed, and starting afresh would
+    send its rows again.
     """
+    if not path.exists():
+        return True
     wal = Path(f"{path}-wal")
-    return (not path.exists() or path.stat().st_size == 0) and (
-        not wal.exists() or wal.stat().st_size == 0
-    )
+    if path.stat().st_size or (wal.exists() and wal.stat().st_size):
+        return False
+    results = path.with_name(path.name.removesuffix(".journal"))
+    return not results.exists() and not any(path.parent.glob(f"{glob.escape(path.name)}.*.bak"))
 
 
 def _create(path: Path, identity: dict[str, str], destination: str) -> sqlite3.Connection:
     """Open the journal file, creating its tables if it has none (a new or 0-byte file)."""
     db = _connect(path)
-    with db:
-        if db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
-            db.executescript(_SCHEMA)
-            db.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [*identity.items(), ("schema", _SCHEMA_VERSION), ("created_at", utc_now())],
+    try:
+        with db:
+            if db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+                db.executescript(_SCHEMA)
+                db.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)",
+                    [*identity.items(), ("schema", _SCHEMA_VERSION), ("created_at", utc_now())],
+                )
+            db.execute(_CARRIED)
+            db.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('destination', ?)", (destination,)
             )
-        db.execute(_CARRIED)
-        db.execute(
-            "INSERT OR REPLACE INTO meta(key, value) VALUES ('destination', ?)", (destination,)
-        )
+    except BaseException:
+        db.close()
+        raise
     return db
+
+
+def _undo_creation(path: Path, old: Path | None) -> None:
+    """Remove the journal files a failed start created, and put back the journal it moved
+    aside, so that the next run finds what this one found.
+
+    Without this a half-created journal (tables but no identity, after a full disk) would be
+    refused by every later run as another campaign's; and after a ``--restart``, the next one
+    would not find the old journal to carry over from.
+    """
+    for leftover in (Path(f"{path}-wal"), Path(f"{path}-shm"), path):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+    if old is not None:
+        with contextlib.suppress(OSError):
+            old.replace(path)
 
 
 def _carry_over(db: sqlite3.Connection, old: Path, destination: str) -> int:
@@ -549,11 +603,33 @@ def _carry_over(db: sqlite3.Connection, old: Path, destination: str) -> int:
 def _recovery(path: Path) -> str:
     return (
         f"It is the record of what this campaign already sent: do not delete it. If its -wal "
-        f"file was deleted or moved, put it back beside it as {path.name}-wal; otherwise recover "
-        f"what SQLite can read with: sqlite3 {path} .recover | sqlite3 {path}.recovered, then "
-        f"move {path.name}.recovered to {path.name}. --restart or another --out cannot carry "
-        "over anything from a journal that cannot be read: every row would be sent again, "
-        "including rows already sent"
+        f"file was deleted or moved, put it back beside it as {path.name}-wal. Otherwise keep "
+        f"a copy and let SQLite read what it can: sqlite3 {path} .dump | sqlite3 "
+        f"{path}.recovered, then move {path.name}.recovered to {path.name}; rows SQLite could "
+        "not read are missing from it and would be sent again. --restart or another --out "
+        "cannot carry over anything from a journal that cannot be read: every row would be "
+        "sent again, including rows already sent"
+    )
+
+
+@contextlib.contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """SQLite's errors while using the journal at ``path``, as :class:`JournalError`."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise _journal_error(path, exc) from None
+
+
+def _journal_error(path: Path, exc: sqlite3.Error) -> JournalError:
+    """A damaged file gets the advice to recover it; anything else (disk full, permissions,
+    an I/O error) says what to fix."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return JournalError(_unreadable_message(path, exc))
+    return JournalError(
+        f"cannot use the journal {path} ({exc}). Nothing more is sent; fix the cause (disk "
+        "space, permissions), then run the same command again to resume"
     )
 
 
@@ -567,8 +643,12 @@ def _no_tables_message(path: Path) -> str:
 
 def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        db.close()
+        raise
     return db
 
 

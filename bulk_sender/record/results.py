@@ -5,17 +5,25 @@ Both files are rebuilt from scratch at the end of every run by merging the campa
 temporary file that replaces the old one atomically, so neither is ever half-written.
 
 * ``results.csv``: one row per message (one per input row, more for a cell with several
-  numbers), UTF-8, columns :data:`RESULT_COLUMNS`.
+  numbers), UTF-8, columns :data:`RESULT_COLUMNS`. Its cells carry text from Kaleyra and from
+  the input, so a cell a spreadsheet would run as a formula gets a leading ``'``
+  (:func:`spreadsheet_safe`, OWASP's rule against CSV injection).
 * the failed export: the input rows with a ``failed``, ``not_sent`` or ``invalid`` message (and
   ``unknown`` on request), with the input's own header, cells and format, plus a last column
   ``error``. When only some numbers of a multi-number cell need sending again, that cell keeps
-  only those numbers, so a re-run cannot reach the others twice.
+  only those numbers, so a re-run cannot reach the others twice. Its cells are left exactly
+  as the user wrote them: it is sent again as a campaign, so it must read back the same.
+
+A file that cannot be written (disk full, permissions) ends the run with
+:class:`~bulk_sender.errors.OutputWriteError` (exit 3): the journal keeps the record of what
+was sent, so the same command writes the files again and sends nothing already sent.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,17 +31,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from bulk_sender.errors import OutputWriteError
 from bulk_sender.input.phone import split_recipients
 from bulk_sender.input.table import Table, write_table
 from bulk_sender.model import EXPORTED, UNSENT, Record, Status
 from bulk_sender.record.atomic import atomic_write
 
-__all__ = ["RESULT_COLUMNS", "Totals", "write_outputs", "write_results_only"]
+__all__ = [
+    "DELIVERY_COLUMNS",
+    "RESULT_COLUMNS",
+    "DeliveryCells",
+    "Totals",
+    "spreadsheet_safe",
+    "write_outputs",
+    "write_results_only",
+]
+
+#: What callbacks said after Kaleyra accepted a message (bulk_sender.delivery fills them in).
+DELIVERY_COLUMNS: tuple[str, ...] = (
+    "delivery_status", "delivery_code", "delivery_error", "delivered_at", "read_at",
+    "delivery_updated_at",
+)  # fmt: skip
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "row", "to", "status", "message_id", "http_status", "code", "error", "attempts",
-    "ref", "ref1", "ref2", "finished_at", "warning",
+    "ref", "ref1", "ref2", "finished_at", "warning", *DELIVERY_COLUMNS,
 )  # fmt: skip
+_NO_DELIVERY: tuple[str, ...] = ("",) * len(DELIVERY_COLUMNS)
+
+
+class DeliveryCells(Protocol):
+    """The delivery columns of each message, asked for in results order (by row, then part)."""
+
+    def cells(self, record: Record) -> Sequence[str]: ...
 
 
 @dataclass(slots=True)
@@ -72,8 +102,12 @@ def write_outputs(
     results: Path,
     failed: Path | None,
     include_unknown: bool = False,
+    delivery: DeliveryCells | None = None,
 ) -> Totals:
-    """Write the results file and (unless ``failed`` is None) the failed export."""
+    """Write the results file and (unless ``failed`` is None) the failed export.
+
+    ``delivery`` gives each message's delivery columns (empty without it).
+    """
     totals = Totals()
     retry = EXPORTED | {Status.UNKNOWN} if include_unknown else EXPORTED
     header = list(table.header)
@@ -81,26 +115,28 @@ def write_outputs(
     export_header = header if error_at is not None else [*header, "error"]
     again_rows = _SpooledRows()
 
-    with _atomic_csv(results) as writer:
+    with _atomic_csv(results, "the results file", _RESUMABLE) as writer:
         writer.writerow(RESULT_COLUMNS)
         for _, cells, messages in _merge(table, to_column, records):
             totals.rows += 1
             for record in messages:
                 totals.count(record)
-                writer.writerow(_result_row(record))
+                writer.writerow(_result_row(record, delivery))
             again = [r for r in messages if r.status in retry]
             if again and failed is not None:
                 again_rows.append(_export_row(cells, to_column, error_at, messages, again))
     totals.failed_rows = again_rows.count
     if failed is not None:
-        with again_rows:
+        with again_rows, _written(failed, "the failed export", _RESUMABLE):
             write_table(failed, table.format, export_header, again_rows)
     return totals
 
 
 def write_results_only(records: Iterable[Record], results: Path) -> None:
     """Write ``records`` (already in order) as a results file, e.g. a dry run's verdicts."""
-    with _atomic_csv(results) as writer:
+    with _atomic_csv(
+        results, "the verdicts", "fix the cause, then run the same command again"
+    ) as writer:
         writer.writerow(RESULT_COLUMNS)
         writer.writerows(_result_row(record) for record in records)
 
@@ -178,11 +214,61 @@ def _export_error(record: Record) -> str:
     return f"{record.status}: {code}{record.error}".rstrip(": ")
 
 
-def _result_row(r: Record) -> list[object]:
-    return [
-        r.row, r.to, r.status, r.message_id, "" if r.http_status is None else r.http_status,
+#: What a cell a spreadsheet runs as a formula starts with: OWASP's CSV Injection page lists
+#: =, +, -, @, tab, CR and LF; its ASVS (5.0, 1.2.10) adds NUL.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """``cell`` with a leading ``'`` when a spreadsheet would run it as a formula.
+
+    Excel, LibreOffice and Google Sheets take a cell starting with ``=``, ``+``, ``-``, ``@``,
+    a tab, CR or LF (or NUL) for a formula (``=HYPERLINK(...)`` from a server's error text
+    would become a link). A signed number, such as the E.164 ``+919845012345``, stays as it
+    is: no formula can be made of digits.
+    """
+    if not cell.startswith(_FORMULA_START):
+        return cell
+    digits = cell[1:].replace(".", "", 1)
+    if cell[0] in "+-" and digits.isascii() and digits.isdigit():
+        return cell
+    return "'" + cell
+
+
+#: Where in a results row the cells with Kaleyra's or the input's text are (``to`` apart).
+_FOREIGN = tuple(
+    RESULT_COLUMNS.index(name)
+    for name in ("message_id", "code", "error", "ref", "ref1", "ref2", "warning")
+)
+#: A cell that starts like a formula, among cells each written after a "\x1f".
+_FORMULA_CELL = re.compile("\x1f[=+\\-@\t\r\n\0]")
+
+
+def _result_row(r: Record, delivery: DeliveryCells | None = None) -> list[object]:
+    """The results row of ``r``, every cell from Kaleyra or the input :func:`spreadsheet_safe`.
+
+    One search over those cells finds the rare row that needs it (a million rows are written
+    at the end of every run); an E.164 ``to`` is checked on its own, as it always starts with +.
+    """
+    to = r.to
+    if not (to[:1] == "+" and to[1:].isdigit() and to.isascii()):
+        to = spreadsheet_safe(to)
+    row: list[object] = [
+        r.row, to, r.status, r.message_id, "" if r.http_status is None else r.http_status,
         r.code, r.error, r.attempts, r.ref, r.ref1, r.ref2, r.finished_at, r.warning,
     ]  # fmt: skip
+    foreign = (r.message_id, r.code, r.error, r.ref, r.ref1, r.ref2, r.warning)
+    if _FORMULA_CELL.search("\x1f" + "\x1f".join(foreign)):
+        for at in _FOREIGN:
+            row[at] = spreadsheet_safe(str(row[at]))
+    if delivery is None:
+        row.extend(_NO_DELIVERY)
+        return row
+    status, code, error, *times = delivery.cells(r)
+    if _FORMULA_CELL.search(f"\x1f{code}\x1f{error}"):  # Meta's and Kaleyra's text
+        code, error = spreadsheet_safe(code), spreadsheet_safe(error)
+    row.extend((status, code, error, *times))
+    return row
 
 
 class _Writer(Protocol):
@@ -190,9 +276,26 @@ class _Writer(Protocol):
     def writerows(self, rows: Iterable[Iterable[object]], /) -> None: ...
 
 
+_RESUMABLE = (
+    "the journal keeps the record of what was sent: fix the cause (disk space, permissions), "
+    "then run the same command again; it sends nothing already sent and writes the files again"
+)
+
+
 @contextlib.contextmanager
-def _atomic_csv(path: Path) -> Iterator[_Writer]:
+def _atomic_csv(path: Path, what: str, todo: str) -> Iterator[_Writer]:
     """A csv writer on a temporary file that replaces ``path`` only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, encoding="utf-8") as handle:
+    with _written(path, what, todo), atomic_write(path, encoding="utf-8") as handle:
         yield csv.writer(handle, lineterminator="\n")
+
+
+@contextlib.contextmanager
+def _written(path: Path, what: str, todo: str) -> Iterator[None]:
+    """Translate a failed write of ``path`` into :class:`OutputWriteError` (one line, exit 3)."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OutputWriteError(
+            f"cannot write {what} {path} ({reason}); {todo}", path=path
+        ) from None

@@ -3,11 +3,14 @@
 A send returns a :class:`SendResult`, a dry run a :class:`DryRunResult`; each knows only what
 its kind of run has. :func:`summary_dict` turns either into the one JSON document (the same
 fields for both, documented with ``--summary-json``), which :func:`summary_text` prints for a
-person; :func:`stop_line` says what stopped a send and what to do next.
+person; :func:`stop_line` says what stopped a send and what to do next. The printed text
+quotes Kaleyra (codes, the message of an account stop) and the campaign (paths, invalid
+reasons): every line of it is made :func:`~bulk_sender.printable.printable` there.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +20,10 @@ import orjson
 
 from bulk_sender.audience.gate import AudienceReport
 from bulk_sender.audience.summary import audience_dict, audience_lines
+from bulk_sender.errors import OutputWriteError
 from bulk_sender.input.campaign import LoadStats
-from bulk_sender.model import DRY_RUN_STATUSES, RESULT_STATUSES, Status
+from bulk_sender.model import DRY_RUN_STATUSES, RESULT_STATUSES, Status, utc_now
+from bulk_sender.printable import printable
 from bulk_sender.record.atomic import atomic_write
 from bulk_sender.record.results import Totals
 from bulk_sender.sending.advice import account_advice, endpoint_advice
@@ -30,6 +35,7 @@ __all__ = [
     "DryRunResult",
     "SendResult",
     "error_summary",
+    "running_summary",
     "stop_line",
     "summary_dict",
     "summary_text",
@@ -70,14 +76,18 @@ class DryRunResult:
 
 
 def summary_dict(
-    result: SendResult | DryRunResult, *, exit_code: int, command: list[str]
+    result: SendResult | DryRunResult, *, exit_code: int, command: list[str] | None
 ) -> dict[str, Any]:
-    """The run's summary as plain data: the ``--summary-json`` document."""
+    """The run's summary as plain data: the ``--summary-json`` document.
+
+    ``command`` is the command line that ran it, for the resume and retry commands; ``None``
+    (a call of the Python API) leaves both out.
+    """
     if isinstance(result, DryRunResult):
         return _dry_run_dict(result, exit_code=exit_code)
     stop, totals = result.stop, result.totals
     retry = None
-    if totals.failed_rows and result.failed is not None and stop is None:
+    if command and totals.failed_rows and result.failed is not None and stop is None:
         # After a stop the not_sent rows are sent by resuming; offering the export as well
         # would invite sending them twice.
         retry = _retry_command(command, result.failed, result.results)
@@ -89,7 +99,7 @@ def summary_dict(
         "results": str(result.results),
         "failed": None if result.failed is None else str(result.failed),
         "failed_rows": totals.failed_rows,
-        "resume_command": _resume_command(command) if stop is not None else None,
+        "resume_command": _resume_command(command) if command and stop is not None else None,
         "retry_command": retry,
         "audience": audience_dict(result.audience, counts=totals.codes),
     }
@@ -112,6 +122,7 @@ def _dry_run_dict(result: DryRunResult, *, exit_code: int) -> dict[str, Any]:
         "mean_rate": 0.0,
         "latency_ms": {"p50": None, "p95": None, "p99": None},
         "rate": {"configured": None, "final": None, "changes": 0},
+        "in_flight": {"limit": None, "capped": None},
         "results": None if result.verdicts is None else str(result.verdicts),
         "failed": None,
         "failed_rows": result.totals.failed_rows,
@@ -173,6 +184,20 @@ def _this_run(result: SendResult) -> dict[str, Any]:
             "final": stats.rate,
             "changes": stats.rate_changes,
         },
+        "in_flight": {"limit": stats.inflight_limit, "capped": stats.inflight_note or None},
+    }
+
+
+def running_summary(mode: str, campaign: Path) -> dict[str, Any]:
+    """The document written when a run starts: a run killed later never leaves an old outcome."""
+    return {
+        "version": _VERSION,
+        "mode": mode,
+        "campaign": str(campaign),
+        "outcome": "running",
+        "exit_code": None,
+        "pid": os.getpid(),
+        "started_at": utc_now(),
     }
 
 
@@ -182,9 +207,34 @@ def error_summary(exit_code: int, message: str) -> dict[str, Any]:
 
 
 def write_summary_json(path: Path, doc: dict[str, Any]) -> None:
-    """Write the summary document as JSON (atomically)."""
-    with atomic_write(path) as file:
-        file.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    """Write the summary document as JSON (atomically).
+
+    Raises :class:`OutputWriteError` if it cannot; an older summary there is then removed, so
+    that no job reads an earlier run's outcome for this one's.
+    """
+    try:
+        with atomic_write(path) as file:
+            file.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    except OSError as exc:
+        removed = " (the older summary there was removed)" if _remove_older(path) else ""
+        raise OutputWriteError(
+            f"cannot write the summary JSON {path}: {exc.strerror or exc}{removed}. Fix the "
+            "cause, then run the same command again: it sends nothing already sent",
+            path=path,
+        ) from None
+
+
+def _remove_older(path: Path) -> bool:
+    """Remove the summary an earlier run left at ``path``; never a file that is not one."""
+    try:
+        with path.open("rb") as file:
+            older = orjson.loads(file.read(1 << 20))
+        if not isinstance(older, dict) or not {"version", "outcome", "exit_code"} <= older.keys():
+            return False
+        path.unlink()
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    return True
 
 
 def _resume_command(command: list[str]) -> str:
@@ -234,6 +284,11 @@ def stop_line(result: SendResult | DryRunResult, *, error_threshold: int) -> str
         )
     if stop.kind in ("journal", "ledger"):
         return f"Stopped: {stop.message}"
+    if stop.kind == "cancelled":
+        return (
+            f"Stopped: the task was cancelled. To continue, call send again with the same "
+            f"campaign and results to send the remaining {remaining:,} rows."
+        )
     return f"Stopped by {stop.code}. To continue, {again}"
 
 
@@ -262,7 +317,7 @@ def summary_text(doc: dict[str, Any], stop_line: str | None) -> str:
             )
     if doc["retry_command"]:
         lines.append(f"  to retry the failed rows: {doc['retry_command']}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def _send_lines(doc: dict[str, Any]) -> list[str]:
@@ -274,6 +329,8 @@ def _send_lines(doc: dict[str, Any]) -> list[str]:
         f"{doc['mean_rate']:g}/s (configured {doc['rate']['configured']:g}/s), latency "
         f"p50 {_ms(lat['p50'])} p95 {_ms(lat['p95'])} p99 {_ms(lat['p99'])}"
     ]
+    if doc["in_flight"]["capped"]:
+        lines.append(f"  the pace was held down by concurrency: {doc['in_flight']['capped']}")
     if run["already_done_before"]:
         lines.append(f"  already done before this run: {run['already_done_before']:,}")
     lines.append(f"  results: {doc['results']}")

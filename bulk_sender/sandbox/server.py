@@ -33,16 +33,20 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
 
+if TYPE_CHECKING:
+    from bulk_sender.sandbox.callbacks import CallbackEmitter
+
 __all__ = [
     "DEFAULT_ACCOUNT",
     "Account",
     "Behaviour",
+    "Custom",
     "Faults",
     "Received",
     "Sandbox",
@@ -52,6 +56,8 @@ __all__ = [
 ]
 
 MESSAGES_ROUTE: Final = "/v2/{sid}/whatsapp/{sender}/messages"
+#: How long stopping waits for status callbacks still to be posted.
+_CALLBACK_DRAIN_SECONDS: Final = 10.0
 
 
 # --------------------------------------------------------------------------- configuration
@@ -110,12 +116,25 @@ class Behaviour(enum.StrEnum):
     AS_DOCUMENTED = "as_documented"
 
 
+@dataclass(frozen=True, slots=True)
+class Custom:
+    """A scripted answer of any status and body: text Kaleyra never sent, hostile or odd.
+
+    A JSON body's ``code`` and ``data.message_id`` are recorded as for a canned answer.
+    """
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
 @dataclass
 class Faults:
     """The faults to inject. Mutable on purpose: tests change it between and during runs.
 
     ``scripts`` maps a recipient (``messaging_object.to`` exactly as sent) to the answers for its
-    1st, 2nd, ... valid request; entries are popped as they are used. ``max_rate`` answers 429
+    1st, 2nd, ... valid request (a :class:`Behaviour`, or a :class:`Custom` answer); entries
+    are popped as they are used. ``max_rate`` answers 429
     when more than that many valid requests arrived in the trailing second (counting throttled
     ones, like a real sliding-window limiter); with ``max_rate_throttles`` it lifts itself after
     answering that many 429s (a limit that goes away, ordered by events, not by a timer).
@@ -128,7 +147,7 @@ class Faults:
     daily_limit: int | None = None
     max_rate: float | None = None
     max_rate_throttles: int | None = None
-    scripts: dict[str, list[Behaviour]] = field(default_factory=dict)
+    scripts: dict[str, list[Behaviour | Custom]] = field(default_factory=dict)
     default: Behaviour = Behaviour.OK
 
 
@@ -463,6 +482,15 @@ def _recipient(document: object) -> str:
     return ""
 
 
+def _refs(document: object) -> tuple[str, str, str]:
+    """``extra_info``'s ref, ref1 and ref2 of a valid body ("" for those not given)."""
+    extra = document.get("extra_info", {}) if isinstance(document, dict) else {}
+    found = [
+        extra.get(name, "") if isinstance(extra, dict) else "" for name in ("ref", "ref1", "ref2")
+    ]
+    return found[0], found[1], found[2]
+
+
 def _is_json(request: web.Request) -> bool:
     charset = request.charset
     return request.content_type == "application/json" and (charset or "utf-8").lower() == "utf-8"
@@ -487,10 +515,19 @@ def _rejection(account: Account, request: web.Request, document: object) -> _Ans
 class Sandbox:
     """The fake Kaleyra server: start it in a running loop, script its faults, read its records."""
 
-    def __init__(self, account: Account = DEFAULT_ACCOUNT, faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        account: Account = DEFAULT_ACCOUNT,
+        faults: Faults | None = None,
+        callbacks: CallbackEmitter | None = None,
+    ) -> None:
         self.account = account
         self.faults = faults if faults is not None else Faults()
+        #: posts status callbacks for the messages it accepts (see sandbox/callbacks.py)
+        self.callbacks = callbacks
         self.received: list[Received] = []
+        #: Message requests being answered right now, and the most there ever were at once.
+        self.in_progress = self.most_in_progress = 0
         self._accepted_total = 0
         self._window: collections.deque[float] = collections.deque()
         self._id_prefix = secrets.token_hex(4).upper()
@@ -531,6 +568,7 @@ class Sandbox:
         """Forget every record and counter, and restore the default :class:`Faults`."""
         self.received = []
         self.faults = Faults()
+        self.most_in_progress = self.in_progress
         self._accepted_total = 0
         self._window.clear()
 
@@ -552,6 +590,8 @@ class Sandbox:
             raise
         self._runner = runner
         self._url = f"http://{host}:{runner.addresses[0][1]}"
+        if self.callbacks is not None:
+            await self.callbacks.start()
         return self._url
 
     async def stop(self) -> None:
@@ -561,6 +601,9 @@ class Sandbox:
         if runner is not None:
             self._stopping.set()
             await runner.cleanup()
+            if self.callbacks is not None:
+                await self.callbacks.drain(_CALLBACK_DRAIN_SECONDS)
+                await self.callbacks.stop()
 
     def _application(self) -> web.Application:
         app = web.Application()
@@ -586,6 +629,14 @@ class Sandbox:
         return await self._answer(answer)
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
+        self.in_progress += 1
+        self.most_in_progress = max(self.most_in_progress, self.in_progress)
+        try:
+            return await self._message(request)
+        finally:
+            self.in_progress -= 1
+
+    async def _message(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
         body = await request.read()
         document = _decode(body)
@@ -593,6 +644,8 @@ class Sandbox:
         rejection = _rejection(self.account, request, document)
         outcome = rejection if rejection is not None else self._render(self._behaviour_for(to))
         self._record(request, body, to, outcome, arrived)
+        if self.callbacks is not None and isinstance(outcome, _Answer) and outcome.message_id:
+            self.callbacks.accepted(message_id=outcome.message_id, to=to, refs=_refs(document))
         if outcome is Behaviour.HANG:
             await self._pause(None)
         if isinstance(outcome, Behaviour):
@@ -643,7 +696,7 @@ class Sandbox:
 
     # ------------------------------------------------------------------ faults
 
-    def _behaviour_for(self, to: str) -> Behaviour:
+    def _behaviour_for(self, to: str) -> Behaviour | Custom:
         """Step 5 of the module docstring, for a request that passed every check."""
         faults = self.faults
         self._note_arrival(time.monotonic())
@@ -668,8 +721,10 @@ class Sandbox:
         while window[0] <= now - 1.0:
             window.popleft()
 
-    def _render(self, behaviour: Behaviour) -> _Answer | Behaviour:
+    def _render(self, behaviour: Behaviour | Custom) -> _Answer | Behaviour:
         """The answer for ``behaviour``; DROP and HANG stay behaviours (they send nothing)."""
+        if isinstance(behaviour, Custom):
+            return _custom(behaviour)
         if behaviour is Behaviour.OK or behaviour is Behaviour.AS_DOCUMENTED:
             self._accepted_total += 1
             message_id = f"A{self._id_prefix}{next(self._ids):011X}"
@@ -677,6 +732,20 @@ class Sandbox:
                 return _as_documented(message_id)
             return _accepted(message_id)
         return _CANNED.get(behaviour, behaviour)
+
+
+def _custom(answer: Custom) -> _Answer:
+    document = _decode(answer.body)
+    code = document.get("code") if isinstance(document, dict) else None
+    data = document.get("data") if isinstance(document, dict) else None
+    message_id = data.get("message_id") if isinstance(data, dict) else None
+    return _Answer(
+        answer.status,
+        code if isinstance(code, str) else "",
+        answer.body,
+        content_type=answer.content_type,
+        message_id=message_id if isinstance(message_id, str) else None,
+    )
 
 
 def _dumps(value: object) -> str:
@@ -756,10 +825,18 @@ class ThreadedSandbox:
             await self._sandbox.stop()
 
 
-def run_forever(*, host: str, port: int, account: Account, faults: Faults) -> None:
+def run_forever(
+    *,
+    host: str,
+    port: int,
+    account: Account,
+    faults: Faults,
+    callbacks: CallbackEmitter | None = None,
+) -> None:
     """Serve until Ctrl-C or SIGTERM, after printing the URL, SID and senders to stdout."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_until_signalled(Sandbox(account, faults), host=host, port=port))
+        sandbox = Sandbox(account, faults, callbacks)
+        asyncio.run(_serve_until_signalled(sandbox, host=host, port=port))
 
 
 async def _serve_until_signalled(sandbox: Sandbox, *, host: str, port: int) -> None:

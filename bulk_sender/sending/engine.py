@@ -29,8 +29,8 @@ retry or a hold.
 
 Audience rules (:mod:`bulk_sender.audience.gate`), when the run has them: the plan is screened
 batch by batch before the loader (what a rule holds back is recorded, never queued); a
-message's slot is taken after admission, the last long wait, just before its ``in_flight``
-record, and settled after its last attempt: kept if the request may have reached the customer,
+message's ledger slot is taken after admission, the last long wait, beside its ``in_flight``
+record, and settled after its last attempt: kept if a request may have reached the customer,
 else given back.
 
 Stopping: an account-level answer, ``error_threshold`` failed rows in a row, a journal that
@@ -55,8 +55,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from bulk_sender.config import SendingSettings
-from bulk_sender.errors import TransportError
+from bulk_sender.config import CONCURRENCY_MAX, SendingSettings
+from bulk_sender.errors import StoreError, TransportError
 from bulk_sender.input.campaign import Planned
 from bulk_sender.model import Record, Status, utc_now
 from bulk_sender.record.carried import Carried
@@ -64,6 +64,7 @@ from bulk_sender.record.journal import Journal, JournalError
 from bulk_sender.sending.client import Answer
 from bulk_sender.sending.firstcontact import FirstContact
 from bulk_sender.sending.garbled import GarbledAnswers
+from bulk_sender.sending.inflight import InflightSizer
 from bulk_sender.sending.limiter import PacedLimiter
 from bulk_sender.sending.message_ids import RecentIds
 from bulk_sender.sending.outcome import (
@@ -75,8 +76,8 @@ from bulk_sender.sending.outcome import (
 )
 from bulk_sender.sending.policy import Decision, Final, Retry, RetryPolicy
 from bulk_sender.sending.ratecontrol import RateChange, RateController
+from bulk_sender.sending.slots import InflightSlots
 from bulk_sender.sending.stats import RunStats
-from bulk_sender.stores.ledger import StoreError
 
 __all__ = ["Engine", "Gate", "Plan", "Poster", "StopReason"]
 
@@ -95,8 +96,8 @@ class Poster(Protocol):
 
 class Gate(Protocol):
     """What the engine needs from the audience rules (:class:`bulk_sender.audience.gate.
-    AudienceGate`); ``take`` raises :class:`~bulk_sender.stores.ledger.StoreError` when the
-    ledger cannot be written."""
+    AudienceGate`); the take raises :class:`~bulk_sender.stores.base.StoreError` when the ledger
+    cannot be written."""
 
     def screened(self, plan: Plan, *, carried: Carried | None) -> Plan: ...
 
@@ -108,7 +109,7 @@ class Gate(Protocol):
 
 
 @dataclass(slots=True)
-class _Slot:
+class _AudienceSlot:
     """A message's slot in the audience ledger: whether it is taken, and whether a request for
     it may have reached the customer (then it is kept)."""
 
@@ -120,7 +121,9 @@ class _Slot:
 class StopReason:
     """Why a run stopped early; ``code``/``message`` come from Kaleyra where there is one."""
 
-    kind: Literal["account", "endpoint", "threshold", "answers", "signal", "journal", "ledger"]
+    kind: Literal[
+        "account", "endpoint", "threshold", "answers", "signal", "cancelled", "journal", "ledger"
+    ]
     code: str = ""
     message: str = ""
 
@@ -148,6 +151,9 @@ class Engine:
         self._loop = asyncio.get_running_loop()
         self._limiter = PacedLimiter(RateController(target=settings.rate_per_second))
         stats.rate_source = self._limiter
+        self._sizer = InflightSizer(ceiling=settings.concurrency)
+        self._slots = InflightSlots(self._sizer.start(settings.rate_per_second))
+        stats.inflight_limit = self._slots.limit
         self._stopped = asyncio.Event()
         self.stop_reason: StopReason | None = None
         self._failed_in_a_row = 0
@@ -172,6 +178,7 @@ class Engine:
                 extra={"event": "bulk_sender.stopping", "reason": reason.kind, "code": reason.code},
             )
         self._limiter.stop()
+        self._slots.stop()
         self._stopped.set()
 
     @property
@@ -273,15 +280,15 @@ class Engine:
         # a 429, and those that got a 429.
         errors = throttles = 0
         last: Outcome | None = None
-        slot = _Slot()
+        audience = _AudienceSlot()
         while True:
-            outcome = await self._send_once(item, attempts, last, slot)
+            outcome = await self._send_once(item, attempts, last, audience)
             if outcome is None:  # held back, or the run stopped before it left: recorded
-                self._settle(item, slot)
+                self._settle(item, audience)
                 return
             attempts += 1
             last = outcome
-            slot.reached = slot.reached or last.kind in MAY_HAVE_REACHED
+            audience.reached = audience.reached or last.kind in MAY_HAVE_REACHED
             if last.kind is Kind.THROTTLED:
                 throttles += 1
                 self._apply(self._limiter.throttled(last.retry_after))
@@ -294,7 +301,7 @@ class Engine:
             )
             if not isinstance(decision, Retry):
                 self._finish(record, decision, last, attempts)
-                self._settle(item, slot)
+                self._settle(item, audience)
                 return
             # Kaleyra did not act on it (or, at-least-once, the user accepts the risk): say so
             # before waiting, so a run killed during the wait sends it again on resume.
@@ -303,9 +310,22 @@ class Engine:
             await self._pause(decision.delay)
 
     async def _send_once(
-        self, item: Planned, attempts: int, last: Outcome | None, slot: _Slot
+        self, item: Planned, attempts: int, last: Outcome | None, audience: _AudienceSlot
     ) -> Outcome | None:
-        """Pass both gates and send; None if the run stopped first or the audience rules hold
+        """Take an in-flight slot, then send; None if the run stopped first or the audience
+        rules held the message back (recorded then)."""
+        if not await self._slots.acquire():
+            self._record_later(_with_outcome(item.record, Status.NOT_SENT, last, attempts))
+            return None
+        try:
+            return await self._send_in_slot(item, attempts, last, audience)
+        finally:
+            self._slots.release()
+
+    async def _send_in_slot(
+        self, item: Planned, attempts: int, last: Outcome | None, audience: _AudienceSlot
+    ) -> Outcome | None:
+        """Pass both gates and send; None if the run stopped first or the audience rules held
         the message back (the row is then recorded).
 
         ``in_flight`` is committed after every long wait: between it and the request there is
@@ -320,22 +340,8 @@ class Engine:
         assert body is not None
         in_flight = record._replace(status=Status.IN_FLIGHT, attempts=attempts + 1)
         while await self._limiter.admit():
-            taking = None if slot.taken or self._gate is None else self._gate.take(item)
-            if isinstance(taking, Record):  # held back before anything was written
-                self._record_later(taking)
+            if not await self._commit_in_flight(item, in_flight, audience):
                 return None
-            try:
-                await self._journal.write(in_flight)
-            except BaseException:
-                if isinstance(taking, asyncio.Future):
-                    taking.cancel()  # stop waiting; a slot it took anyway is kept: the safe side
-                raise
-            if taking is not None:
-                assert self._gate is not None
-                if (held := self._gate.took(item, await taking)) is not None:
-                    self._record_later(held)  # until committed, in_flight: unknown if we die
-                    return None
-            slot.taken = True
             if await self._limiter.depart() and not self.stopping:
                 return await self._attempt(body)
             if self.stopping:
@@ -346,10 +352,33 @@ class Engine:
         self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
         return None
 
-    def _settle(self, item: Planned, slot: _Slot) -> None:
-        """Keep or give back the message's slot once its fate in this run is known."""
-        if slot.taken and self._gate is not None:
-            self._gate.settle(item, reached=slot.reached)
+    async def _commit_in_flight(
+        self, item: Planned, in_flight: Record, audience: _AudienceSlot
+    ) -> bool:
+        """Commit ``in_flight``, and the audience slot beside it the first time; False if the
+        audience rules held the message back (recorded)."""
+        gate = self._gate
+        taking = None if audience.taken or gate is None else gate.take(item)
+        if isinstance(taking, Record):  # held back before anything was written
+            self._record_later(taking)
+            return False
+        try:
+            await self._journal.write(in_flight)
+        except BaseException:
+            if isinstance(taking, asyncio.Future):
+                taking.cancel()  # stop waiting; a slot it took anyway is kept: the safe side
+            raise
+        held = None if taking is None or gate is None else gate.took(item, await taking)
+        if held is not None:
+            self._record_later(held)  # until committed, in_flight: unknown if we die
+            return False
+        audience.taken = True
+        return True
+
+    def _settle(self, item: Planned, audience: _AudienceSlot) -> None:
+        """Keep or give back the message's ledger slot once its fate in this run is known."""
+        if audience.taken and self._gate is not None:
+            self._gate.settle(item, reached=audience.reached)
 
     def _finish(self, record: Record, decision: Decision, last: Outcome, attempts: int) -> None:
         """Record a row's final outcome (an account or endpoint error stops the run, the row
@@ -384,8 +413,31 @@ class Engine:
         if self._garbled.judge(outcome):
             self.request_stop(StopReason("answers", outcome.code, outcome.error))
         self.stats.requests += 1
-        self.stats.latency.add(self._loop.time() - started)
+        latency = self._loop.time() - started
+        self.stats.latency.add(latency)
+        self._size(latency)
         return outcome
+
+    def _size(self, latency: float) -> None:
+        """Follow the latency with the in-flight limit; say once if the ceiling holds it down."""
+        self._sizer.observe(latency)
+        rate = self._limiter.rate
+        change = self._sizer.resize(self._loop.time(), rate)
+        if change is not None:
+            self._slots.resize(change.new)
+            self.stats.inflight_limit = change.new
+        sizer = self._sizer
+        if self.stats.inflight_note or not sizer.binds(rate):
+            return  # said already, or the ceiling (with or without headroom) is enough
+        self.stats.inflight_note = (
+            f"at {sizer.latency * 1000:,.0f} ms, {rate:g}/s needs about {sizer.wanted:,} in "
+            f"flight; concurrency caps it at {sizer.ceiling:,} (set [sending] concurrency = "
+            f"{min(sizer.wanted, CONCURRENCY_MAX):,})"
+        )
+        log.warning(
+            "bulk_sender.concurrency_capped",
+            extra={"event": "bulk_sender.concurrency_capped", "hint": self.stats.inflight_note},
+        )
 
     async def _pause(self, delay: float) -> None:
         """Sleep before a retry, waking at once if the run stops."""

@@ -46,9 +46,11 @@ class InflightSizer:
     headroom: float = 1.25
     percentile: float = 90.0
     window: int = 256
-    every: float = 0.25
+    every: float = 0.05
     limit: int = field(init=False)
     wanted: int = field(init=False)
+    #: The latency the limit was last sized for (the window's percentile; 0 before any).
+    latency: float = field(init=False, default=0.0)
     _latencies: deque[float] = field(init=False)
     _last: float = field(init=False, default=float("-inf"))
 
@@ -76,6 +78,7 @@ class InflightSizer:
         self._last = now
         ordered = sorted(self._latencies)
         latency = ordered[min(len(ordered) - 1, int(len(ordered) * self.percentile / 100))]
+        self.latency = latency
         self.wanted = self._need(rate, latency)
         new = self._clamp(self.wanted)
         if new == self.limit:
@@ -88,6 +91,10 @@ class InflightSizer:
     def capped(self) -> bool:
         """Whether the ceiling holds the limit below what the rate needs right now."""
         return self.wanted > self.limit
+
+    def binds(self, rate: float) -> bool:
+        """Whether even without headroom the ceiling is below rate x latency: the pace suffers."""
+        return rate * self.latency > self.ceiling
 
     def _need(self, rate: float, latency: float) -> int:
         return math.ceil(rate * latency * self.headroom) + 1

@@ -75,6 +75,10 @@ class RunStats:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     #: Set by the engine: the rate is read from there, never copied.
     rate_source: RateSource | None = field(default=None, repr=False)
+    #: The requests that may be in flight now (sized from the latency, under ``concurrency``).
+    inflight_limit: int = 0
+    #: Set once if ``concurrency`` keeps the run below its rate: what it needs, what to set.
+    inflight_note: str = ""
 
     @property
     def rate(self) -> float:

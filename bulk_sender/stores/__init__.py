@@ -1,5 +1,7 @@
 """Durable stores shared between runs, behind small async interfaces, with their backends.
 
-``ledger`` holds the audience ledger's interface (``typing.Protocol``) and the function that
-opens one; ``ledger_sql`` its dialect-neutral SQL; every SQLite specific lives in ``sqlite_*.py``.
+``base`` holds the callback store's interface (``typing.Protocol``) and
+:func:`~.base.open_callback_store`, ``ledger`` the audience ledger's and :func:`~.ledger.
+open_ledger`; ``sql`` and ``ledger_sql`` the dialect-neutral SQL they run; every SQLite
+specific lives in ``sqlite*.py``. Their errors are :class:`~bulk_sender.errors.StoreError`.
 """

@@ -31,7 +31,7 @@ from typing import NamedTuple, Protocol
 
 from bulk_sender.audience.rules import Bounds, Facts
 from bulk_sender.audience.snapshot import Snapshot
-from bulk_sender.errors import BulkSenderError, ExitCode
+from bulk_sender.errors import StoreError
 
 __all__ = [
     "Ledger",
@@ -42,12 +42,6 @@ __all__ = [
     "open_ledger",
     "recipient_key",
 ]
-
-
-class StoreError(BulkSenderError):
-    """A store cannot be opened, written or read (disk full, permissions, not a store): exit 3."""
-
-    exit_code = ExitCode.STOPPED
 
 
 class TakeRequest(NamedTuple):

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, Generic, TypeVar
 
-from bulk_sender.stores.ledger import StoreError
+from bulk_sender.errors import StoreError
 
 __all__ = ["GroupCommitter", "connect"]
 

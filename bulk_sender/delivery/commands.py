@@ -1,0 +1,122 @@
+"""The ``receive`` and ``report`` subcommands: their arguments and how they run.
+
+Exit codes: 0 done; 2 usage or config error (no secret, a wrong file, a port that cannot be
+listened on); 3 a callback store that cannot be opened, written or read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from bulk_sender.config import CallbacksSettings, Settings, load_settings, read_callback_secret
+from bulk_sender.errors import ExitCode
+
+__all__ = ["COMMANDS", "add_parsers", "run"]
+
+COMMANDS = frozenset({"receive", "report"})
+
+
+def add_parsers(commands: Any) -> None:
+    """Add ``receive`` and ``report`` to the CLI's subparsers."""
+    config = {"type": Path, "default": Path("config.toml"), "help": "default: ./config.toml"}
+    r = commands.add_parser("receive", help="receive Kaleyra's delivery callbacks")
+    r.add_argument("--config", **config)
+    r.add_argument("--host", help="address to listen on (default: [callbacks] host)")
+    r.add_argument("--port", type=int, help="port to listen on (default: [callbacks] port)")
+    r.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
+    r.add_argument("--log-format", choices=("text", "json"), default="text")
+
+    p = commands.add_parser("report", help="merge delivery callbacks into a campaign's results")
+    p.add_argument("results", type=Path, help="the results file of a send (its --out)")
+    p.add_argument("--config", **config)
+    p.add_argument("--campaign", type=Path, help="the campaign file, if it has moved")
+    p.add_argument("--html", type=Path, help="also write the HTML report here")
+    p.add_argument("--summary-json", type=Path, help="also write the funnel as JSON here")
+    p.add_argument("--failed", type=Path, help="write the rows worth sending again here")
+
+
+def _callbacks(settings: Settings, config: Path) -> CallbacksSettings:
+    return settings.callbacks or CallbacksSettings.beside(config)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``receive`` or ``report`` (logging set up by the CLI); errors go to the CLI's one
+    handler, with the exit codes errors.py gives them (a StoreError is 3)."""
+    if args.command == "receive":
+        return _receive(args)
+    return _report(args)
+
+
+def _run_async(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on CPython/Linux
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)
+
+
+def _receive(args: argparse.Namespace) -> int:
+    from bulk_sender.delivery.receiver import serve
+    from bulk_sender.stores.base import open_callback_store
+
+    callbacks = _callbacks(load_settings(args.config), args.config)
+    secret = read_callback_secret(callbacks)
+    host = args.host or callbacks.host
+    port = callbacks.port if args.port is None else args.port
+
+    def ready(url: str) -> None:
+        print(f"Receiving Kaleyra callbacks on {url} (store {callbacks.store})", flush=True)
+
+    async def main() -> None:
+        store = await open_callback_store(callbacks.store)
+        await serve(store, secret, host=host, port=port, ready=ready)
+
+    _run_async(main())
+    return ExitCode.OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from bulk_sender.delivery.funnel import funnel_dict, funnel_text
+    from bulk_sender.delivery.report import ReportOptions, report
+
+    settings = load_settings(args.config)
+    options = ReportOptions(
+        results=args.results, campaign=args.campaign, failed=args.failed, html=args.html,
+        summary_json=args.summary_json,
+    )  # fmt: skip
+    result = report(settings, _callbacks(settings, args.config), options)
+    if args.html is not None:
+        from bulk_sender.delivery.html import write_html
+
+        write_html(args.html, result)
+    files = {"results": str(args.results)}
+    if not result.store_found:
+        files["callbacks"] = f"none stored yet at {result.store}"
+    if args.failed is not None:
+        files["rows worth sending again"] = f"{args.failed} ({_rows(result.failed_rows or 0)})"
+    if args.html is not None:
+        files["HTML report"] = str(args.html)
+    title = f"Delivery of {args.results} ({result.funnel.messages:,} messages)"
+    print(funnel_text(result.funnel, title=title, files=files), flush=True)
+    if args.summary_json is not None:
+        from bulk_sender.record.summary import write_summary_json
+
+        doc = {
+            "version": 1, "mode": "report", "outcome": "finished", "exit_code": int(ExitCode.OK),
+            "results": str(args.results), "campaign": str(result.campaign),
+            "store": result.store, "store_found": result.store_found,
+            "generated_at": result.generated_at, **funnel_dict(result.funnel),
+            "failed": None if args.failed is None else str(args.failed),
+            "failed_rows": result.failed_rows,
+        }  # fmt: skip
+        write_summary_json(args.summary_json, doc)
+    return ExitCode.OK
+
+
+def _rows(count: int) -> str:
+    return f"{count:,} row" if count == 1 else f"{count:,} rows"

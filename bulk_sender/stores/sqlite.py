@@ -1,0 +1,95 @@
+"""The callback store in one SQLite file (the default backend).
+
+Writes go through a :class:`~.sqlite_writer.GroupCommitWriter`; the delivery export attaches the
+store and the campaign's journal to a local output file and runs :mod:`.sql`'s merge there
+(:mod:`.sqlite_delivery`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Final
+
+from bulk_sender.delivery.events import Callback
+from bulk_sender.errors import StoreError
+from bulk_sender.model import utc_now
+from bulk_sender.stores import sql
+from bulk_sender.stores.sqlite_writer import GroupCommitWriter, Statement, connect
+
+__all__ = ["SQLITE", "SqliteCallbackStore"]
+
+SQLITE: Final = sql.Dialect(
+    key_type="INTEGER",
+    serial_key="INTEGER PRIMARY KEY",
+    without_rowid=" WITHOUT ROWID",
+    mark="?",
+)
+_INSERTS: Final = sql.insert_statements(SQLITE)
+_CHECKED: Final = sql.checked(SQLITE)
+
+
+class SqliteCallbackStore:
+    """A :class:`~bulk_sender.stores.base.CallbackStore` in the SQLite file ``path``."""
+
+    def __init__(self, path: Path, writer: GroupCommitWriter) -> None:
+        self.path = path
+        self._writer = writer
+
+    def __repr__(self) -> str:
+        return f"SqliteCallbackStore({self._writer!r})"
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteCallbackStore:
+        """Open (creating if needed) the store at ``path`` and start its writer."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = connect(path)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                for statement in sql.schema(SQLITE):
+                    db.execute(statement)
+                db.execute(sql.SCHEMA_VERSION_INSERT, (sql.SCHEMA_VERSION,))
+                found = db.execute(sql.SCHEMA_VERSION_QUERY).fetchone()[0]
+                db.execute("COMMIT")
+            except BaseException:
+                db.close()
+                raise
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the callback store {path}: {exc}") from None
+        if found != sql.SCHEMA_VERSION:
+            db.close()
+            raise StoreError(
+                f"the callback store {path} has layout {found}, this bulk-sender reads "
+                f"{sql.SCHEMA_VERSION}; point [callbacks] store at a new file"
+            )
+        writer = GroupCommitWriter(path, db)
+        writer.start()
+        return cls(path, writer)
+
+    async def save(self, callback: Callback) -> None:
+        """Commit the callback's rows; return once they are on disk."""
+        received = utc_now()
+        statements: list[Statement] = [
+            (_INSERTS[index], params) for index, params in sql.rows_of(callback, received)
+        ]
+        await self._writer.write(statements)
+
+    async def check_writable(self) -> None:
+        """Commit a heartbeat through the same writer as the callbacks."""
+        await self._writer.write([(_CHECKED, ("checked_at", utc_now()))])
+
+    async def export_deliveries(
+        self, *, journal: Path, since: str, into: Path, rows: tuple[int, int] | None = None
+    ) -> None:
+        """Run the merge against ``journal`` into ``into`` (in a thread)."""
+        from bulk_sender.stores.sqlite_delivery import export
+
+        await asyncio.to_thread(
+            export, store=self.path, journal=journal, since=since, into=into, rows=rows
+        )
+
+    async def close(self) -> None:
+        """Commit what is queued and close the file."""
+        await self._writer.stop()
