@@ -46,7 +46,7 @@ from bulk_sender.delivery.merge import merged_or_none
 from bulk_sender.errors import PlannerCrashedError, UsageError
 from bulk_sender.input.campaign import Campaign, LoadStats, Planned
 from bulk_sender.input.plan_inline import plan_inline
-from bulk_sender.input.plan_process import PlanJob, start_planner
+from bulk_sender.input.plan_process import PlanJob, PlanProcess, start_planner
 from bulk_sender.input.table import Table, open_table
 from bulk_sender.model import Record, Status
 from bulk_sender.record.journal import SANDBOX, Journal, ResumeState, journal_path
@@ -282,10 +282,7 @@ async def send(
     destination = SANDBOX if options.sandbox else settings.kaleyra.messages_url
     path = journal_path(options.results)
     with contextlib.ExitStack() as cleanup:
-        lock = await acquire_lock(options.results, wait=options.wait_lock, give_up=control.why)
-        cleanup.callback(lock.release)
-        control.on_request(lambda _: lock.mark_stopping())
-        _note_lock_taken_over(lock.previous)
+        await _take_lock(options, control, cleanup)
         rows = _rows(table, campaign, path, destination, restart=options.restart)
         # Started now, so that its start-up overlaps the journal's; given its job below.
         planner = start_planner(settings.sending, rows)
@@ -303,13 +300,10 @@ async def send(
             settings=settings, sandbox=options.sandbox, route=route, api_key=api_key,
             journal=journal, stats=stats,
             display=(display or _no_display)(stats, campaign.stats, rows),
-            audience=_Audience(
-                rules=rules, campaign=_ledger_campaign(journal, options), clock=clock
-            ),
+            audience=_Audience(rules=rules, campaign=_ledger_campaign(journal, options),
+                               clock=clock),
         )  # fmt: skip
-        plan = (
-            plan_inline(campaign, state, path) if planner is None else planner.plan(campaign.stats)
-        )
+        plan = _plan(campaign, state, path, planner)
         stop, totals = await _send_and_record(
             run, plan, control,
             lambda: _write_outputs(table, campaign, journal, options, settings.callbacks),
@@ -321,6 +315,21 @@ async def send(
         resumed_done=sum(state.done.values()), crashed_unknown=state.crashed,
         duration=time.monotonic() - started, audience=run.audience.report,
     )  # fmt: skip
+
+
+def _plan(campaign: Campaign, state: ResumeState, path: Path, planner: PlanProcess | None) -> Plan:
+    """The plan: from the planning process if one was started, else planned here."""
+    return plan_inline(campaign, state, path) if planner is None else planner.plan(campaign.stats)
+
+
+async def _take_lock(
+    options: RunOptions, control: StopControl, cleanup: contextlib.ExitStack
+) -> None:
+    """Hold the results file's lock until ``cleanup`` ends; a stop request marks it stopping."""
+    lock = await acquire_lock(options.results, wait=options.wait_lock, give_up=control.why)
+    cleanup.callback(lock.release)
+    control.on_request(lambda _: lock.mark_stopping())
+    _note_lock_taken_over(lock.previous)
 
 
 def _ledger_campaign(journal: Journal, options: RunOptions) -> tuple[str, str] | None:

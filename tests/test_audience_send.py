@@ -20,6 +20,7 @@ from bulk_sender.config import AudienceSettings
 from bulk_sender.sandbox.server import Behaviour, Sandbox
 from bulk_sender.stores.ledger import open_ledger
 from tests.conftest import CliRunner, read_results, spawn, write_config, write_csv
+from tests.delivery_helpers import SECRET, post
 
 
 def _numbers(n: int, start: int = 0) -> list[str]:
@@ -306,12 +307,51 @@ def test_an_opt_out_file_that_cannot_be_read_stops_before_anything_is_sent(
     assert sandbox.received == []
 
 
-def test_stop_and_start_replies_through_the_ledger_api(
+def _incoming(number: str, text: str, at: int) -> dict[str, object]:
+    """A v2 incoming-message callback, as Kaleyra posts it."""
+    message = {"from": number.lstrip("+"), "id": f"wamid.{at}", "timestamp": str(at),
+               "type": "text", "text": {"body": text}}  # fmt: skip
+    return {"meta_object": {"value": {"messages": [message]}}}
+
+
+def test_stop_and_start_replies_through_the_receiver(
     tmp_path: Path, sandbox: Sandbox, cli: CliRunner
 ) -> None:
-    """The calls the receiver makes for customers' messages: STOP holds the next campaign back,
-    START lets the one after through. (Through the ledger's API: the receiver, bulk-sender
-    receive, is not on this branch.)"""
+    """bulk-sender receive, sharing the ledger: a STOP reply holds the next campaign back, a
+    START after it lets the one after through; the reply is acknowledged once recorded."""
+    number = _numbers(1)[0]
+    config = write_config(
+        tmp_path / "config.toml", sandbox.url, sending={"concurrency": 4},
+        audience={"repeat_guard_hours": 0}, callbacks={"port": 0, "store": "callbacks.db"},
+    )  # fmt: skip
+    env = {"BULK_SENDER_CALLBACK_SECRET": SECRET}
+    receiver = spawn("receive", "--config", config, env_extra=env)
+    try:
+        assert receiver.stdout is not None
+        line = receiver.stdout.readline()
+        assert "Receiving Kaleyra callbacks on " in line, line
+        url = line.split(" on ", 1)[1].split()[0] + "/kaleyra/incoming"
+        assert post(url, _incoming(number, "Stop.", 1_795_600_000))[0] == 200
+        held = cli("send", _campaign(tmp_path / "a.csv", [number]), "--config", config)
+        assert held.code == 0, held.err
+        [row] = read_results(tmp_path / "a.results.csv")
+        assert (row["status"], row["code"]) == ("suppressed", "OPTED_OUT")
+        assert row["error"].endswith("by a STOP reply")
+        assert post(url, _incoming(number, "START", 1_795_600_060))[0] == 200
+        sent = cli("send", _campaign(tmp_path / "b.csv", [number]), "--config", config)
+        assert sent.code == 0, sent.err
+        assert sandbox.count(number) == 1
+    finally:
+        receiver.send_signal(signal.SIGTERM)
+        receiver.communicate(timeout=60)
+    assert receiver.returncode == 0
+
+
+def test_stop_and_start_through_the_ledger_api(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """The call the receiver makes, directly: an out-of-order START older than the STOP does
+    not opt back in."""
     number = _numbers(1)[0]
     config = _config(tmp_path, sandbox, repeat_guard_hours=0)
 
@@ -320,25 +360,22 @@ def test_stop_and_start_replies_through_the_ledger_api(
             ledger = await open_ledger(str(tmp_path / "ledger.db"))
             assert ledger is not None
             try:
-                await apply_incoming(
-                    ledger, [IncomingText(number[1:], at, text)], AudienceSettings()
-                )
+                texts = [IncomingText(number[1:], at, text)]
+                await apply_incoming(ledger, texts, AudienceSettings())
             finally:
                 await ledger.close()
 
         asyncio.run(main())
 
     reply(" Stop ", "2026-11-20T10:00:00Z")
+    reply("START", "2026-11-20T09:00:00Z")  # older: arrived late
     held = cli("send", _campaign(tmp_path / "a.csv", [number]), "--config", config)
     assert held.code == 0, held.err
     [row] = read_results(tmp_path / "a.results.csv")
     assert (row["status"], row["error"]) == (
         "suppressed", "opted out on 2026-11-20 by a STOP reply"
     )  # fmt: skip
-    reply("START", "2026-11-20T11:00:00Z")
-    sent = cli("send", _campaign(tmp_path / "b.csv", [number]), "--config", config)
-    assert sent.code == 0, sent.err
-    assert sandbox.count(number) == 1
+    assert sandbox.received == []
 
 
 # -- the service window, the dry run, a ledger that cannot be written ----------------------------

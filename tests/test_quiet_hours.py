@@ -7,10 +7,10 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bulk_sender.api import exit_code
 from bulk_sender.audience.gate import AudienceGate, Rules
 from bulk_sender.audience.quiet import parse_quiet_hours
 from bulk_sender.audience.rules import Limits
-from bulk_sender.api import exit_code
 from bulk_sender.config import load_settings
 from bulk_sender.input.campaign import Planned
 from bulk_sender.model import Record, Status

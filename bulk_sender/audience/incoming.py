@@ -1,11 +1,11 @@
 """Customers' messages into the ledger: when each last wrote, and STOP / START.
 
-The callback receiver (``bulk-sender receive``) calls :func:`apply_incoming` with every
-customer's message it stores: the ledger notes when the customer last wrote (for
-``service_window``), and a message that says only an opt-out keyword opts its sender out, one
-that says only an opt-in keyword opts them back in (:mod:`.keywords`). Each change carries the
-message's own time, so a STOP and a START that arrive out of order leave the later one in force,
-and a message delivered twice changes nothing the second time.
+The callback receiver (``bulk-sender receive``) calls :func:`apply_incoming`
+(:class:`LedgerReplies`) with every customer's message it stores: the ledger notes when the
+customer last wrote (for ``service_window``), and a message that says only an opt-out keyword
+opts its sender out, one that says only an opt-in keyword opts them back in (:mod:`.keywords`).
+Each change carries the message's own time, so a STOP and a START that arrive out of order leave
+the later one in force, and a message delivered twice changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from typing import NamedTuple
 
 from bulk_sender.audience.keywords import Keyword, keyword_of, normalise_keyword
 from bulk_sender.config import AudienceSettings
+from bulk_sender.delivery.events import IncomingMessage
 from bulk_sender.stores.ledger import Ledger, OptChange
 
-__all__ = ["IncomingText", "Replies", "apply_incoming", "iso_ms"]
+__all__ = ["IncomingText", "LedgerReplies", "Replies", "apply_incoming", "iso_ms"]
 
 
 class IncomingText(NamedTuple):
@@ -60,6 +61,23 @@ async def apply_incoming(
         await ledger.note_incoming(noted)
     changed = await ledger.change_opt(changes) if changes else 0
     return Replies(noted=len(noted), keywords=len(changes), changed=changed)
+
+
+class LedgerReplies:
+    """The callback receiver's hook (:data:`bulk_sender.delivery.receiver.IncomingHook`): every
+    customer's message it stores, applied to the ledger."""
+
+    def __init__(self, ledger: Ledger, settings: AudienceSettings) -> None:
+        self.ledger = ledger
+        self._settings = settings
+
+    def __repr__(self) -> str:
+        return f"LedgerReplies(ledger={self.ledger!r})"
+
+    async def __call__(self, messages: Sequence[IncomingMessage]) -> Replies:
+        """Record ``messages`` (raises StoreError if the ledger cannot take them)."""
+        texts = [IncomingText(m.sender, m.at, m.body) for m in messages]
+        return await apply_incoming(self.ledger, texts, self._settings)
 
 
 def iso_ms(text: str) -> int:
