@@ -131,11 +131,19 @@ class AudienceGate:
         """``plan``'s batches, screened, each read one batch ahead of the one yielded."""
         pending: asyncio.Task[list[Planned]] | None = None
         try:
-            async for batch in plan:
-                task = asyncio.ensure_future(self.screen(_hold_carried(batch, carried)))
+            try:
+                async for batch in plan:
+                    task = asyncio.ensure_future(self.screen(_hold_carried(batch, carried)))
+                    if pending is not None:
+                        yield await pending
+                    pending = task
+            except Exception:
+                # The plan broke (a file broken part-way, a planner killed): what it planned
+                # before still goes on, as it would without the look-ahead.
                 if pending is not None:
-                    yield await pending
-                pending = task
+                    ready, pending = pending, None
+                    yield await ready
+                raise
             if pending is not None:
                 yield await pending
                 pending = None
