@@ -31,7 +31,7 @@ import resource
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -189,18 +189,32 @@ def dry_run(
     clock: Clock = wall_clock_ms,
 ) -> DryRunResult:
     """Check the whole file (or the opened ``table``), and what the audience rules would hold
-    back now, without sending, touching the journal or writing the ledger."""
+    back now, without sending, touching the journal or writing the ledger.
+
+    A large file is planned in a second process, as a send's is (:mod:`.input.plan_process`):
+    this one screens and counts meanwhile.
+    """
     started = time.monotonic()
     table, campaign = _open(settings, campaign_path, table)
     if verdicts is not None:
         check_outputs(campaign_path, [Output("--out", verdicts)])
     rules = _rules(settings)
     totals = Totals()
-    with DryRunScreen(rules, settings.audience, clock=clock) as screen:  # reads the ledger...
-        table.scan(no_line_breaks=frozenset({campaign.to_column}))  # ...while this runs
+    with (
+        DryRunScreen(rules, settings.audience, clock=clock) as screen,
+        contextlib.ExitStack() as cleanup,
+    ):
+        # The ledger is read while the file is scanned.
+        rows = table.scan(no_line_breaks=frozenset({campaign.to_column}))
+        planner = start_planner(settings.sending, rows)
+        planned: Iterable[Planned] = campaign.plan(bodies=False)
+        if planner is not None:
+            cleanup.callback(planner.close)
+            planner.give(PlanJob.dry_run(campaign))
+            planned = screen.pulled(planner.plan(campaign.stats))
 
         def counted() -> Iterator[Record]:
-            for item in screen.screened(campaign.plan(bodies=False)):
+            for item in screen.screened(planned):
                 record = _verdict(item)
                 totals.count(record)
                 yield record

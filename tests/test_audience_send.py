@@ -451,3 +451,31 @@ def test_a_ledger_that_cannot_be_opened_stops_before_anything_is_sent(
     assert run.code == 3
     assert "blocked/ledger.db" in run.err
     assert sandbox.received == []
+
+
+def test_a_dry_run_planned_in_a_second_process_finds_the_same(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """planner = "process" or "inline": the same verdicts, reasons, counts and examples."""
+    numbers = _numbers(40)
+    (tmp_path / "optouts.csv").write_text(f"phone\n{numbers[7]}\n")
+    base = _config(tmp_path, sandbox, opt_out_files=["optouts.csv"])
+    assert cli("send", _campaign(tmp_path / "old.csv", numbers[:5]), "--config", base).code == 0
+    rows = [[n, "x"] for n in numbers] + [["12", "x"], [numbers[3], "dup"]]
+    campaign = write_csv(tmp_path / "new.csv", ["to", "name"], rows)
+    found = []
+    for planner in ("inline", "process"):
+        config = write_config(
+            tmp_path / "config.toml", sandbox.url, sending={"planner": planner},
+            audience={"opt_out_files": ["optouts.csv"]},
+        )  # fmt: skip
+        verdicts, summary = tmp_path / f"{planner}.csv", tmp_path / f"{planner}.json"
+        run = cli(
+            "send", campaign, "--config", config, "--dry-run", "--out", verdicts,
+            "--summary-json", summary,
+        )  # fmt: skip
+        assert run.code == 1, run.err  # the row "12" is invalid
+        doc = orjson.loads(summary.read_bytes())
+        found.append((read_results(verdicts), doc["statuses"], doc["audience"]))
+    assert found[0] == found[1]
+    assert found[0][1] == {"valid": 34, "invalid": 1, "duplicate": 1, "suppressed": 6}

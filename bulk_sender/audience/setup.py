@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -134,6 +134,15 @@ class DryRunScreen:
         for batch in _chunked(plan, _DRY_RUN_BATCH):
             yield from gate.screen_snapshot(batch)
 
+    def pulled(self, source: AsyncGenerator[Sequence[Planned], None]) -> Iterator[Planned]:
+        """The messages of ``source`` (the planning process's batches), pulled here from
+        this object's loop: a dry run planned in a second process."""
+        try:
+            while (batch := self._run(_next_batch(source))) is not None:
+                yield from batch
+        finally:
+            self._run(source.aclose())
+
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
@@ -141,6 +150,12 @@ class DryRunScreen:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+
+async def _next_batch(
+    source: AsyncGenerator[Sequence[Planned], None],
+) -> Sequence[Planned] | None:
+    return await anext(source, None)
 
 
 def _chunked(plan: Iterable[Planned], size: int) -> Iterator[list[Planned]]:

@@ -97,13 +97,19 @@ class PlanJob:
 
     table: Table
     settings: CampaignSettings
-    journal: Path  # the dedupe seed is read from here, by the child
+    journal: Path | None  # the dedupe seed is read from here, by the child; None: a dry run
     resume: ResumeState = field(default_factory=ResumeState)  # its seed not loaded
+    bodies: bool = True  # False: a dry run's plan (one example body; see Campaign.plan)
 
     @classmethod
     def of(cls, campaign: Campaign, state: ResumeState, journal: Path) -> PlanJob:
         """The job for ``campaign`` resumed from ``state``, whose seed is in ``journal``."""
         return cls(table=campaign.table, settings=campaign.settings, journal=journal, resume=state)
+
+    @classmethod
+    def dry_run(cls, campaign: Campaign) -> PlanJob:
+        """A dry run's job: every row, no journal, bodies left out."""
+        return cls(table=campaign.table, settings=campaign.settings, journal=None, bodies=False)
 
 
 def command() -> list[str]:
@@ -298,8 +304,12 @@ def _frames(job: PlanJob) -> Iterator[tuple[Any, ...]]:
     campaign = Campaign(job.table, job.settings)
     batch: list[tuple[tuple[object, ...], bytes | None, int]] = []
     size = _FIRST_BATCH
+    if job.journal is None:
+        plan = campaign.plan(job.resume, bodies=job.bodies)
+    else:
+        plan = resumed_plan(campaign, job.resume, job.journal)
     try:
-        for item in resumed_plan(campaign, job.resume, job.journal):
+        for item in plan:
             batch.append((tuple(item.record), item.body, item.content))
             if len(batch) >= size:
                 yield ("batch", batch, campaign.stats)
