@@ -6,14 +6,15 @@ table shows their median, every run's value beside it. Servers are ``fast_server
 own processes on 127.0.0.1. Sections:
 
 throughput     bulk-sender vs ``bare_loop.py`` (the loop a user would write instead) against
-               the same server, same requests; one more bulk-sender run under py-spy
+               the same server, same requests; bulk-sender with the audience ledger on against
+               it off; one more bulk-sender run under py-spy
 rate fidelity  achieved rate and busiest 1-second window, from the server's arrival times
 latency-sized pace
                the same, with the default settings (requests in flight sized from the
                latency) against a server 300 ms away, and one whose latency goes from 100 to
                600 ms half-way; and a fixed pool of 32 (the old default) beside its peer
 memory         peak RSS of ``send`` and ``--dry-run`` at two campaign sizes
-preflight      ``--dry-run`` rows per second
+preflight      ``--dry-run`` rows per second, also against a ledger that knows every recipient
 resume         launch of a resume to the server's first request, on a campaign left with only
                a few rows to send (made once per bench run by a server that answers E110)
 delivery       callbacks acknowledged per second by ``receive`` against a naive handler, and a

@@ -60,6 +60,7 @@ def throughput(bench: Bench) -> list[Row]:
     bulk: list[Measured] = []
     bare: list[Measured] = []
     tmpfs: list[Measured] = []
+    ledger: list[Measured] = []
     with Server(logs=bench.logs, name="throughput-server") as server:
         config = write_config(bench.out / "config-throughput.toml", server.base_url)
         bytes_sent: set[int] = set()
@@ -67,6 +68,7 @@ def throughput(bench: Bench) -> list[Row]:
             out = bench.fresh_dir(f"throughput-{i}") / "results.csv"
             command = send_command(campaign, config, out, rate=UNLIMITED_RATE, concurrency=conc)
             bulk.append(_one_run(bench, server, f"bulk-sender {i + 1}", command, bytes_sent))
+            ledger.append(_ledger_run(bench, server, campaign, i, bytes_sent))
             command = bare_command(server.base_url, n, conc)
             bare.append(_one_run(bench, server, f"bare loop {i + 1}", command, bytes_sent))
             if TMPFS.is_dir():
@@ -80,7 +82,35 @@ def throughput(bench: Bench) -> list[Row]:
         if len(bytes_sent) != 1:
             raise BenchError(f"bulk-sender and the bare loop sent different bytes: {bytes_sent}")
         bench.profile = profile_run(bench, server, campaign, config)
-    return _rows(n, conc, bulk, bare, tmpfs)
+    return [*_rows(n, conc, bulk, bare, tmpfs), *_ledger_rows(n, bulk, ledger)]
+
+
+def _ledger_run(
+    bench: Bench, server: Server, campaign: Path, i: int, bytes_sent: set[int]
+) -> Measured:
+    """The same send with the audience ledger on: a fresh ledger, so nothing is held back,
+    every message's slot taken (and committed) before it leaves."""
+    directory = bench.fresh_dir(f"throughput-ledger-{i}")
+    config = write_config(
+        directory / "config.toml", server.base_url, ledger=directory / "ledger.db"
+    )
+    command = send_command(
+        campaign, config, directory / "results.csv", rate=UNLIMITED_RATE,
+        concurrency=bench.sizes.concurrency,
+    )  # fmt: skip
+    return _one_run(bench, server, f"bulk-sender with the ledger {i + 1}", command, bytes_sent)
+
+
+def _ledger_rows(n: int, bulk: list[Measured], ledger: list[Measured]) -> list[Row]:
+    rate = [n / m.wall for m in ledger]
+    ratios = [b.wall / a.wall for a, b in zip(ledger, bulk, strict=True)]
+    return [
+        Row(section="throughput", measure=f"bulk-sender send with the audience ledger on, "
+            f"{n:,} rows: msg/s", value=f"{median(rate):,.0f}", runs=spread(rate, "{:,.0f}")),
+        Row(section="throughput", measure="ratio ledger on / ledger off (pairs run back to back)",
+            value=f"{median(ratios):.2f}x", runs=spread(ratios, "{:.2f}"), target=">= 0.8x",
+            ok=median(ratios) >= 0.8),
+    ]  # fmt: skip
 
 
 def _one_run(

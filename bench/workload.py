@@ -79,11 +79,13 @@ def messages_url(base_url: str) -> str:
     return f"{base_url.rstrip('/')}/v2/{SID}/whatsapp/{SENDER.lstrip('+')}/messages"
 
 
-def write_config(path: Path, base_url: str) -> Path:
+def write_config(path: Path, base_url: str, *, ledger: Path | None = None) -> Path:
     """A config.toml for the bench account; the rate comes from the command line.
 
     It sets no ``concurrency``: a run without ``--concurrency`` has the default ceiling and
-    sizes its requests in flight from the latency, as a user's would.
+    sizes its requests in flight from the latency, as a user's would. The audience ledger is
+    off unless ``ledger`` is given: every section sends the same recipients the same message
+    again and again, which its repeat guard would hold back.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -101,7 +103,9 @@ def write_config(path: Path, base_url: str) -> Path:
         "\n[sending]\n"
         "rate_per_second = 50\n"
         "max_attempts = 3\n"
-        "timeout_seconds = 30\n",
+        "timeout_seconds = 30\n"
+        "\n[audience]\n"
+        f'ledger = "{ledger or ""}"\n',
         encoding="utf-8",
     )
     return path

@@ -33,6 +33,7 @@ from typing import Any
 
 from bulk_sender import __version__
 from bulk_sender.api import Call, execute_dry_run, execute_send
+from bulk_sender.audience import commands as optout_commands
 from bulk_sender.config import Settings, load_settings
 from bulk_sender.delivery import commands as delivery_commands
 from bulk_sender.errors import ExitCode, OutputPathError, OutputWriteError, exit_code_of
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_sandbox(commands)
     delivery_commands.add_parsers(commands)
+    optout_commands.add_parser(commands)
     return parser
 
 
@@ -132,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sandbox":
             return _sandbox(args)
+        if args.command == "optout":
+            return optout_commands.run(args)
         if args.command in delivery_commands.COMMANDS:
             from bulk_sender import ui
 

@@ -33,8 +33,10 @@ __all__ = [
     "MIN_RATE",
     "POD_DOMAINS",
     "WA_SOURCES",
+    "AudienceSettings",
     "CallbacksSettings",
     "CampaignSettings",
+    "FrequencyCap",
     "KaleyraSettings",
     "Proxy",
     "Secret",
@@ -442,12 +444,93 @@ class CallbacksSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FrequencyCap:
+    """At most ``messages`` messages per recipient within ``hours``, across every campaign."""
+
+    messages: int
+    hours: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.messages, bool) or not isinstance(self.messages, int):
+            raise ConfigError("[audience] frequency_cap", "messages must be a whole number")
+        if not 1 <= self.messages <= 1000:
+            raise ConfigError("[audience] frequency_cap", "messages must be from 1 to 1000")
+        if not 0 < self.hours <= 24 * 366:
+            raise ConfigError(
+                "[audience] frequency_cap",
+                "hours must be a number of hours above 0 (at most a year)",
+            )
+
+
+ServiceWindow = Literal["off", "warn", "skip"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AudienceSettings:
+    """The rules across campaigns, and the ledger that keeps what they need.
+
+    ``ledger`` is a path; a relative one (the default ``ledger.db`` included) is taken from the
+    config file's directory by :func:`load_settings`. ``""`` turns off every rule that needs
+    the ledger (repeat guard, frequency cap, service window, opt-outs by reply or by hand);
+    ``opt_out_files`` and ``quiet_hours`` need none and still apply. ``opt_out_files`` are
+    relative to the config file's directory too.
+    """
+
+    ledger: str = "ledger.db"
+    opt_out_files: tuple[str, ...] = ()
+    opt_out_keywords: tuple[str, ...] = ("STOP", "UNSUBSCRIBE")
+    opt_in_keywords: tuple[str, ...] = ("START",)
+    repeat_guard_hours: float = 24.0
+    frequency_cap: FrequencyCap | None = None
+    service_window: ServiceWindow = "off"
+    quiet_hours: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.repeat_guard_hours <= 24 * 366:
+            raise ConfigError(
+                "[audience] repeat_guard_hours", "must be a number of hours, 0 (off) to a year"
+            )
+        if self.service_window not in ("off", "warn", "skip"):
+            raise ConfigError(
+                "[audience] service_window", 'must be "off" (the default), "warn" or "skip"'
+            )
+        for key in ("opt_out_keywords", "opt_in_keywords"):
+            if any(not word.strip() for word in getattr(self, key)):
+                raise ConfigError(f"[audience] {key}", "must be a list of non-empty words")
+        if self.quiet_hours.strip():
+            from bulk_sender.audience.quiet import parse_quiet_hours
+
+            try:
+                parse_quiet_hours(self.quiet_hours)
+            except ValueError as exc:
+                raise ConfigError("[audience] quiet_hours", str(exc)) from None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the cross-campaign rules are on (a ledger is set)."""
+        return bool(self.ledger.strip())
+
+    def beside(self, config: Path) -> AudienceSettings:
+        """These settings with relative paths taken from ``config``'s directory."""
+        base = config.parent
+
+        def resolve(value: str) -> str:
+            path = Path(value).expanduser()
+            return str(path if path.is_absolute() else base / path)
+
+        ledger = resolve(self.ledger) if self.enabled and "://" not in self.ledger else self.ledger
+        files = tuple(resolve(name) for name in self.opt_out_files)
+        return dataclasses.replace(self, ledger=ledger, opt_out_files=files)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything a run needs, validated and immutable."""
 
     kaleyra: KaleyraSettings
     campaign: CampaignSettings = field(default_factory=CampaignSettings)
     sending: SendingSettings = field(default_factory=SendingSettings)
+    audience: AudienceSettings = field(default_factory=AudienceSettings)
     #: None when the config has no ``[callbacks]`` section.
     callbacks: CallbacksSettings | None = None
 
@@ -456,6 +539,7 @@ _SECTIONS: Mapping[str, type[Any]] = {
     "kaleyra": KaleyraSettings,
     "campaign": CampaignSettings,
     "sending": SendingSettings,
+    "audience": AudienceSettings,
     "callbacks": CallbacksSettings,
 }
 
@@ -491,6 +575,7 @@ def load_settings(
             if value is not None:
                 values[key] = value
         built[section] = _build_section(section, cls, values)
+    built["audience"] = built["audience"].beside(path)
     built["callbacks"] = (
         CallbacksSettings.beside(path, **dataclasses.asdict(built["callbacks"]))
         if "callbacks" in raw
@@ -538,6 +623,12 @@ def _build_section(section: str, cls: type[Any], values: dict[str, Any]) -> Any:
 
 def _coerce(key: str, annotation: object, value: object) -> object:
     kind = str(annotation)
+    if kind == "tuple[str, ...]":
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(key, f'must be a list of strings such as ["a", "b"], not {value!r}')
+        return tuple(value)
+    if kind == "FrequencyCap | None":
+        return value if isinstance(value, FrequencyCap) else _frequency_cap(key, value)
     if kind == "bool":
         if not isinstance(value, bool):
             raise ConfigError(key, f"must be true or false, not {value!r}")
@@ -553,6 +644,17 @@ def _coerce(key: str, annotation: object, value: object) -> object:
     if not isinstance(value, str):
         raise ConfigError(key, f"must be a string, not {value!r}")
     return value
+
+
+def _frequency_cap(key: str, value: object) -> FrequencyCap:
+    """``{ messages = 2, hours = 24 }`` -> :class:`FrequencyCap`."""
+    shape = "a table such as { messages = 2, hours = 24 }"
+    if not isinstance(value, dict) or set(value) != {"messages", "hours"}:
+        raise ConfigError(key, f"must be {shape}, not {value!r}")
+    hours = value["hours"]
+    if isinstance(hours, bool) or not isinstance(hours, int | float):
+        raise ConfigError(key, f"hours must be a number, not {hours!r}")
+    return FrequencyCap(messages=value["messages"], hours=float(hours))
 
 
 def read_api_key(settings: KaleyraSettings, environ: Mapping[str, str] | None = None) -> Secret:

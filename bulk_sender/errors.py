@@ -16,8 +16,9 @@ bug (exit 70) is printed with its traceback::
     ├── OutputWriteError            exit 3: a results file or summary could not be written
     ├── PlannerCrashedError         exit 70: the planning process failed or vanished
     │   └── PlannerKilledError      exit 3: it was killed (SIGKILL: out of memory, kill -9)
-    ├── StoreError                  exit 3: the callback store cannot be opened, written or read
-    │                               (the receiver answers 503 instead, so Kaleyra retries)
+    ├── StoreError                  exit 3: the callback store or the audience ledger cannot be
+    │                               opened, written or read (the receiver answers 503 instead,
+    │                               so Kaleyra retries)
     ├── CallbackRejected            a callback that cannot be stored as it is; never leaves the
     │                               receiver, which answers 400 with it (delivery/parse.py)
     └── TransportError              one HTTP attempt failed below HTTP; never leaves the engine,
@@ -196,7 +197,8 @@ class TransportError(BulkSenderError):
 
 
 class StoreError(BulkSenderError):
-    """A store (the callback store) cannot be opened, written or read: disk full, permissions,
-    not a store. ``receive`` answers 503 for a callback it cannot commit; ``report`` stops."""
+    """A store (the callback store, the audience ledger) cannot be opened, written or read: disk
+    full, permissions, not a store. ``receive`` answers 503 for a callback it cannot commit;
+    ``report`` stops; ``send`` stops (exit 3), the rows not sent yet ``not_sent``."""
 
     exit_code = ExitCode.STOPPED

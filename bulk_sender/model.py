@@ -32,7 +32,7 @@ class Status(enum.StrEnum):
     FAILED = "failed"  #: Kaleyra refused it for this row, or its retries ran out
     INVALID = "invalid"  #: not sent: the row is wrong
     DUPLICATE = "duplicate"  #: not sent: the same recipient appears in an earlier row
-    SUPPRESSED = "suppressed"  #: not sent on purpose: already sent before (see ``error``)
+    SUPPRESSED = "suppressed"  #: not sent on purpose: a rule held it back (see ``code``, ``error``)
     UNKNOWN = "unknown"  #: the request left and no usable answer came back
     NOT_SENT = "not_sent"  #: not sent yet: the next run of the same command sends it
     IN_FLIGHT = "in_flight"  #: journal only: the request may be on its way right now
@@ -54,8 +54,14 @@ RESULT_STATUSES: Final[tuple[Status, ...]] = (
     Status.UNKNOWN,
     Status.NOT_SENT,
 )
-#: A dry run's verdicts: ``valid`` rows would be sent.
-DRY_RUN_STATUSES: Final[tuple[Status, ...]] = (Status.VALID, Status.INVALID, Status.DUPLICATE)
+#: A dry run's verdicts: ``valid`` rows would be sent; ``suppressed`` ones an audience rule
+#: would hold back.
+DRY_RUN_STATUSES: Final[tuple[Status, ...]] = (
+    Status.VALID,
+    Status.INVALID,
+    Status.DUPLICATE,
+    Status.SUPPRESSED,
+)
 #: Never sent again by a resume (``unknown`` is, with ``--resend-unknown``).
 FINAL: Final = frozenset(RESULT_STATUSES) - {Status.NOT_SENT}
 #: Deliberately not sent: these do not make the exit code 1.

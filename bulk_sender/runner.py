@@ -3,11 +3,12 @@
 Order matters for the promise "a broken file or setting stops before anything is sent":
 
 1. open the table (byte scan: encoding, NULs, wrong file type) and bind it to the settings
-   (recipient column, body placeholders); read the API key;
+   (recipient column, body placeholders); read the API key and the opt-out files;
 2. check every output path (record/paths.py); take the run lock; check the journal belongs to
    this campaign; scan the whole file's structure unless an earlier run of the same bytes
    already did;
-3. only then open the journal and send; finally rebuild the results and the failed export.
+3. only then open the journal and the audience ledger and send; finally rebuild the results
+   and the failed export.
 
 :func:`send` is a coroutine: the CLI runs it on a loop of its own (:func:`run_loop`), the
 Python API on the caller's. Stopping from outside goes through a :class:`StopControl`: the
@@ -30,19 +31,22 @@ import resource
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
+from bulk_sender.audience.gate import AudienceGate, AudienceReport, Rules
+from bulk_sender.audience.rules import Clock, wall_clock_ms
+from bulk_sender.audience.setup import DryRunScreen, open_gate, read_rules
 from bulk_sender.config import CallbacksSettings, KaleyraSettings, Secret, Settings, read_api_key
 from bulk_sender.delivery.merge import merged_or_none
 from bulk_sender.errors import PlannerCrashedError, UsageError
-from bulk_sender.input.campaign import Campaign, LoadStats
+from bulk_sender.input.campaign import Campaign, LoadStats, Planned
 from bulk_sender.input.plan_inline import plan_inline
-from bulk_sender.input.plan_process import PlanJob, start_planner
+from bulk_sender.input.plan_process import PlanJob, PlanProcess, start_planner
 from bulk_sender.input.table import Table, open_table
 from bulk_sender.model import Record, Status
 from bulk_sender.record.journal import SANDBOX, Journal, ResumeState, journal_path
@@ -177,34 +181,76 @@ def _open(settings: Settings, path: Path, table: Table | None) -> tuple[Table, C
 
 
 def dry_run(
-    settings: Settings, campaign_path: Path, verdicts: Path | None, *, table: Table | None = None
+    settings: Settings,
+    campaign_path: Path,
+    verdicts: Path | None,
+    *,
+    table: Table | None = None,
+    clock: Clock = wall_clock_ms,
 ) -> DryRunResult:
-    """Check the whole file (or the opened ``table``) without sending or touching the journal."""
+    """Check the whole file (or the opened ``table``), and what the audience rules would hold
+    back now, without sending, touching the journal or writing the ledger.
+
+    A large file is planned in a second process, as a send's is (:mod:`.input.plan_process`):
+    this one screens and counts meanwhile.
+    """
     started = time.monotonic()
     table, campaign = _open(settings, campaign_path, table)
     if verdicts is not None:
         check_outputs(campaign_path, [Output("--out", verdicts)])
-    table.scan(no_line_breaks=frozenset({campaign.to_column}))
+    rules = _rules(settings)
     totals = Totals()
+    with (
+        DryRunScreen(rules, settings.audience, clock=clock) as screen,
+        contextlib.ExitStack() as cleanup,
+    ):
+        # The ledger is read while the file is scanned.
+        rows = table.scan(no_line_breaks=frozenset({campaign.to_column}))
+        planner = start_planner(settings.sending, rows)
+        planned: Iterable[Planned] = campaign.plan(bodies=False)
+        if planner is not None:
+            cleanup.callback(planner.close)
+            planner.give(PlanJob.dry_run(campaign))
+            planned = screen.pulled(planner.plan(campaign.stats))
 
-    def counted() -> Iterator[Record]:
-        for item in campaign.plan(bodies=False):
-            record = item.record if item.body is None else item.record._replace(status=Status.VALID)
-            totals.count(record)
-            yield record
+        def counted() -> Iterator[Record]:
+            for item in screen.screened(planned):
+                record = _verdict(item)
+                totals.count(record)
+                yield record
 
-    if verdicts is not None:
-        write_results_only(counted(), verdicts)
-    else:
-        collections.deque(counted(), maxlen=0)
+        if verdicts is not None:
+            write_results_only(counted(), verdicts)
+        else:
+            collections.deque(counted(), maxlen=0)
     totals.rows = campaign.stats.rows
     return DryRunResult(
-        campaign=campaign_path,
-        verdicts=verdicts,
-        totals=totals,
-        load=campaign.stats,
+        campaign=campaign_path, verdicts=verdicts, totals=totals, load=campaign.stats,
         duration=time.monotonic() - started,
         example_request=_example_request(settings, campaign.stats.example_body),
+        audience=None if screen.gate is None else screen.gate.report,
+    )  # fmt: skip
+
+
+def _verdict(item: Planned) -> Record:
+    """A dry run's verdict on a message: ``valid`` if it would be sent; a row held for quiet
+    hours is valid too, the hold in its warning (it would be sent later)."""
+    record = item.record
+    if item.body is not None:
+        return record._replace(status=Status.VALID)
+    if record.status == Status.NOT_SENT:
+        held = f"if sent now: {record.error}"
+        return record._replace(status=Status.VALID, warning=held, code="", error="")
+    return record
+
+
+def _rules(settings: Settings) -> Rules:
+    """The audience rules, opt-out files read: before anything is sent."""
+    campaign = settings.campaign
+    return read_rules(
+        settings.audience,
+        default_region=campaign.default_region or None,
+        encoding=campaign.encoding or None,
     )
 
 
@@ -231,10 +277,12 @@ async def send(
     environ: Mapping[str, str] | None = None,
     display: DisplayFactory | None = None,
     control: StopControl | None = None,
+    clock: Clock = wall_clock_ms,
 ) -> SendResult:
     """Send a campaign (or resume it) and write its results; see the module docstring.
 
     ``api_key`` wins over the environment variable the settings name (read from ``environ``).
+    ``clock`` (POSIX milliseconds) is what the audience rules read: tests pass a fake one.
     """
     started = time.monotonic()
     control = control or StopControl()
@@ -242,15 +290,13 @@ async def send(
     options = replace(options, failed=_failed_path(options, table))
     check_outputs(options.campaign, send_outputs(options.results, options.failed))
     api_key = _api_key(settings, options, api_key, environ)
+    rules = _rules(settings)
     # The embedded sandbox is on this machine: no proxy variable applies to it.
     route = plan_route(settings.kaleyra, environ={} if options.sandbox else environ)
     destination = SANDBOX if options.sandbox else settings.kaleyra.messages_url
     path = journal_path(options.results)
     with contextlib.ExitStack() as cleanup:
-        lock = await acquire_lock(options.results, wait=options.wait_lock, give_up=control.why)
-        cleanup.callback(lock.release)
-        control.on_request(lambda _: lock.mark_stopping())
-        _note_lock_taken_over(lock.previous)
+        await _take_lock(options, control, cleanup)
         rows = _rows(table, campaign, path, destination, restart=options.restart)
         # Started now, so that its start-up overlaps the journal's; given its job below.
         planner = start_planner(settings.sending, rows)
@@ -268,10 +314,10 @@ async def send(
             settings=settings, sandbox=options.sandbox, route=route, api_key=api_key,
             journal=journal, stats=stats,
             display=(display or _no_display)(stats, campaign.stats, rows),
+            audience=_Audience(rules=rules, campaign=_ledger_campaign(journal, options),
+                               clock=clock),
         )  # fmt: skip
-        plan = (
-            plan_inline(campaign, state, path) if planner is None else planner.plan(campaign.stats)
-        )
+        plan = _plan(campaign, state, path, planner)
         stop, totals = await _send_and_record(
             run, plan, control,
             lambda: _write_outputs(table, campaign, journal, options, settings.callbacks),
@@ -281,8 +327,34 @@ async def send(
         campaign=options.campaign, results=options.results, failed=options.failed,
         totals=totals, load=campaign.stats, stats=stats, stop=stop,
         resumed_done=sum(state.done.values()), crashed_unknown=state.crashed,
-        duration=time.monotonic() - started,
+        duration=time.monotonic() - started, audience=run.audience.report,
     )  # fmt: skip
+
+
+def _plan(campaign: Campaign, state: ResumeState, path: Path, planner: PlanProcess | None) -> Plan:
+    """The plan: from the planning process if one was started, else planned here."""
+    return plan_inline(campaign, state, path) if planner is None else planner.plan(campaign.stats)
+
+
+async def _take_lock(
+    options: RunOptions, control: StopControl, cleanup: contextlib.ExitStack
+) -> None:
+    """Hold the results file's lock until ``cleanup`` ends; a stop request marks it stopping."""
+    lock = await acquire_lock(options.results, wait=options.wait_lock, give_up=control.why)
+    cleanup.callback(lock.release)
+    control.on_request(lambda _: lock.mark_stopping())
+    _note_lock_taken_over(lock.previous)
+
+
+def _ledger_campaign(journal: Journal, options: RunOptions) -> tuple[str, str] | None:
+    """The campaign's key and name in the ledger, or None: a rehearsal never writes it.
+
+    The key is the journal's own (made once, kept by every resume; a ``--restart`` starts a
+    journal, so a key, of its own), so a resume renews its messages' slots.
+    """
+    if options.sandbox:
+        return None
+    return journal.ledger_key(), options.campaign.name
 
 
 async def _send_and_record(
@@ -449,6 +521,23 @@ class _Sending:
     journal: Journal
     stats: RunStats
     display: contextlib.AbstractContextManager[None]
+    audience: _Audience
+
+
+@dataclass(slots=True, kw_only=True)
+class _Audience:
+    """The audience rules of a run, its campaign in the ledger (None: read it only), and the
+    gate once it is open."""
+
+    rules: Rules
+    campaign: tuple[str, str] | None
+    clock: Clock
+    gate: AudienceGate | None = None
+
+    @property
+    def report(self) -> AudienceReport | None:
+        """What the rules did, if any applied."""
+        return None if self.gate is None else self.gate.report
 
 
 async def _send_until_stopped(run: _Sending, plan: Plan, control: StopControl) -> StopReason | None:
@@ -478,12 +567,19 @@ async def _send_async(run: _Sending, plan: Plan, control: StopControl) -> StopRe
             route = Route(url=replace(kaleyra, base_url=url).messages_url)
         run.journal.start_writer()
         stack.callback(run.journal.stop_writer)
+        audience = run.audience
+        audience.gate = await open_gate(
+            audience.rules, run.settings.audience, campaign=audience.campaign, clock=audience.clock
+        )
+        if audience.gate is not None:
+            stack.push_async_callback(audience.gate.close)  # commits the slots given back
         client = await stack.enter_async_context(
             open_poster(route, api_key=run.api_key, sending=run.settings.sending)
         )
         engine = Engine(
-            settings=run.settings.sending, client=client, journal=run.journal, stats=run.stats
-        )
+            settings=run.settings.sending, client=client, journal=run.journal, stats=run.stats,
+            gate=audience.gate,
+        )  # fmt: skip
         stack.enter_context(run.display)
         stop = await _drive(engine, plan, control, run.settings.sending.stop_grace_seconds)
     return stop

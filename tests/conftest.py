@@ -45,16 +45,22 @@ def write_config(path: Path, base_url: str, **sections: dict[str, object]) -> Pa
     lines = []
     for section, items in values.items():
         lines.append(f"[{section}]")
-        for key, value in items.items():
-            if isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, str):
-                text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            else:
-                text = repr(value)
-            lines.append(f"{key} = {text}")
+        lines.extend(f"{key} = {_toml(value)}" for key, value in items.items())
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _toml(value: object) -> str:
+    """A value as TOML: strings, booleans, numbers, lists and (inline) tables."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    return repr(value)
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> Path:

@@ -296,7 +296,7 @@ def test_dry_run_checks_rows_without_a_journal(tmp_path: Path, sandbox: Sandbox)
     rows: list[dict[str, object]] = [*_rows(_numbers(2)), {"phone": "12", "first_name": "x"}]
     run = bulk_sender.dry_run(rows, config=config)
     assert (run.exit_code, run.results, run.failed) == (1, None, None)
-    assert dict(run.statuses) == {"valid": 2, "invalid": 1, "duplicate": 0}
+    assert dict(run.statuses) == {"valid": 2, "invalid": 1, "duplicate": 0, "suppressed": 0}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
     assert sandbox.received == []
 

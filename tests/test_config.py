@@ -155,6 +155,19 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
         ("error_threshold = -1", "sending", "[sending] error_threshold"),
         ('planner = "thread"', "sending", "[sending] planner"),
         ("rate_per_sec = 10", "sending", "[sending] rate_per_sec"),
+        ("repeat_guard_hours = -1", "audience", "[audience] repeat_guard_hours"),
+        ('repeat_guard_hours = "24"', "audience", "[audience] repeat_guard_hours"),
+        ('opt_out_files = "optouts.csv"', "audience", "[audience] opt_out_files"),
+        ("opt_out_keywords = [1]", "audience", "[audience] opt_out_keywords"),
+        ('opt_in_keywords = [" "]', "audience", "[audience] opt_in_keywords"),
+        ("frequency_cap = 2", "audience", "[audience] frequency_cap"),
+        ("frequency_cap = { messages = 2 }", "audience", "[audience] frequency_cap"),
+        ("frequency_cap = { messages = 0, hours = 24 }", "audience", "[audience] frequency_cap"),
+        ("frequency_cap = { messages = 2.5, hours = 24 }", "audience", "[audience] frequency_cap"),
+        ("frequency_cap = { messages = 2, hours = 0 }", "audience", "[audience] frequency_cap"),
+        ('service_window = "strict"', "audience", "[audience] service_window"),
+        ('quiet_hours = "9pm-9am"', "audience", "[audience] quiet_hours"),
+        ('quiet_hours = "21:00-21:00"', "audience", "[audience] quiet_hours"),
         ('apikey = "x"', "kaleyra", "[kaleyra] apikey"),
     ],
 )
@@ -561,3 +574,38 @@ def test_a_bad_ca_bundle_is_a_config_error(tmp_path: Path, content: str | None, 
         load(tmp_path, MINIMAL + f'ca_bundle = "{path}"\n')
     assert caught.value.key == "[kaleyra] ca_bundle"
     assert says in str(caught.value)
+
+
+# --------------------------------------------------------------------------- [audience]
+
+
+def test_the_audience_rules_are_on_by_default_with_a_ledger_beside_the_config(
+    tmp_path: Path,
+) -> None:
+    """No [audience] section: the ledger is ledger.db beside config.toml, the guard 24 h."""
+    audience = load(tmp_path, MINIMAL).audience
+    assert audience.enabled
+    assert Path(audience.ledger) == tmp_path / "ledger.db"
+    assert (audience.repeat_guard_hours, audience.frequency_cap) == (24.0, None)
+    assert (audience.service_window, audience.quiet_hours) == ("off", "")
+
+
+def test_audience_paths_are_taken_from_the_config_files_directory(tmp_path: Path) -> None:
+    """Relative ledger and opt-out file paths are the config's neighbours; absolute ones stay."""
+    text = MINIMAL + (
+        '[audience]\nledger = "shared/acme.db"\n'
+        'opt_out_files = ["optouts.csv", "/srv/crm/stop.xlsx"]\n'
+        "frequency_cap = { messages = 2, hours = 12 }\n"
+    )
+    audience = load(tmp_path, text).audience
+    assert Path(audience.ledger) == tmp_path / "shared" / "acme.db"
+    assert audience.opt_out_files == (str(tmp_path / "optouts.csv"), "/srv/crm/stop.xlsx")
+    assert audience.frequency_cap is not None
+    assert (audience.frequency_cap.messages, audience.frequency_cap.hours) == (2, 12.0)
+
+
+def test_an_empty_ledger_turns_the_ledger_rules_off(tmp_path: Path) -> None:
+    """ledger = "" is off, and stays "" (not a path beside the config)."""
+    audience = load(tmp_path, MINIMAL + '[audience]\nledger = ""\n').audience
+    assert not audience.enabled
+    assert audience.ledger == ""

@@ -161,7 +161,7 @@ def test_dry_run_of_a_frame_spools_nothing_beside_the_results(
     config = write_config(tmp_path / "config.toml", sandbox.url)
     frame = pd.DataFrame({"phone": [*_phones(2), 12]})
     run = bulk_sender.dry_run(frame, config=config, results=tmp_path / "v.csv")
-    assert dict(run.statuses) == {"valid": 2, "invalid": 1, "duplicate": 0}
+    assert dict(run.statuses) == {"valid": 2, "invalid": 1, "duplicate": 0, "suppressed": 0}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "v.csv"]
     assert [r["status"] for r in run.to_dataframe().to_dict("records")] == [
         "valid",

@@ -16,7 +16,7 @@ SUMMARY_FIELDS = {
     "version", "mode", "campaign", "outcome", "stop", "exit_code", "rows", "messages",
     "statuses", "codes", "warnings", "refs_truncated", "this_run", "duration_seconds",
     "mean_rate", "latency_ms", "rate", "in_flight", "results", "failed", "failed_rows",
-    "resume_command", "retry_command", "invalid_reasons", "example_request",
+    "resume_command", "retry_command", "invalid_reasons", "example_request", "audience",
 }  # fmt: skip
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 

@@ -28,6 +28,7 @@ from bulk_sender.input import plan_process as planning
 from bulk_sender.input.campaign import Campaign, LoadStats, Planned
 from bulk_sender.input.plan_process import (
     PLAN_IN_PROCESS_ROWS,
+    PROTOCOL,
     PlanJob,
     PlannerCrashedError,
     PlanProcess,
@@ -75,6 +76,7 @@ def _send(
         sandbox.url,
         campaign={"body_text": "Hi {first_name}, our catalog is here."},
         sending={"planner": planner},
+        audience={"ledger": f"{name}.ledger.db"},  # each run its own: the same file, sent twice
     )
     out, summary = tmp_path / f"{name}.csv", tmp_path / f"{name}.json"
     run = cli("send", campaign, "--config", config, "--out", out, "--summary-json", summary)
@@ -257,7 +259,7 @@ def test_child_exits_when_its_reader_goes(tmp_path: Path) -> None:
     proc.stdin.write(pickle.dumps(_job(tmp_path, campaign)))
     proc.stdin.close()
     with mine, mine.makefile("rb") as stream:
-        assert _frame(stream) == ("hello", 1)
+        assert _frame(stream) == ("hello", PROTOCOL)
         assert _frame(stream)[0] == "batch"
     assert proc.wait(timeout=60) == 0
 

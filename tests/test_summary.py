@@ -74,7 +74,7 @@ def test_a_dry_run_and_a_send_write_the_same_fields() -> None:
         None,
         None,
     )
-    assert list(dry_doc["statuses"]) == ["valid", "invalid", "duplicate"]
+    assert list(dry_doc["statuses"]) == ["valid", "invalid", "duplicate", "suppressed"]
     assert "sent" in send_doc["statuses"]
     assert stop_line(dry, error_threshold=5) is None
     assert summary_text(dry_doc, None).startswith("Dry run of c.csv: finished")

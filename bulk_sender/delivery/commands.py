@@ -10,10 +10,13 @@ import argparse
 import asyncio
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulk_sender.config import CallbacksSettings, Settings, load_settings, read_callback_secret
 from bulk_sender.errors import ExitCode
+
+if TYPE_CHECKING:
+    from bulk_sender.audience.incoming import LedgerReplies
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
@@ -64,7 +67,8 @@ def _receive(args: argparse.Namespace) -> int:
     from bulk_sender.delivery.receiver import serve
     from bulk_sender.stores.base import open_callback_store
 
-    callbacks = _callbacks(load_settings(args.config), args.config)
+    settings = load_settings(args.config)
+    callbacks = _callbacks(settings, args.config)
     secret = read_callback_secret(callbacks)
     host = args.host or callbacks.host
     port = callbacks.port if args.port is None else args.port
@@ -73,11 +77,29 @@ def _receive(args: argparse.Namespace) -> int:
         print(f"Receiving Kaleyra callbacks on {url} (store {callbacks.store})", flush=True)
 
     async def main() -> None:
-        store = await open_callback_store(callbacks.store)
-        await serve(store, secret, host=host, port=port, ready=ready)
+        replies = await _ledger_replies(settings)
+        try:
+            store = await open_callback_store(callbacks.store)
+            await serve(store, secret, host=host, port=port, ready=ready, on_incoming=replies)
+        finally:
+            if replies is not None:
+                await replies.ledger.close()
 
     _run_async(main())
     return ExitCode.OK
+
+
+async def _ledger_replies(settings: Settings) -> LedgerReplies | None:
+    """Customers' messages go into the audience ledger too (STOP, START, the service window),
+    unless ``[audience] ledger`` is empty."""
+    from bulk_sender.audience.incoming import LedgerReplies
+    from bulk_sender.stores.ledger import open_ledger
+
+    if not settings.audience.enabled:
+        return None
+    ledger = await open_ledger(settings.audience.ledger)
+    assert ledger is not None  # only a read-only open finds nothing
+    return LedgerReplies(ledger, settings.audience)
 
 
 def _report(args: argparse.Namespace) -> int:

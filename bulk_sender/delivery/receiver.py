@@ -27,20 +27,20 @@ import hashlib
 import hmac
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
 from bulk_sender.config import Secret
-from bulk_sender.delivery.events import Callback
+from bulk_sender.delivery.events import Callback, IncomingMessage
 from bulk_sender.delivery.parse import CallbackRejected, decode, parse_incoming, parse_status
 from bulk_sender.errors import StoreError, UsageError
 from bulk_sender.model import utc_now
 from bulk_sender.stores.base import CallbackStore
 
-__all__ = ["MAX_BODY", "SECRET_HEADER", "Receiver", "serve"]
+__all__ = ["MAX_BODY", "SECRET_HEADER", "IncomingHook", "Receiver", "serve"]
 
 log = logging.getLogger("bulk_sender")
 
@@ -65,11 +65,24 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
 
 
-class Receiver:
-    """The handlers, bound to one store and one secret; :meth:`handle` routes every request."""
+#: Called with every customer's message once it is stored (the audience ledger: STOP, START
+#: and when each customer last wrote); raises StoreError if it cannot record them.
+IncomingHook = Callable[[Sequence[IncomingMessage]], Awaitable[object]]
 
-    def __init__(self, store: CallbackStore, secret: Secret) -> None:
+
+class Receiver:
+    """The handlers, bound to one store and one secret; :meth:`handle` routes every request.
+
+    ``on_incoming``, when given, is called with a callback's customer messages after the store
+    committed them, and the answer is 200 only once it returned: a 503 sends the callback
+    again, which both the store and the ledger take as often as it comes.
+    """
+
+    def __init__(
+        self, store: CallbackStore, secret: Secret, *, on_incoming: IncomingHook | None = None
+    ) -> None:
         self.store = store
+        self._on_incoming = on_incoming
         self._secret = _digest(secret.reveal())
         self.stored = 0
         self.rejected = 0
@@ -168,6 +181,8 @@ class Receiver:
             return _answer(400, error=exc.reason)
         try:
             await self.store.save(callback)
+            if callback.incoming and self._on_incoming is not None:
+                await self._on_incoming(callback.incoming)
         except StoreError as exc:
             log.error(
                 "bulk_sender.callback_not_stored",
@@ -219,17 +234,19 @@ async def serve(
     port: int,
     ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    on_incoming: IncomingHook | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop``), then finish in-flight requests and return.
 
-    ``ready`` is called with the base URL once the server listens.
+    ``ready`` is called with the base URL once the server listens; ``on_incoming``: see
+    :class:`Receiver`.
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    receiver = Receiver(store, secret)
+    receiver = Receiver(store, secret, on_incoming=on_incoming)
     # The low-level server: one handler that routes by a dict lookup, no application, router
     # or middleware chain to pay for on every callback.
     server = web.Server(receiver.handle, request_factory=_capped_request)

@@ -28,7 +28,14 @@ from bulk_sender.input.recipient import RECIPIENT_EXAMPLES, is_recipient_header
 from bulk_sender.input.table import Table
 from bulk_sender.model import Record, Status
 from bulk_sender.record.journal import ResumeState
-from bulk_sender.sending.payload import BODY_TEXT_MAX, REF_MAX, Fields, build_body, clip_ref
+from bulk_sender.sending.payload import (
+    BODY_TEXT_MAX,
+    REF_MAX,
+    Fields,
+    build_body,
+    clip_ref,
+    content_key,
+)
 
 __all__ = ["OPTIONAL_COLUMNS", "Campaign", "LoadStats", "Planned", "canonical"]
 
@@ -46,10 +53,15 @@ def canonical(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """One message: a ``body`` to send, or ``None`` when ``record`` is already final."""
+    """One message: a ``body`` to send, or ``None`` when ``record`` is already final.
+
+    ``content`` identifies what the customer would see (:func:`~bulk_sender.sending.payload.
+    content_key`), for the repeat guard; 0 when there is no body.
+    """
 
     record: Record
     body: bytes | None
+    content: int = 0
 
 
 @dataclass(slots=True)
@@ -263,7 +275,7 @@ class Campaign:
                 row=row, part=part, parts=parts, to=e164, status=Status.NOT_SENT, attempts=attempts,
                 ref=ref, ref1=ref1, ref2=ref2, warning=warning,
             )  # fmt: skip
-            yield Planned(record, body)
+            yield Planned(record, body, content_key(body_text, retailer))
 
     def _cell(self, cells: Sequence[str], name: str) -> str:
         index = self._optional[name]

@@ -13,7 +13,7 @@ its end of a socket pair (``FD``; its stdout goes to stderr, so nothing printed 
 the stream) as length-prefixed pickle frames::
 
     ("hello", PROTOCOL)                              first: the right program is talking
-    ("batch", [(record tuple, body or None), ...], LoadStats)
+    ("batch", [(record tuple, body or None, content key), ...], LoadStats)
     ("end", LoadStats)
     ("input_error", path, reason, line, LoadStats)   the file broke part-way: exit 2
     ("journal_error", message)                       the dedupe seed could not be read: exit 3
@@ -86,7 +86,7 @@ PLAN_IN_PROCESS_ROWS = 20_000
 
 _FRAME = struct.Struct("!I")
 _MAX_FRAME = 1 << 28  # far above any batch: a size beyond it is not a frame of ours
-PROTOCOL = 1
+PROTOCOL = 2
 _FIRST_BATCH = 64  # small, so the first request leaves early
 _BATCH = 1024
 
@@ -97,13 +97,19 @@ class PlanJob:
 
     table: Table
     settings: CampaignSettings
-    journal: Path  # the dedupe seed is read from here, by the child
+    journal: Path | None  # the dedupe seed is read from here, by the child; None: a dry run
     resume: ResumeState = field(default_factory=ResumeState)  # its seed not loaded
+    bodies: bool = True  # False: a dry run's plan (one example body; see Campaign.plan)
 
     @classmethod
     def of(cls, campaign: Campaign, state: ResumeState, journal: Path) -> PlanJob:
         """The job for ``campaign`` resumed from ``state``, whose seed is in ``journal``."""
         return cls(table=campaign.table, settings=campaign.settings, journal=journal, resume=state)
+
+    @classmethod
+    def dry_run(cls, campaign: Campaign) -> PlanJob:
+        """A dry run's job: every row, no journal, bodies left out."""
+        return cls(table=campaign.table, settings=campaign.settings, journal=None, bodies=False)
 
 
 def command() -> list[str]:
@@ -175,7 +181,9 @@ class PlanProcess:
                 if kind == "batch":
                     _copy_stats(frame[2], stats)
                     make = Record._make
-                    yield [Planned(make(record), body) for record, body in frame[1]]
+                    yield [
+                        Planned(make(record), body, content) for record, body, content in frame[1]
+                    ]
                 elif kind == "end":
                     _copy_stats(frame[1], stats)
                     return
@@ -294,11 +302,15 @@ def _frames(job: PlanJob) -> Iterator[tuple[Any, ...]]:
     """What the child sends: the plan in batches, then how it ended."""
     yield ("hello", PROTOCOL)
     campaign = Campaign(job.table, job.settings)
-    batch: list[tuple[tuple[object, ...], bytes | None]] = []
+    batch: list[tuple[tuple[object, ...], bytes | None, int]] = []
     size = _FIRST_BATCH
+    if job.journal is None:
+        plan = campaign.plan(job.resume, bodies=job.bodies)
+    else:
+        plan = resumed_plan(campaign, job.resume, job.journal)
     try:
-        for item in resumed_plan(campaign, job.resume, job.journal):
-            batch.append((tuple(item.record), item.body))
+        for item in plan:
+            batch.append((tuple(item.record), item.body, item.content))
             if len(batch) >= size:
                 yield ("batch", batch, campaign.stats)
                 batch, size = [], _BATCH

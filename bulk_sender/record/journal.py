@@ -30,6 +30,7 @@ import itertools
 import queue
 import sqlite3
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -307,6 +308,14 @@ class Journal:
         with _translated(self.path):
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
+
+    def ledger_key(self) -> str:
+        """The campaign's own id in the audience ledger: made once, kept by every resume."""
+        key = self.meta("ledger_key")
+        if key is None:
+            key = uuid.uuid4().hex
+            self.set_meta("ledger_key", key)
+        return key
 
     def set_meta(self, key: str, value: str) -> None:
         """Store a value with the journal (before the writer starts)."""

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from bulk_sender.audience.gate import AudienceReport
+from bulk_sender.audience.summary import audience_dict, audience_lines
 from bulk_sender.errors import OutputWriteError
 from bulk_sender.input.campaign import LoadStats
 from bulk_sender.model import DRY_RUN_STATUSES, RESULT_STATUSES, Status, utc_now
@@ -57,6 +59,7 @@ class SendResult:
     resumed_done: int
     crashed_unknown: int
     duration: float
+    audience: AudienceReport | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +72,7 @@ class DryRunResult:
     load: LoadStats
     duration: float
     example_request: dict[str, Any] | None
+    audience: AudienceReport | None = None
 
 
 def summary_dict(
@@ -97,6 +101,7 @@ def summary_dict(
         "failed_rows": totals.failed_rows,
         "resume_command": _resume_command(command) if command and stop is not None else None,
         "retry_command": retry,
+        "audience": audience_dict(result.audience, counts=totals.codes),
     }
 
 
@@ -123,6 +128,7 @@ def _dry_run_dict(result: DryRunResult, *, exit_code: int) -> dict[str, Any]:
         "failed_rows": result.totals.failed_rows,
         "resume_command": None,
         "retry_command": None,
+        "audience": audience_dict(result.audience),
     }
 
 
@@ -276,7 +282,7 @@ def stop_line(result: SendResult | DryRunResult, *, error_threshold: int) -> str
             "they may have been delivered and are not sent again. Check that base_url points "
             f"at Kaleyra's API and nothing rewrites its answers, then {again}"
         )
-    if stop.kind == "journal":
+    if stop.kind in ("journal", "ledger"):
         return f"Stopped: {stop.message}"
     if stop.kind == "cancelled":
         return (
@@ -299,6 +305,7 @@ def summary_text(doc: dict[str, Any], stop_line: str | None) -> str:
         lines.append("  by code: " + ", ".join(f"{c} x{n:,}" for c, n in doc["codes"].items()))
     lines.append(f"  warnings {doc['warnings']:,}   refs truncated {doc['refs_truncated']:,}")
     lines.extend(_send_lines(doc) if doc["mode"] == "send" else _dry_run_lines(doc))
+    lines.extend(audience_lines(doc.get("audience"), dry_run=doc["mode"] == "dry-run"))
     if stop_line:
         lines.append(stop_line)
     if doc["resume_command"]:

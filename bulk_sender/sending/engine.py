@@ -27,6 +27,12 @@ retryable outcome it commits ``not_sent`` before it waits to retry. So a crash l
 ``concurrency`` rows whose fate is unknown (one per worker), and never a row waiting for a
 retry or a hold.
 
+Audience rules (:mod:`bulk_sender.audience.gate`), when the run has them: the plan is screened
+batch by batch before the loader (what a rule holds back is recorded, never queued); a
+message's ledger slot is taken after admission, the last long wait, beside its ``in_flight``
+record, and settled after its last attempt: kept if a request may have reached the customer,
+else given back.
+
 Stopping: an account-level answer, ``error_threshold`` failed rows in a row, a journal that
 cannot be written, or :meth:`Engine.request_stop` (SIGINT/SIGTERM) set the stop reason and
 wake every wait (both gates, the hold, a retry's backoff) at once. From then on no request
@@ -45,14 +51,15 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from bulk_sender.config import CONCURRENCY_MAX, SendingSettings
-from bulk_sender.errors import TransportError
+from bulk_sender.errors import StoreError, TransportError
 from bulk_sender.input.campaign import Planned
 from bulk_sender.model import Record, Status, utc_now
+from bulk_sender.record.carried import Carried
 from bulk_sender.record.journal import Journal, JournalError
 from bulk_sender.sending.client import Answer
 from bulk_sender.sending.firstcontact import FirstContact
@@ -60,13 +67,19 @@ from bulk_sender.sending.garbled import GarbledAnswers
 from bulk_sender.sending.inflight import InflightSizer
 from bulk_sender.sending.limiter import PacedLimiter
 from bulk_sender.sending.message_ids import RecentIds
-from bulk_sender.sending.outcome import Kind, Outcome, classify_answer, classify_failure
+from bulk_sender.sending.outcome import (
+    MAY_HAVE_REACHED,
+    Kind,
+    Outcome,
+    classify_answer,
+    classify_failure,
+)
 from bulk_sender.sending.policy import Decision, Final, Retry, RetryPolicy
 from bulk_sender.sending.ratecontrol import RateChange, RateController
 from bulk_sender.sending.slots import InflightSlots
 from bulk_sender.sending.stats import RunStats
 
-__all__ = ["Engine", "Plan", "Poster", "StopReason"]
+__all__ = ["Engine", "Gate", "Plan", "Poster", "StopReason"]
 
 log = logging.getLogger("bulk_sender")
 _YIELD_EVERY = 128
@@ -81,11 +94,36 @@ class Poster(Protocol):
     async def post(self, body: bytes) -> Answer: ...
 
 
+class Gate(Protocol):
+    """What the engine needs from the audience rules (:class:`bulk_sender.audience.gate.
+    AudienceGate`); the take raises :class:`~bulk_sender.stores.base.StoreError` when the ledger
+    cannot be written."""
+
+    def screened(self, plan: Plan, *, carried: Carried | None) -> Plan: ...
+
+    def take(self, item: Planned) -> Record | Awaitable[object] | None: ...
+
+    def took(self, item: Planned, answer: Any) -> Record | None: ...
+
+    def settle(self, item: Planned, *, reached: bool) -> None: ...
+
+
+@dataclass(slots=True)
+class _AudienceSlot:
+    """A message's slot in the audience ledger: whether it is taken, and whether a request for
+    it may have reached the customer (then it is kept)."""
+
+    taken: bool = False
+    reached: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class StopReason:
     """Why a run stopped early; ``code``/``message`` come from Kaleyra where there is one."""
 
-    kind: Literal["account", "endpoint", "threshold", "answers", "signal", "cancelled", "journal"]
+    kind: Literal[
+        "account", "endpoint", "threshold", "answers", "signal", "cancelled", "journal", "ledger"
+    ]
     code: str = ""
     message: str = ""
 
@@ -100,9 +138,11 @@ class Engine:
         client: Poster,
         journal: Journal,
         stats: RunStats,
+        gate: Gate | None = None,
         random_source: Callable[[], float] = random.random,
     ) -> None:
         self._settings = settings
+        self._gate = gate
         self._client = client
         self._journal = journal
         self.stats = stats
@@ -155,6 +195,8 @@ class Engine:
             asyncio.create_task(self._work(queue), name=f"worker-{i}")
             for i in range(self._settings.concurrency)
         ]
+        if self._gate is not None:
+            plan = self._gate.screened(plan, carried=self._journal.carried)
         loader = asyncio.create_task(self._load_all(plan, queue, len(workers)), name="loader")
         tasks = [loader, *workers]
         try:
@@ -225,6 +267,9 @@ class Engine:
                 await self._deliver(item)
             except JournalError as exc:
                 self.request_stop(StopReason("journal", "JOURNAL", str(exc)))
+            except StoreError as exc:  # its slot could not be taken: it stays not_sent
+                self.request_stop(StopReason("ledger", "LEDGER", str(exc)))
+                self._record_later(item.record)
 
     async def _deliver(self, item: Planned) -> None:
         """Send one message until it has a final status, or the run stops."""
@@ -235,12 +280,15 @@ class Engine:
         # a 429, and those that got a 429.
         errors = throttles = 0
         last: Outcome | None = None
+        audience = _AudienceSlot()
         while True:
-            outcome = await self._send_once(item.body, record, attempts, last)
-            if outcome is None:
-                return  # the run stopped before it left; recorded not_sent
+            outcome = await self._send_once(item, attempts, last, audience)
+            if outcome is None:  # held back, or the run stopped before it left: recorded
+                self._settle(item, audience)
+                return
             attempts += 1
             last = outcome
+            audience.reached = audience.reached or last.kind in MAY_HAVE_REACHED
             if last.kind is Kind.THROTTLED:
                 throttles += 1
                 self._apply(self._limiter.throttled(last.retry_after))
@@ -253,6 +301,7 @@ class Engine:
             )
             if not isinstance(decision, Retry):
                 self._finish(record, decision, last, attempts)
+                self._settle(item, audience)
                 return
             # Kaleyra did not act on it (or, at-least-once, the user accepts the risk): say so
             # before waiting, so a run killed during the wait sends it again on resume.
@@ -261,28 +310,38 @@ class Engine:
             await self._pause(decision.delay)
 
     async def _send_once(
-        self, body: bytes, record: Record, attempts: int, last: Outcome | None
+        self, item: Planned, attempts: int, last: Outcome | None, audience: _AudienceSlot
     ) -> Outcome | None:
-        """Take an in-flight slot, then send; None if the run stopped first (recorded then)."""
+        """Take an in-flight slot, then send; None if the run stopped first or the audience
+        rules held the message back (recorded then)."""
         if not await self._slots.acquire():
-            self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
+            self._record_later(_with_outcome(item.record, Status.NOT_SENT, last, attempts))
             return None
         try:
-            return await self._send_in_slot(body, record, attempts, last)
+            return await self._send_in_slot(item, attempts, last, audience)
         finally:
             self._slots.release()
 
     async def _send_in_slot(
-        self, body: bytes, record: Record, attempts: int, last: Outcome | None
+        self, item: Planned, attempts: int, last: Outcome | None, audience: _AudienceSlot
     ) -> Outcome | None:
-        """Pass both gates and send; None if the run stopped first (the row is then recorded).
+        """Pass both gates and send; None if the run stopped first or the audience rules held
+        the message back (the row is then recorded).
 
         ``in_flight`` is committed after every long wait: between it and the request there is
-        only the departure gate, which gives up at a hold or a stop instead of waiting.
+        only the departure gate, which gives up at a hold or a stop instead of waiting. The
+        audience slot is taken in the same moment, committed beside the ``in_flight`` record
+        (two files, two writers: one commit's latency, not two); the request leaves only once
+        both are durable. A refused take leaves the row ``suppressed`` instead: until that is
+        committed the journal holds it ``in_flight``, so a crash then leaves it ``unknown``,
+        as a crash between the ``in_flight`` commit and the request always could.
         """
+        record, body = item.record, item.body
+        assert body is not None
         in_flight = record._replace(status=Status.IN_FLIGHT, attempts=attempts + 1)
         while await self._limiter.admit():
-            await self._journal.write(in_flight)
+            if not await self._commit_in_flight(item, in_flight, audience):
+                return None
             if await self._limiter.depart() and not self.stopping:
                 return await self._attempt(body)
             if self.stopping:
@@ -292,6 +351,34 @@ class Engine:
             await self._journal.write(_with_outcome(record, Status.NOT_SENT, last, attempts))
         self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
         return None
+
+    async def _commit_in_flight(
+        self, item: Planned, in_flight: Record, audience: _AudienceSlot
+    ) -> bool:
+        """Commit ``in_flight``, and the audience slot beside it the first time; False if the
+        audience rules held the message back (recorded)."""
+        gate = self._gate
+        taking = None if audience.taken or gate is None else gate.take(item)
+        if isinstance(taking, Record):  # held back before anything was written
+            self._record_later(taking)
+            return False
+        try:
+            await self._journal.write(in_flight)
+        except BaseException:
+            if isinstance(taking, asyncio.Future):
+                taking.cancel()  # stop waiting; a slot it took anyway is kept: the safe side
+            raise
+        held = None if taking is None or gate is None else gate.took(item, await taking)
+        if held is not None:
+            self._record_later(held)  # until committed, in_flight: unknown if we die
+            return False
+        audience.taken = True
+        return True
+
+    def _settle(self, item: Planned, audience: _AudienceSlot) -> None:
+        """Keep or give back the message's ledger slot once its fate in this run is known."""
+        if audience.taken and self._gate is not None:
+            self._gate.settle(item, reached=audience.reached)
 
     def _finish(self, record: Record, decision: Decision, last: Outcome, attempts: int) -> None:
         """Record a row's final outcome (an account or endpoint error stops the run, the row

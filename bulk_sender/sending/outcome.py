@@ -40,6 +40,7 @@ from bulk_sender.errors import TransportError
 __all__ = [
     "ACCOUNT_CODES",
     "ENDPOINT_STATUSES",
+    "MAY_HAVE_REACHED",
     "RETRY_AFTER_CAP",
     "Kind",
     "Outcome",
@@ -72,6 +73,12 @@ class Kind(enum.Enum):
     ROW_FAILED = "row_failed"
     ACCOUNT = "account"
     ENDPOINT = "endpoint"
+
+
+#: Attempts after which the message may have reached the customer: Kaleyra took it, the answer
+#: was lost, or a server error left it unclear. After any other kind it provably did not (it
+#: never left, or Kaleyra answered that it did not take it).
+MAY_HAVE_REACHED: frozenset[Kind] = frozenset({Kind.SENT, Kind.AMBIGUOUS, Kind.SERVER_ERROR})
 
 
 @dataclass(frozen=True, slots=True)

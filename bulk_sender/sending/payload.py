@@ -10,13 +10,14 @@ that breaks it is ``invalid`` and must not be sent at all.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, NamedTuple
 
 import orjson
 
 from bulk_sender.config import WA_SOURCES
 
-__all__ = ["BODY_TEXT_MAX", "REF_MAX", "Fields", "build_body", "clip_ref"]
+__all__ = ["BODY_TEXT_MAX", "REF_MAX", "Fields", "build_body", "clip_ref", "content_key"]
 
 BODY_TEXT_MAX = 1024
 REF_MAX = 255
@@ -67,3 +68,13 @@ def build_body(fields: Fields) -> bytes:
             "extra_info": extra,
         }
     )
+
+
+def content_key(body_text: str, thumbnail_product_retailer_id: str) -> int:
+    """A 63-bit identity of what the customer sees: the body text and the catalog's thumbnail.
+
+    Two messages with the same key are "the same message" to the repeat guard, whatever their
+    refs or ``wa_source`` (which the customer never sees). Stable across processes and runs.
+    """
+    text = f"{body_text}\x1f{thumbnail_product_retailer_id}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") >> 1

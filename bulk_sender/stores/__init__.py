@@ -1,5 +1,7 @@
-"""Durable stores behind small async interfaces, with their backends.
+"""Durable stores shared between runs, behind small async interfaces, with their backends.
 
-``base`` holds the interfaces (``typing.Protocol``) and :func:`~.base.open_callback_store`;
-``sql`` the dialect-neutral SQL they share; every SQLite specific lives in ``sqlite*.py``.
+``base`` holds the callback store's interface (``typing.Protocol``) and
+:func:`~.base.open_callback_store`, ``ledger`` the audience ledger's and :func:`~.ledger.
+open_ledger`; ``sql`` and ``ledger_sql`` the dialect-neutral SQL they run; every SQLite
+specific lives in ``sqlite*.py``. Their errors are :class:`~bulk_sender.errors.StoreError`.
 """
