@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             json_format = getattr(args, "log_format", "text") == "json"
             ui.setup_logging(verbosity=getattr(args, "verbose", 0), json_format=json_format)
             return delivery_commands.run(args)
-        invoked = [_program(), *sys.argv[1:]] if argv is None else ["bulk-sender", *argv]
+        invoked = [*_program(), *sys.argv[1:]] if argv is None else ["bulk-sender", *argv]
         return _send(args, invoked)
     except KeyboardInterrupt:
         print("bulk-sender: interrupted; run the same command again to resume", file=sys.stderr)
@@ -167,10 +167,11 @@ def _failed(args: argparse.Namespace, exc: Exception) -> int:
     return code
 
 
-def _program() -> str:
-    """How this program was invoked, so printed commands can be pasted as they are."""
+def _program() -> list[str]:
+    """How this program was invoked, word by word, so printed commands can be pasted as they
+    are (``python -m bulk_sender`` is three words, never one quoted string)."""
     name = Path(sys.argv[0])
-    return "python -m bulk_sender" if name.name == "__main__.py" else str(name)
+    return ["python", "-m", "bulk_sender"] if name.name == "__main__.py" else [str(name)]
 
 
 def _error_summary(args: argparse.Namespace, code: int, message: str) -> None:

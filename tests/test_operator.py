@@ -152,3 +152,13 @@ def test_closed_stdout_is_not_a_traceback(tmp_path: Path, sandbox: Sandbox) -> N
     assert "Traceback" not in err
     assert proc.returncode == 1
     assert (tmp_path / "c.results.csv").exists()
+
+
+def test_printed_commands_of_python_m_paste_as_they_are(tmp_path: Path, sandbox: Sandbox) -> None:
+    """Run as ``python -m bulk_sender``, the retry command starts with those three words."""
+    campaign, config = _mixed(tmp_path, sandbox)
+    summary = tmp_path / "s.json"
+    proc = spawn("send", campaign, "--config", config, "--summary-json", summary)
+    proc.communicate(timeout=60)
+    retry = orjson.loads(summary.read_bytes())["retry_command"]
+    assert retry.startswith("python -m bulk_sender send "), retry

@@ -244,7 +244,8 @@ def _resume_command(command: list[str]) -> str:
 def _retry_command(command: list[str], failed: Path, results: Path) -> str:
     """``send`` of the failed export, with the same program, config, target and pace."""
     retry_out = results.with_name(results.stem + ".retry.csv")
-    keep = [command[0], "send", str(failed), "--out", str(retry_out)]
+    program = command[: command.index("send")] if "send" in command else command[:1]
+    keep = [*program, "send", str(failed), "--out", str(retry_out)]
     for flag in ("--config", "--base-url", "--rate", "--concurrency"):
         if flag in command and command.index(flag) + 1 < len(command):
             keep += [flag, command[command.index(flag) + 1]]
