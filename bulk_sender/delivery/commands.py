@@ -88,7 +88,6 @@ def _receive(args: argparse.Namespace) -> int:
     spec = WorkerSpec(
         config=str(args.config), host=args.host or callbacks.host,
         port=callbacks.port if args.port is None else args.port,
-        verbosity=args.verbose, json_logs=args.log_format == "json",
     )  # fmt: skip
     workers = args.workers or default_workers()
     shown = f", {workers} workers" if workers > 1 else ""

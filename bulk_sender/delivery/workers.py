@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
@@ -53,8 +54,6 @@ class WorkerSpec:
     config: str
     host: str
     port: int
-    verbosity: int = 0
-    json_logs: bool = False
     shared_port: bool = False  #: listen with SO_REUSEPORT (set for every worker)
 
 
@@ -180,8 +179,9 @@ class _Supervisor:
             raise _StartFailed(0, "stopping")
         pipe, child_end = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=_worker, args=(self._spec, self._main, child_end), name=f"receiver-{slot}"
-        )
+            target=_worker, args=(self._spec, self._main, child_end, _logging_now()),
+            name=f"receiver-{slot}",
+        )  # fmt: skip
         process.start()
         child_end.close()
         self._live[slot] = process
@@ -211,12 +211,24 @@ def _error(code: int, message: str) -> BulkSenderError:
     return BulkSenderError(message)
 
 
-def _worker(spec: WorkerSpec, main: WorkerMain, parent: Connection) -> None:
-    """A worker process: one receiver; stops on SIGTERM or when the parent goes away."""
-    from bulk_sender import ui
+#: How the parent logs (its handler's formatter and its level), for the workers to do the same.
+_Logging = tuple["logging.Formatter | None", int]
 
+
+def _logging_now() -> _Logging:
+    logger = logging.getLogger("bulk_sender")
+    return (logger.handlers[0].formatter if logger.handlers else None), logger.level
+
+
+def _worker(spec: WorkerSpec, main: WorkerMain, parent: Connection, logs: _Logging) -> None:
+    """A worker process: one receiver; stops on SIGTERM or when the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent passes a Ctrl-C on as SIGTERM
-    ui.setup_logging(verbosity=spec.verbosity, json_format=spec.json_logs)
+    handler = logging.StreamHandler(sys.stderr)
+    if logs[0] is not None:
+        handler.setFormatter(logs[0])
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logs[1])
     try:
         _run_loop(_serve_worker(spec, main, parent))
     except BulkSenderError as exc:
@@ -235,7 +247,11 @@ async def _serve_worker(spec: WorkerSpec, main: WorkerMain, parent: Connection) 
         stop.set()
 
     def ready(_url: str) -> None:
-        parent.send(("ready", "", ""))
+        try:
+            parent.send(("ready", "", ""))
+        except OSError:  # the parent is gone already
+            stop.set()
+            return
         loop.add_reader(parent.fileno(), parent_gone)
 
     await main(spec, ready, stop)
