@@ -1,6 +1,6 @@
 """The audience ledger in one SQLite file (the default backend).
 
-Every write goes through a :class:`~.sqlite_group.GroupCommitter`: a batch of jobs (takes,
+Every write goes through a :class:`~.sqlite_writer.GroupCommitter`: a batch of jobs (takes,
 settlements, opt changes, incoming messages) commits as one ``BEGIN IMMEDIATE`` transaction,
 which is what serialises the takes of several processes (see :mod:`.ledger_sql`). Reads of the
 whole ledger (:meth:`SqliteLedger.view`) use a read-only connection of their own, in a thread;
@@ -32,7 +32,7 @@ from bulk_sender.stores.ledger import (
     StoreError,
     TakeRequest,
 )
-from bulk_sender.stores.sqlite_group import GroupCommitter, connect
+from bulk_sender.stores.sqlite_writer import GroupCommitter, connect
 
 __all__ = ["SQLITE", "SqliteLedger"]
 
@@ -98,8 +98,8 @@ class SqliteLedger:
             db = await asyncio.to_thread(_create, path)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(_cannot(path, "open", exc)) from None
-        writer: GroupCommitter[_Job, _Answer] = GroupCommitter(path, db, _commit)
-        writer.start()
+        writer: GroupCommitter[_Job, _Answer] = GroupCommitter(path, db, _commit, what="the ledger")
+        writer.start(name="ledger-writer")
         return cls(path, writer)
 
     # -- writes (through the group committer) ------------------------------------------------
