@@ -142,7 +142,7 @@ def test_a_stopped_committer_refuses_jobs(tmp_path: Path) -> None:
         writer: GroupCommitter[int, int] = GroupCommitter(path, _open(path), _Held(), what="the t")
         writer.start()
         await writer.stop()
-        with pytest.raises(StoreError, match="the t .* is closed"):
+        with pytest.raises(StoreError, match=r"the t .* is closed"):
             writer.submit_soon(1)
         with pytest.raises(StoreError, match="is closed"):
             writer.submit_later(1)

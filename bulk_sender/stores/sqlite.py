@@ -76,11 +76,11 @@ class SqliteCallbackStore:
         statements: list[Statement] = [
             (_INSERTS[index], params) for index, params in sql.rows_of(callback, received)
         ]
-        await self._writer.submit(statements)
+        await self._writer.submit_soon(statements)
 
     async def check_writable(self) -> None:
         """Commit a heartbeat through the same writer as the callbacks."""
-        await self._writer.submit([(_CHECKED, ("checked_at", utc_now()))])
+        await self._writer.submit_soon([(_CHECKED, ("checked_at", utc_now()))])
 
     async def export_deliveries(
         self, *, journal: Path, since: str, into: Path, rows: tuple[int, int] | None = None
