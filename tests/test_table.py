@@ -663,6 +663,16 @@ def test_write_table_writes_the_bom_again(tmp_path: Path, encoding: str, bom: by
     assert out.read_bytes().startswith(bom)
 
 
+def test_write_table_in_cp1252_survives_a_character_it_lacks(tmp_path: Path) -> None:
+    """A cp1252 export keeps the campaign's own accents and writes an emoji it lacks as '?'."""
+    out = tmp_path / "out.csv"
+    fmt = TableFormat("csv", "cp1252", ",")
+    write_table(out, fmt, ["to", "name", "error"], [["+919876543210", "Ren\xe9e", "failed 🚫"]])
+    assert out.read_bytes() == "to,name,error\r\n+919876543210,Ren\xe9e,failed ?\r\n".encode(
+        "cp1252"
+    )
+
+
 def test_write_table_replaces_an_existing_file(tmp_path: Path) -> None:
     """Writing over an existing file replaces it whole."""
     out = tmp_path / "out.csv"

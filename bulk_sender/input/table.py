@@ -229,12 +229,18 @@ def write_table(
     path: Path, fmt: TableFormat, header: Sequence[str], rows: Iterable[Sequence[str]]
 ) -> None:
     """Write ``rows`` in the same format as the input (a workbook as ``.xlsx``), atomically
-    (temp file, then replace)."""
+    (temp file, then replace).
+
+    The campaign's own cells were read in ``fmt``'s codec, so they always encode again; a cell
+    added beside them (an export's ``error``, with Kaleyra's or Meta's words in it) may hold a
+    character a legacy codec such as cp1252 lacks: it is written as ``?`` rather than failing
+    the whole export.
+    """
     if fmt.kind != "csv":
         with atomic_write(path) as binary:
             _write_xlsx(binary, header, rows)
     else:
-        with atomic_write(path, encoding=fmt.encoding) as text:
+        with atomic_write(path, encoding=fmt.encoding, errors="replace") as text:
             _write_csv(text, fmt, header, rows)
 
 

@@ -35,27 +35,28 @@ def atomic_write(
 ) -> contextlib.AbstractContextManager[BinaryIO]: ...
 @overload
 def atomic_write(
-    path: Path, *, encoding: str, newline: str = ""
+    path: Path, *, encoding: str, newline: str = "", errors: str = "strict"
 ) -> contextlib.AbstractContextManager[TextIO]: ...
 def atomic_write(
-    path: Path, *, encoding: str | None = None, newline: str = ""
+    path: Path, *, encoding: str | None = None, newline: str = "", errors: str = "strict"
 ) -> contextlib.AbstractContextManager[IO[Any]]:
     """Replace ``path`` with what the block writes: bytes, or text in ``encoding``.
 
-    ``newline`` is passed to :func:`open` for text ("" writes line ends as given, as the csv
-    module wants). Raises what the block raised, or the ``OSError`` of a failed write.
+    ``newline`` and ``errors`` are passed to :func:`open` for text ("" writes line ends as
+    given, as the csv module wants). Raises what the block raised, or the ``OSError`` of a
+    failed write.
     """
-    return _atomic(path, encoding, newline)
+    return _atomic(path, encoding, newline, errors)
 
 
 @contextlib.contextmanager
-def _atomic(path: Path, encoding: str | None, newline: str) -> Iterator[IO[Any]]:
+def _atomic(path: Path, encoding: str | None, newline: str, errors: str) -> Iterator[IO[Any]]:
     fd, temp = _create_beside(path)
     try:
         handle: IO[Any] = (
             os.fdopen(fd, "wb")
             if encoding is None
-            else os.fdopen(fd, "w", encoding=encoding, newline=newline)
+            else os.fdopen(fd, "w", encoding=encoding, newline=newline, errors=errors)
         )
         with handle:
             yield handle
