@@ -26,8 +26,9 @@ read rows of ``sends`` other than the message's own.
 counts a message's own earlier slot too: whoever screens re-judges what it returns). Two takes
 for the same recipient must not interleave:
 
-* SQLite: every write transaction holds the database's write lock (``BEGIN IMMEDIATE``), so
-  takes from every process are serialised by the database itself.
+* SQLite: every write transaction holds the database's write lock (``BEGIN IMMEDIATE``, or a
+  lone write statement in autocommit mode, which takes it as it starts), so takes from every
+  process are serialised by the database itself.
 * PostgreSQL: the same statement, run after ``SELECT pg_advisory_xact_lock(r) FROM
   unnest(...) r ORDER BY r`` on the batch's recipients (:attr:`LedgerDialect.lock_recipients`;
   sorted, so two batches never deadlock). The lock is held to the commit, and under READ
