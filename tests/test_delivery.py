@@ -262,7 +262,7 @@ def test_a_worker_that_crashes_ends_the_run_instead_of_hanging(
     (pytest-timeout guards)."""
     from bulk_sender.sending.client import KaleyraClient
 
-    async def broken(self: KaleyraClient, body: bytes) -> object:
+    async def broken(self: KaleyraClient, body: bytes, lease: object = None) -> object:
         raise RuntimeError("a bug in the client")
 
     monkeypatch.setattr(KaleyraClient, "post", broken)
@@ -287,19 +287,19 @@ def test_a_worker_sends_only_after_its_last_outcome_is_on_disk(
     ``concurrency`` rows in flight: each worker's earlier outcome is already committed."""
     import sqlite3
 
-    from bulk_sender.sending.client import Answer, KaleyraClient
+    from bulk_sender.sending.client import Answer, KaleyraClient, Lease
 
     out = tmp_path / "r.csv"
     in_flight_seen: list[int] = []
     post = KaleyraClient.post
 
-    async def watched(self: KaleyraClient, body: bytes) -> Answer:
+    async def watched(self: KaleyraClient, body: bytes, lease: Lease | None = None) -> Answer:
         with sqlite3.connect(out.with_name(out.name + ".journal")) as db:
             (count,) = db.execute(
                 "SELECT count(*) FROM messages WHERE status = 'in_flight'"
             ).fetchone()
         in_flight_seen.append(count)
-        return await post(self, body)
+        return await post(self, body, lease)
 
     monkeypatch.setattr(KaleyraClient, "post", watched)
     numbers = [f"+9198765{i:05d}" for i in range(60)]

@@ -69,16 +69,6 @@ def test_the_ceiling_binds_and_says_so() -> None:
     assert sizer.capped
 
 
-def test_resizing_waits_for_its_interval() -> None:
-    """Within ``every`` seconds of the last resize nothing changes, however the latency moved."""
-    sizer = InflightSizer(ceiling=1000, every=0.25)
-    _fed(sizer, 0.1)
-    assert sizer.resize(10.0, 500) is not None
-    _fed(sizer, 0.6)
-    assert sizer.resize(10.1, 500) is None
-    assert sizer.resize(10.3, 500) is not None
-
-
 def test_the_percentile_ignores_a_rare_slow_answer() -> None:
     """One slow answer in a hundred does not size the run for it (p90)."""
     sizer = InflightSizer(ceiling=1000)

@@ -61,7 +61,7 @@ from bulk_sender.input.campaign import Planned
 from bulk_sender.model import Record, Status, utc_now
 from bulk_sender.record.carried import Carried
 from bulk_sender.record.journal import Journal, JournalError
-from bulk_sender.sending.client import Answer
+from bulk_sender.sending.client import Answer, Lease
 from bulk_sender.sending.firstcontact import FirstContact
 from bulk_sender.sending.garbled import GarbledAnswers
 from bulk_sender.sending.inflight import InflightSizer
@@ -89,9 +89,14 @@ Plan = AsyncGenerator[Sequence[Planned], None]
 
 
 class Poster(Protocol):
-    """What the engine needs from the HTTP client."""
+    """What the engine needs from the HTTP client: a connection taken before the request's
+    ``in_flight`` commit (:meth:`ready`), then the request on it, or the lease given back."""
 
-    async def post(self, body: bytes) -> Answer: ...
+    async def ready(self) -> Lease: ...
+
+    def give_back(self, lease: Lease) -> None: ...
+
+    async def post(self, body: bytes, lease: Lease | None = None) -> Answer: ...
 
 
 class Gate(Protocol):
@@ -151,7 +156,7 @@ class Engine:
         self._loop = asyncio.get_running_loop()
         self._limiter = PacedLimiter(RateController(target=settings.rate_per_second))
         stats.rate_source = self._limiter
-        self._sizer = InflightSizer(ceiling=settings.concurrency)
+        self._sizer = InflightSizer(ceiling=settings.concurrency, timeout=settings.timeout_seconds)
         self._slots = InflightSlots(self._sizer.start(settings.rate_per_second))
         stats.inflight_limit = self._slots.limit
         self._stopped = asyncio.Event()
@@ -198,7 +203,8 @@ class Engine:
         if self._gate is not None:
             plan = self._gate.screened(plan, carried=self._journal.carried)
         loader = asyncio.create_task(self._load_all(plan, queue, len(workers)), name="loader")
-        tasks = [loader, *workers]
+        sizing = asyncio.create_task(self._follow_latency(), name="inflight-sizer")
+        tasks = [loader, sizing, *workers]
         try:
             done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -340,15 +346,24 @@ class Engine:
         assert body is not None
         in_flight = record._replace(status=Status.IN_FLIGHT, attempts=attempts + 1)
         while await self._limiter.admit():
-            if not await self._commit_in_flight(item, in_flight, audience):
-                return None
-            if await self._limiter.depart() and not self.stopping:
-                return await self._attempt(body)
-            if self.stopping:
-                break
-            # A hold began while the row was being committed: it waits that out not_sent, as a
-            # row waiting to retry does, never in flight.
-            await self._journal.write(_with_outcome(record, Status.NOT_SENT, last, attempts))
+            # The connection first: opened after the departure gate, it would make the request
+            # reach the server late, bunched with later ones, and the gate's pace would not be
+            # the server's. Not sent (a stop, a hold, a refused take), it is given back unused.
+            lease = await self._client.ready()
+            try:
+                if self.stopping:
+                    break
+                if not await self._commit_in_flight(item, in_flight, audience):
+                    return None
+                if await self._limiter.depart() and not self.stopping:
+                    return await self._attempt(body, lease)
+                if self.stopping:
+                    break
+                # A hold began while the row was being committed: it waits that out not_sent,
+                # as a row waiting to retry does, never in flight.
+                await self._journal.write(_with_outcome(record, Status.NOT_SENT, last, attempts))
+            finally:
+                self._client.give_back(lease)  # nothing to give back once it was posted on
         self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
         return None
 
@@ -396,43 +411,57 @@ class Engine:
         self._count(final)
         self._watch_threshold(status, last)
 
-    async def _attempt(self, body: bytes) -> Outcome:
+    async def _attempt(self, body: bytes, lease: Lease) -> Outcome:
         started = self._loop.time()
         if self.stats.first_request_at is None:
             self.stats.first_request_at = started
         self.stats.last_request_at = started
+        ticket = self._sizer.sent(started)  # its age in flight counts before its answer does
         try:
-            answer = await self._client.post(body)
-            outcome = classify_answer(answer.status, answer.body, retry_after=answer.retry_after)
-            if (checked := self._recent_ids.judge(outcome)) is not outcome:
-                answer.discard()  # out of step: the answer still due on it is this row's
-                outcome = checked
-        except TransportError as exc:
-            outcome = classify_failure(exc)
+            outcome = await self._exchange(body, lease)
+        finally:
+            latency = self._sizer.landed(ticket, self._loop.time())
         outcome = self._first_contact.judge(outcome)
         if self._garbled.judge(outcome):
             self.request_stop(StopReason("answers", outcome.code, outcome.error))
         self.stats.requests += 1
-        latency = self._loop.time() - started
         self.stats.latency.add(latency)
-        self._size(latency)
         return outcome
 
-    def _size(self, latency: float) -> None:
+    async def _exchange(self, body: bytes, lease: Lease) -> Outcome:
+        """Post ``body`` on ``lease`` and classify what came back."""
+        try:
+            answer = await self._client.post(body, lease)
+        except TransportError as exc:
+            return classify_failure(exc)
+        outcome = classify_answer(answer.status, answer.body, retry_after=answer.retry_after)
+        if (checked := self._recent_ids.judge(outcome)) is not outcome:
+            answer.discard()  # out of step: the answer still due on it is this row's
+            outcome = checked
+        return outcome
+
+    async def _follow_latency(self) -> None:
+        """Resize the in-flight limit every ``every`` seconds, answers or not: when the server
+        slows down, the requests already in flight say so before any answer does."""
+        while True:
+            await asyncio.sleep(self._sizer.every)
+            self._resize()
+
+    def _resize(self) -> None:
         """Follow the latency with the in-flight limit; say once if the ceiling holds it down."""
-        self._sizer.observe(latency)
         rate = self._limiter.rate
-        change = self._sizer.resize(self._loop.time(), rate)
+        sizer = self._sizer
+        change = sizer.resize(self._loop.time(), rate)
         if change is not None:
             self._slots.resize(change.new)
             self.stats.inflight_limit = change.new
-        sizer = self._sizer
         if self.stats.inflight_note or not sizer.binds(rate):
             return  # said already, or the ceiling (with or without headroom) is enough
+        need = sizer.need(rate, sizer.latency)  # the answers' latency: an age may be one hang
         self.stats.inflight_note = (
-            f"at {sizer.latency * 1000:,.0f} ms, {rate:g}/s needs about {sizer.wanted:,} in "
+            f"at {sizer.latency * 1000:,.0f} ms, {rate:g}/s needs about {need:,} in "
             f"flight; concurrency caps it at {sizer.ceiling:,} (set [sending] concurrency = "
-            f"{min(sizer.wanted, CONCURRENCY_MAX):,})"
+            f"{min(need, CONCURRENCY_MAX):,})"
         )
         log.warning(
             "bulk_sender.concurrency_capped",
