@@ -4,9 +4,10 @@ By Little's law a run that sends ``rate`` requests a second, each taking ``laten
 has ``rate x latency`` of them in flight on average. A fixed pool caps the pace at
 ``pool / latency`` whatever the rate says (32 requests at 300 ms: 107 a second), so the limit
 follows the latency instead: ``ceil(rate x latency x headroom) + 1``, recomputed every
-``every`` seconds (the caller's timer), never below ``floor`` and never above ``ceiling`` (the
-``[sending] concurrency`` setting). A slower server raises it, a faster one lowers it, and a lower rate
-after a 429 needs fewer. The limit is also the bound on rows left ``unknown`` by a crash.
+``every`` seconds (the caller's timer), never below ``floor`` and never above ``ceiling``
+(the ``[sending] concurrency`` setting). A slower server raises it, a faster one lowers it,
+and a lower rate after a 429 needs fewer. The limit is also the bound on rows left
+``unknown`` by a crash.
 
 The latency sized for is the larger of two figures:
 
