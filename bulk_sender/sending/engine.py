@@ -3,8 +3,10 @@
 Data flows one way::
 
     plan (batches) -> loader task -> asyncio.Queue(2 x concurrency) -> N workers, each:
-                        |  final records                                 limiter.admit()
-                        |  (invalid, duplicate)                          journal: in_flight, awaited
+                        |  final records                                 in-flight slot
+                        |  (invalid, duplicate)                          limiter.admit()
+                        |                                                client.ready(): connection
+                        |                                                journal: in_flight, awaited
                         v                                                limiter.depart()
                      journal  <----------------------------------------  POST, classify, decide
                                                                          journal: outcome, queued
@@ -16,7 +18,10 @@ Concurrency is bounded by the number of workers (``concurrency``), never by the 
 alone. Every attempt, retries included, passes the limiter's two gates
 (:mod:`bulk_sender.sending.limiter`): admission before its ``in_flight`` record, where every
 long wait happens (a ``Retry-After`` hold, the pace), and departure after it, at the same
-rate, so journal latency cannot bunch requests into a burst. So ``in_flight`` is committed as
+rate, so journal latency cannot bunch requests into a burst. The request's connection is taken
+(opened if need be) before the commit and the departure gate, so that opening one cannot bunch
+requests on their way to the server either; a request not sent gives it back unused. So
+``in_flight`` is committed as
 late as possible: between it and the request there is only the departure gate, whose wait is
 bounded by the journal's own latency and which never waits out a hold (a hold that begins
 meanwhile sends the row back to admission, ``not_sent`` again). A worker
@@ -39,6 +44,11 @@ wake every wait (both gates, the hold, a retry's backoff) at once. From then on 
 leaves: a worker checks after its last wait, before the request, and records the row
 ``not_sent`` instead. Requests already in flight finish and are recorded; every message not
 sent yet, queued or still in the file, is recorded ``not_sent`` so the run's record is whole.
+
+The in-flight limit (:class:`~bulk_sender.sending.inflight.InflightSizer`, applied to
+:class:`~bulk_sender.sending.slots.InflightSlots`) is recomputed every 0.05 s by its own task:
+from the answers' latencies and from the ages of the requests still in flight, so that a server
+that slows down raises it before its slow answers come back.
 
 A worker that fails with an unexpected exception (a bug; expected failures are all handled
 above) is not a stop: the run ends at once with that exception, cancelling the other
