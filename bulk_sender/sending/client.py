@@ -374,13 +374,17 @@ class KaleyraClient:
     async def ready(self) -> Lease:
         """A connection for the next request: an idle one, or one opened now (never raises: a
         failure to open is kept, and raised by the :meth:`post` the lease is for)."""
-        started = self._loop.time()
-        try:
-            conn = await self._connection(started + self._timeout)
-        except Exception as exc:  # kept for post, which translates it
-            return Lease(failure=exc, spent=self._loop.time() - started)
+        conn = self._idle_connection()
+        spent = 0.0
+        if conn is None:
+            started = self._loop.time()
+            try:
+                conn = await self._opened(started + self._timeout)
+            except Exception as exc:  # kept for post, which translates it
+                return Lease(failure=exc, spent=self._loop.time() - started)
+            spent = self._loop.time() - started
         self._leased.add(conn)
-        return Lease(conn, spent=self._loop.time() - started)
+        return Lease(conn, spent=spent)
 
     def give_back(self, lease: Lease) -> None:
         """Return a lease whose request was not sent (nothing was written on it)."""
@@ -401,7 +405,7 @@ class KaleyraClient:
                 deadline -= lease.spent
                 conn = self._leased_connection(lease)
             if conn is None:
-                conn = await self._connection(deadline)
+                conn = self._idle_connection() or await self._opened(deadline)
             phase = "after_send"
             self._busy.add(conn)
             if self._watchdog is None:
@@ -447,13 +451,20 @@ class KaleyraClient:
         conn.close()  # it went stale while the request waited: take another, as without one
         return None
 
-    async def _connection(self, deadline: float) -> _Connection:
+    def _idle_connection(self) -> _Connection | None:
+        """The most recently used idle connection still fit for a request, if any."""
+        if not self._idle:
+            return None
         oldest = self._loop.time() - self._idle_seconds
         while self._idle:
             conn = self._idle.pop()
             if conn.usable() and conn.idle_since >= oldest:
                 return conn
             conn.close()
+        return None
+
+    async def _opened(self, deadline: float) -> _Connection:
+        """A new connection, open by ``deadline``."""
         conn = await asyncio.wait_for(self._open(), max(0.0, deadline - self._loop.time()))
         if not conn.usable():  # closed by the server before a byte of ours was written
             raise _Broken("the server closed the connection before the request was sent")

@@ -428,7 +428,11 @@ class Engine:
         self.stats.last_request_at = started
         ticket = self._sizer.sent(started)  # its age in flight counts before its answer does
         try:
-            outcome = await self._exchange(body, lease)
+            answer = await self._client.post(body, lease)
+        except TransportError as exc:
+            outcome = classify_failure(exc)
+        else:
+            outcome = self._classified(answer)
         finally:
             latency = self._sizer.landed(ticket, self._loop.time())
         outcome = self._first_contact.judge(outcome)
@@ -438,12 +442,8 @@ class Engine:
         self.stats.latency.add(latency)
         return outcome
 
-    async def _exchange(self, body: bytes, lease: Lease) -> Outcome:
-        """Post ``body`` on ``lease`` and classify what came back."""
-        try:
-            answer = await self._client.post(body, lease)
-        except TransportError as exc:
-            return classify_failure(exc)
+    def _classified(self, answer: Answer) -> Outcome:
+        """What ``answer`` means for its row."""
         outcome = classify_answer(answer.status, answer.body, retry_after=answer.retry_after)
         if (checked := self._recent_ids.judge(outcome)) is not outcome:
             answer.discard()  # out of step: the answer still due on it is this row's

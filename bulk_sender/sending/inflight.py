@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 __all__ = ["ASSUMED_LATENCY", "InflightChange", "InflightSizer"]
@@ -76,9 +76,9 @@ class InflightSizer:
     #: The latency the limit was last sized for: the answers' or the ages', the larger.
     sized_for: float = field(init=False, default=ASSUMED_LATENCY)
     _latencies: deque[float] = field(init=False)
-    #: When each request in flight left, by ticket, oldest first.
-    _sent: OrderedDict[int, float] = field(init=False, default_factory=OrderedDict)
-    _tickets: itertools.count[int] = field(init=False, default_factory=itertools.count)
+    #: When each request in flight left, by ticket, oldest first (a dict keeps that order).
+    _sent: dict[int, float] = field(init=False, default_factory=dict)
+    _tickets: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         if self.ceiling < 1:
@@ -97,14 +97,14 @@ class InflightSizer:
 
     def sent(self, now: float) -> int:
         """A request left at ``now``: its ticket, for :meth:`landed`."""
-        ticket = next(self._tickets)
+        ticket = self._tickets = self._tickets + 1
         self._sent[ticket] = now
         return ticket
 
     def landed(self, ticket: int, now: float) -> float:
         """The request of ``ticket`` ended at ``now`` (answered or failed): its latency, kept."""
         latency = now - self._sent.pop(ticket)
-        self.observe(latency)
+        self._latencies.append(latency)
         return latency
 
     def observe(self, latency: float) -> None:
