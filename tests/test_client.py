@@ -508,6 +508,31 @@ def test_a_lease_that_went_stale_is_not_posted_on(run: Run) -> None:
     run(scenario())
 
 
+def test_a_lease_looked_at_again_is_kept_while_fit_and_replaced_once_stale(run: Run) -> None:
+    """ready(lease) after a wait (the pace, a hold) keeps a lease still fit, and replaces one
+    idle past ``idle_seconds`` with a new connection, closing the stale one unused."""
+    clock = LoopClock()
+
+    async def scenario() -> None:
+        async with (
+            RawServer(echo) as server,
+            clock,
+            make_client(server.url(), idle_seconds=IDLE_SECONDS) as client,
+        ):
+            lease = await client.ready()
+            first = lease.connection
+            assert await client.ready(lease) is lease and lease.connection is first
+            clock.advance(IDLE_SECONDS + 0.1)
+            lease = await client.ready(lease)
+            assert lease.connection is not None and lease.connection is not first
+            assert await post_on(client, b"1", lease) == Answer(202, b"re:1", None)
+            assert server.connections == 2
+            await finished(server.peers[0])
+            assert [r.body for r in server.requests] == [b"1"]
+
+    run(scenario())
+
+
 def test_the_wait_between_a_lease_and_its_request_is_not_the_requests_time(run: Run) -> None:
     """A request posted 1 s after its lease (0.3 s timeout) still gets its whole timeout: the
     time spent on the journal and the departure gate is not the server's."""

@@ -371,9 +371,17 @@ class KaleyraClient:
         self._leased.clear()
         await asyncio.sleep(0)  # let the transports run their connection_lost
 
-    async def ready(self) -> Lease:
-        """A connection for the next request: an idle one, or one opened now (never raises: a
-        failure to open is kept, and raised by the :meth:`post` the lease is for)."""
+    async def ready(self, lease: Lease | None = None) -> Lease:
+        """A connection for the next request: ``lease`` if it is still fit (or holds a failure),
+        else an idle one, else one opened now. Never raises: a failure to open is kept, and
+        raised by the :meth:`post` the lease is for."""
+        if lease is not None:
+            if lease.failure is not None or self._still_fit(lease):
+                return lease
+            stale, lease.connection = lease.connection, None
+            if stale is not None:  # it went stale while its request waited: never used
+                self._leased.discard(stale)
+                stale.close()
         conn = self._idle_connection()
         spent = 0.0
         if conn is None:
@@ -442,14 +450,24 @@ class KaleyraClient:
         if lease.failure is not None:
             failure, lease.failure = lease.failure, None
             raise failure
+        fit = self._still_fit(lease)
         conn, lease.connection = lease.connection, None
         if conn is None:
             return None
         self._leased.discard(conn)
-        if conn.usable() and conn.idle_since >= self._loop.time() - self._idle_seconds:
+        if fit:
             return conn
         conn.close()  # it went stale while the request waited: take another, as without one
         return None
+
+    def _still_fit(self, lease: Lease) -> bool:
+        """Whether ``lease``'s connection can carry a request now: open, not idle too long."""
+        conn = lease.connection
+        return (
+            conn is not None
+            and conn.usable()
+            and conn.idle_since >= self._loop.time() - self._idle_seconds
+        )
 
     def _idle_connection(self) -> _Connection | None:
         """The most recently used idle connection still fit for a request, if any."""

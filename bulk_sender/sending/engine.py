@@ -102,7 +102,7 @@ class Poster(Protocol):
     """What the engine needs from the HTTP client: a connection taken before the request's
     ``in_flight`` commit (:meth:`ready`), then the request on it, or the lease given back."""
 
-    async def ready(self) -> Lease: ...
+    async def ready(self, lease: Lease | None = None) -> Lease: ...
 
     def give_back(self, lease: Lease) -> None: ...
 
@@ -355,12 +355,14 @@ class Engine:
         record, body = item.record, item.body
         assert body is not None
         in_flight = record._replace(status=Status.IN_FLIGHT, attempts=attempts + 1)
-        while await self._limiter.admit():
-            # The connection first: opened after the departure gate, it would make the request
-            # reach the server late, bunched with later ones, and the gate's pace would not be
-            # the server's. Not sent (a stop, a hold, a refused take), it is given back unused.
-            lease = await self._client.ready()
-            try:
+        # The connection first, before both gates: opened after the departure gate it would
+        # make the request reach the server late, bunched with later ones, and opened between
+        # the gates its set-up time would be pace lost for good; before admission it overlaps
+        # the pace's wait. Not sent (a stop, a hold, a refused take), it is given back unused.
+        lease = await self._client.ready()
+        try:
+            while await self._limiter.admit():
+                lease = await self._client.ready(lease)  # the same, unless the wait staled it
                 if self.stopping:
                     break
                 if not await self._commit_in_flight(item, in_flight, audience):
@@ -372,8 +374,8 @@ class Engine:
                 # A hold began while the row was being committed: it waits that out not_sent,
                 # as a row waiting to retry does, never in flight.
                 await self._journal.write(_with_outcome(record, Status.NOT_SENT, last, attempts))
-            finally:
-                self._client.give_back(lease)  # nothing to give back once it was posted on
+        finally:
+            self._client.give_back(lease)  # nothing to give back once it was posted on
         self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
         return None
 

@@ -142,10 +142,10 @@ class ProxiedPoster:
         """Close every connection."""
         await self._session.close()
 
-    async def ready(self) -> Lease:
+    async def ready(self, lease: Lease | None = None) -> Lease:
         """An empty lease: aiohttp takes (or opens) a connection when the request is posted, so
         behind a proxy a new connection still opens after the departure gate."""
-        return Lease()
+        return lease or Lease()
 
     def give_back(self, lease: Lease) -> None:
         """Nothing to give back (see :meth:`ready`)."""
