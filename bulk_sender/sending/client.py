@@ -20,15 +20,16 @@ connects to them with Happy Eyeballs: the next address is tried after 250 ms, al
 families, so one dead address (a broken IPv6 route) costs a quarter of a second, not a timeout.
 
 A connection is taken before the request is ready to leave: :meth:`KaleyraClient.ready` hands
-out an idle one, or opens one (DNS, TCP, TLS), before the engine commits the row ``in_flight``
-and passes the departure gate, so that the gate's pace is the pace at which requests reach the
-server; a request that opened its connection after the gate would arrive late, bunched with
-later ones. :meth:`KaleyraClient.post` then writes the request on it, unless it went stale
-meanwhile (closed, or idle past ``idle_seconds``): then it takes another, as a request
-without a lease does. A lease the engine does not use (the run stopped, a hold began) goes back
-with :meth:`KaleyraClient.give_back`; nothing was written on it. A connection that failed to
-open fails the request it was opened for, when that is posted, exactly as if it had failed
-then (``phase="connect"``).
+out an idle one, or opens one (DNS, TCP, TLS), before the engine's rate gates and the row's
+``in_flight`` commit, so that the departure gate's pace is the pace at which requests reach
+the server; a request that opened its connection after the gate would arrive late, bunched
+with later ones. Called again with the lease after the wait at the admission gate, it keeps
+the lease if it is still fit and replaces it if not. :meth:`KaleyraClient.post` then writes
+the request on it, unless it went stale meanwhile (closed, or idle past ``idle_seconds``):
+then it takes another, as a request without a lease does. A lease the engine does not use
+(the run stopped, a hold began) goes back with :meth:`KaleyraClient.give_back`; nothing was
+written on it. A connection that failed to open fails the request it was opened for, when
+that is posted, exactly as if it had failed then (``phase="connect"``).
 
 Timeouts: ``timeout_seconds`` bounds one request whole: connecting (DNS and TLS included),
 sending and the answer (the moments between a lease and its request, spent on the journal and

@@ -4,8 +4,8 @@ Data flows one way::
 
     plan (batches) -> loader task -> asyncio.Queue(2 x concurrency) -> N workers, each:
                         |  final records                                 in-flight slot
-                        |  (invalid, duplicate)                          limiter.admit()
-                        |                                                client.ready(): connection
+                        |  (invalid, duplicate)                          client.ready(): connection
+                        |                                                limiter.admit()
                         |                                                journal: in_flight, awaited
                         v                                                limiter.depart()
                      journal  <----------------------------------------  POST, classify, decide
@@ -19,8 +19,9 @@ alone. Every attempt, retries included, passes the limiter's two gates
 (:mod:`bulk_sender.sending.limiter`): admission before its ``in_flight`` record, where every
 long wait happens (a ``Retry-After`` hold, the pace), and departure after it, at the same
 rate, so journal latency cannot bunch requests into a burst. The request's connection is taken
-(opened if need be) before the commit and the departure gate, so that opening one cannot bunch
-requests on their way to the server either; a request not sent gives it back unused. So
+(opened if need be) with its slot, before both gates, so that opening one can neither bunch
+requests on their way to the server nor cost pace between the gates; a request not sent gives
+it back unused. So
 ``in_flight`` is committed as
 late as possible: between it and the request there is only the departure gate, whose wait is
 bounded by the journal's own latency and which never waits out a hold (a hold that begins
