@@ -535,7 +535,7 @@ def test_a_lease_looked_at_again_is_kept_while_fit_and_replaced_once_stale(run: 
 
 def test_the_wait_between_a_lease_and_its_request_is_not_the_requests_time(run: Run) -> None:
     """A request posted 1 s after its lease (0.3 s timeout) still gets its whole timeout: the
-    time spent on the journal and the departure gate is not the server's."""
+    time spent at the rate gates and on the journal is not the server's."""
     clock = LoopClock()
     arrived, answer = asyncio.Event(), asyncio.Event()
 

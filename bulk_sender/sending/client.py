@@ -32,8 +32,8 @@ written on it. A connection that failed to open fails the request it was opened 
 that is posted, exactly as if it had failed then (``phase="connect"``).
 
 Timeouts: ``timeout_seconds`` bounds one request whole: connecting (DNS and TLS included),
-sending and the answer (the moments between a lease and its request, spent on the journal and
-the departure gate, do not count); it fires at most 0.1 s late. The engine never runs more
+sending and the answer (the moments between a lease and its request, spent at the rate gates
+and on the journal, do not count); it fires at most 0.1 s late. The engine never runs more
 requests at once than ``concurrency``, so no request waits for a connection.
 
 A failure is translated in :meth:`KaleyraClient.post` and nowhere else; its ``cause`` tells a
@@ -410,9 +410,8 @@ class KaleyraClient:
         conn: _Connection | None = None
         answered = False
         try:
-            if lease is not None:
-                deadline -= lease.spent
-                conn = self._leased_connection(lease)
+            if lease is not None and (conn := self._leased_connection(lease)) is not None:
+                deadline -= lease.spent  # its connecting was part of this request's time
             if conn is None:
                 conn = self._idle_connection() or await self._opened(deadline)
             phase = "after_send"
