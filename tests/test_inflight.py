@@ -213,9 +213,11 @@ def _latency_campaign(
 def test_a_slow_server_gets_more_requests_in_flight_than_a_fixed_pool(
     tmp_path: Path, sandbox: Sandbox, cli: CliRunner
 ) -> None:
-    """At 400/s against 500 ms the run keeps far more than the old 32 in flight, untold."""
+    """At 150/s against 500 ms the run keeps far more than the old 32 in flight, untold."""
+    # About 75 in flight; the ceiling (512) would bind only if the latency seen grew past 3.4 s,
+    # which a loaded machine's scheduling delays do not reach.
     sandbox.faults.latency = 0.5
-    run = _latency_campaign(tmp_path, sandbox, cli, rows=400, rate_per_second=400, concurrency=512)
+    run = _latency_campaign(tmp_path, sandbox, cli, rows=300, rate_per_second=150, concurrency=512)
     assert sandbox.most_in_progress > 32
     assert "concurrency_capped" not in run.err
 
