@@ -66,20 +66,22 @@ def _run_async(coro: Coroutine[Any, Any, None]) -> None:
 def _receive(args: argparse.Namespace) -> int:
     from bulk_sender.delivery.receiver import serve
     from bulk_sender.stores.base import open_callback_store
+    from bulk_sender.stores.locations import shown
 
     settings = load_settings(args.config)
     callbacks = _callbacks(settings, args.config)
     secret = read_callback_secret(callbacks)
+    location = callbacks.location()
     host = args.host or callbacks.host
     port = callbacks.port if args.port is None else args.port
 
     def ready(url: str) -> None:
-        print(f"Receiving Kaleyra callbacks on {url} (store {callbacks.store})", flush=True)
+        print(f"Receiving Kaleyra callbacks on {url} (store {shown(location)})", flush=True)
 
     async def main() -> None:
         replies = await _ledger_replies(settings)
         try:
-            store = await open_callback_store(callbacks.store)
+            store = await open_callback_store(location)
             await serve(store, secret, host=host, port=port, ready=ready, on_incoming=replies)
         finally:
             if replies is not None:
@@ -97,7 +99,7 @@ async def _ledger_replies(settings: Settings) -> LedgerReplies | None:
 
     if not settings.audience.enabled:
         return None
-    ledger = await open_ledger(settings.audience.ledger)
+    ledger = await open_ledger(settings.audience.ledger_location())
     assert ledger is not None  # only a read-only open finds nothing
     return LedgerReplies(ledger, settings.audience)
 
