@@ -14,7 +14,7 @@ import pytest
 from bulk_sender.record.results import DELIVERY_COLUMNS, RESULT_COLUMNS
 from bulk_sender.sandbox.server import Sandbox
 from tests.conftest import CliRunner, read_results, write_config, write_csv
-from tests.delivery_helpers import ThreadedReceiver, post, store_factory, v2_status
+from tests.delivery_helpers import ThreadedReceiver, post, sqlite_store, store_factory, v2_status
 
 NUMBERS = [f"+9198450{n:05d}" for n in range(1, 9)]
 #: What Kaleyra and Meta say about each accepted message, by its position in NUMBERS.
@@ -60,7 +60,7 @@ def test_report_rewrites_the_results_prints_the_funnel_and_exports_what_can_be_r
     tmp_path: Path, campaign: dict[str, Any], cli: CliRunner
 ) -> None:
     """Delivery columns after today's, the funnel with codes in words, the resend export."""
-    with ThreadedReceiver(store_factory("sqlite", tmp_path)) as url:
+    with ThreadedReceiver(store_factory(sqlite_store(tmp_path))) as url:
         _callbacks(url, campaign["ids"], PLAN)
     failed, summary = tmp_path / "again.csv", tmp_path / "s.json"
     run = cli("report", campaign["out"], "--config", campaign["config"], "--failed", failed,
@@ -98,7 +98,7 @@ def test_131047_is_resent_only_once_the_customer_wrote_again(
     wrote = {"meta_object": {"value": {"messages": [{"from": NUMBERS[2][1:], "id": "wamid.in",
              "timestamp": str(int(time.time()) - 3600), "type": "text",
              "text": {"body": "Show me the catalog"}}]}}}  # fmt: skip
-    with ThreadedReceiver(store_factory("sqlite", tmp_path)) as url:
+    with ThreadedReceiver(store_factory(sqlite_store(tmp_path))) as url:
         _callbacks(url, campaign["ids"], {2: PLAN[2], 3: PLAN[3]})
         assert post(url + "/kaleyra/incoming", wrote)[0] == 200
     failed = tmp_path / "again.csv"
@@ -125,7 +125,7 @@ def test_a_send_that_finds_callbacks_merges_them(
     tmp_path: Path, campaign: dict[str, Any], cli: CliRunner
 ) -> None:
     """Running the same send again (nothing left to send) fills the delivery columns too."""
-    with ThreadedReceiver(store_factory("sqlite", tmp_path)) as url:
+    with ThreadedReceiver(store_factory(sqlite_store(tmp_path))) as url:
         _callbacks(url, campaign["ids"], {0: PLAN[0]})
     run = cli("send", campaign["csv"], "--config", campaign["config"], "--out", campaign["out"])
     assert run.code == 1, run.err
@@ -153,7 +153,7 @@ def test_report_while_the_receiver_is_still_receiving(
                 half.set()
         done.set()
 
-    with ThreadedReceiver(store_factory("sqlite", tmp_path)) as url:
+    with ThreadedReceiver(store_factory(sqlite_store(tmp_path))) as url:
         poster = threading.Thread(target=flood, args=(url,))
         poster.start()
         assert half.wait(timeout=60)
@@ -210,7 +210,7 @@ def test_an_output_over_the_campaign_the_store_or_the_results_is_refused(
 ) -> None:
     """--html over the campaign file, the callback store or the results file: exit 2, nothing
     written."""
-    with ThreadedReceiver(store_factory("sqlite", tmp_path)) as url:
+    with ThreadedReceiver(store_factory(sqlite_store(tmp_path))) as url:
         _callbacks(url, campaign["ids"], {0: PLAN[0]})
     target = {"campaign": campaign["csv"], "store": tmp_path / "callbacks.db",
               "results": campaign["out"]}[where]  # fmt: skip
