@@ -12,9 +12,11 @@ per test, and just as separate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
@@ -69,6 +71,20 @@ class PgServer:
     def run(self, *statements: str) -> list[Any]:
         """Run ``statements`` on the run's database; the last one's rows."""
         return asyncio.run(execute(self.url, *statements))
+
+    @contextlib.contextmanager
+    def scratch_database(self) -> Iterator[tuple[str, str]]:
+        """A database of its own (name, URL), for a test that takes it away; dropped after."""
+        name = f"{self.database}_{next(self._schemas)}"
+        asyncio.run(execute(self.admin_url, f"CREATE DATABASE {name}"))
+        try:
+            yield name, with_database(self.admin_url, name)
+        finally:
+            asyncio.run(execute(self.admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+    def admin(self, *statements: str) -> list[Any]:
+        """Run ``statements`` on the server's own database (the admin URL)."""
+        return asyncio.run(execute(self.admin_url, *statements))
 
     def drop(self) -> None:
         """Drop the run's database (its connections are ended first)."""
