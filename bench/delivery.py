@@ -8,7 +8,10 @@ callbacks  ``bulk-sender receive`` against ``naive_receiver.py`` (an ``aiohttp.w
            its own process on a fresh store, alternated, both loaded by ``callback_load.py``:
            distinct v2 status callbacks over 128 keep-alive connections (with fewer, the
            receiver's batches are smaller and it pays for more commits). Measured: callbacks
-           answered 200 per second (each durably committed before its answer).
+           answered 200 per second (each durably committed before its answer). Then the same
+           receiver with its store on PostgreSQL (``BULK_SENDER_BENCH_POSTGRES``, default
+           ``postgresql://postgres@127.0.0.1:5432/postgres``: a fresh database per run, dropped
+           after), alternated with the other two; skipped, with a note, without a server.
 merge      ``bulk-sender report`` of a 1,000,000-row campaign against a store of 3,000,000
            status callbacks (three per message: sent/delivered/read, re-deliveries, failures
            with Meta's codes, Kaleyra's not-sent, and callbacks of other campaigns). The journal
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import sqlite3
 import subprocess
 import sys
@@ -80,7 +84,8 @@ def _server(command: Sequence[str], log: Path, marker: str) -> tuple[subprocess.
     if marker not in line:
         process.kill()
         raise BenchError(f"{command[1]} did not start; see {log}")
-    return process, line.rsplit(":", 1)[1].split()[0] if "http" in line else line.split()[1]
+    found = re.search(r"http://[^\s/]+:(\d+)", line)
+    return process, found.group(1) if found else line.split()[1]
 
 
 def _env() -> dict[str, str]:
@@ -113,19 +118,62 @@ def _stop(process: subprocess.Popen[str]) -> None:
         process.wait()
 
 
-def _ours(bench: Bench, run: int, sizes: DeliverySizes) -> float:
-    work = bench.fresh_dir(f"receive-{run}")
+def _ours(bench: Bench, run: int, sizes: DeliverySizes, store: str = "callbacks.db") -> float:
+    name = "receive-pg" if "://" in store else "receive"
+    work = bench.fresh_dir(f"{name}-{run}")
     config = write_config(work / "config.toml", "http://127.0.0.1:9")
     with config.open("a", encoding="utf-8") as handle:
-        handle.write('\n[callbacks]\nstore = "callbacks.db"\nport = 0\n')
+        handle.write(f'\n[callbacks]\nstore = "{store}"\nport = 0\n')
     process, port = _server(
         [*bulk_sender(), "receive", "--config", str(config)],
-        bench.logs / f"receive-{run}.err", "Receiving Kaleyra callbacks on",
+        bench.logs / f"{name}-{run}.err", "Receiving Kaleyra callbacks on",
     )  # fmt: skip
     try:
-        return _load(port, sizes.callbacks, sizes.connections, bench.logs / f"load-ours-{run}.out")
+        return _load(
+            port, sizes.callbacks, sizes.connections, bench.logs / f"load-{name}-{run}.out"
+        )
     finally:
         _stop(process)
+
+
+PG_ENV = "BULK_SENDER_BENCH_POSTGRES"
+
+
+def _pg_server() -> str | None:
+    """The PostgreSQL server to measure against, if one answers (else None, with a note)."""
+    import os
+
+    url = os.environ.get(PG_ENV, "").strip() or "postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        asyncio.run(_pg_execute(url, "SELECT 1"))
+    except Exception as exc:
+        progress(f"callbacks on PostgreSQL: skipped ({type(exc).__name__}: {exc})")
+        return None
+    return url
+
+
+async def _pg_execute(url: str, statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(url, timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def _ours_on_postgres(bench: Bench, run: int, sizes: DeliverySizes, server: str) -> float:
+    """The receiver with its store in a fresh database of ``server`` (dropped after)."""
+    import os
+    from urllib.parse import urlsplit, urlunsplit
+
+    database = f"bulk_sender_bench_{os.getpid()}_{run}"
+    asyncio.run(_pg_execute(server, f"CREATE DATABASE {database}"))
+    try:
+        store = urlunsplit(urlsplit(server)._replace(path=f"/{database}"))
+        return _ours(bench, run, sizes, store)
+    finally:
+        asyncio.run(_pg_execute(server, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
 
 
 def _naive(bench: Bench, run: int, sizes: DeliverySizes) -> float:
@@ -146,13 +194,37 @@ def callbacks_rows(bench: Bench) -> list[Row]:
     sizes, section = DeliverySizes.of(bench.sizes), "delivery"
     ours: list[float] = []
     naive: list[float] = []
+    pg: list[float] = []
+    server = _pg_server()
     for run in range(bench.sizes.repeat):
         naive.append(_naive(bench, run, sizes))
         ours.append(_ours(bench, run, sizes))
+        if server is not None:
+            pg.append(_ours_on_postgres(bench, run, sizes, server))
         progress(f"callbacks {run + 1}/{bench.sizes.repeat}: ours {ours[-1]:,.0f}/s, "
-                 f"naive {naive[-1]:,.0f}/s")  # fmt: skip
+                 f"naive {naive[-1]:,.0f}/s"
+                 + (f", on PostgreSQL {pg[-1]:,.0f}/s" if pg else ""))  # fmt: skip
     ratios = [a / b for a, b in zip(ours, naive, strict=True)]
     what = f"{sizes.callbacks:,} callbacks, {sizes.connections} connections"
+    return [*_rows(section, what, ours, naive, ratios), *_pg_rows(section, what, pg, ours)]
+
+
+def _pg_rows(section: str, what: str, pg: list[float], ours: list[float]) -> list[Row]:
+    if not pg:
+        return [Row(section=section, measure="receive, store on PostgreSQL (callbacks/s)",
+                    value=f"skipped: no server ({PG_ENV})")]  # fmt: skip
+    ratios = [a / b for a, b in zip(pg, ours, strict=True)]
+    return [
+        Row(section=section, measure=f"receive, store on PostgreSQL: acknowledged callbacks/s "
+            f"({what})", value=f"{median(pg):,.0f}", runs=spread(pg, "{:,.0f}")),
+        Row(section=section, measure="receive on PostgreSQL / on SQLite (median of per-pair "
+            "ratios)", value=f"{median(ratios):.2f}x", runs=spread(ratios, "{:.2f}")),
+    ]  # fmt: skip
+
+
+def _rows(
+    section: str, what: str, ours: list[float], naive: list[float], ratios: list[float]
+) -> list[Row]:
     return [
         Row(section=section, measure=f"receive: acknowledged callbacks/s ({what})",
             value=f"{median(ours):,.0f}", runs=spread(ours, "{:,.0f}"), target=">= 5,000",

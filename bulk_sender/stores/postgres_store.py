@@ -25,7 +25,7 @@ _INSERTS: Final = sql.insert_statements(CALLBACKS)
 _CHECKED: Final = sql.checked(CALLBACKS)
 #: Transactions in flight at once (each on a connection of the pool), and the pool's size
 #: (one more, for an export or a health check beside them).
-LANES: Final = 4
+LANES: Final = 1
 
 
 class PgCallbackStore:
