@@ -79,14 +79,12 @@ class PgGroupCommitter:
         try:
             while self._pending:
                 batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
-                error = await self._commit([statements for statements, _ in batch])
-                for _, waiter in batch:
-                    if waiter.done():
-                        continue
-                    if error is None:
-                        waiter.set_result(None)
-                    else:
-                        waiter.set_exception(error)
+                try:
+                    error: BaseException | None = await self._commit([s for s, _ in batch])
+                except BaseException as exc:  # a bug or a cancellation: no writer waits forever
+                    _settle(batch, exc)
+                    raise
+                _settle(batch, error)
         finally:
             self._running -= 1
 
@@ -113,6 +111,16 @@ class PgGroupCommitter:
             self.committed += len(work)
             return None
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _settle(batch: list[_Item], error: BaseException | None) -> None:
+    for _, waiter in batch:
+        if waiter.done():
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
 
 
 async def _insert_all(connection: Any, insert: Insert, rows: list[tuple[Any, ...]]) -> None:
