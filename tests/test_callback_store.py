@@ -212,3 +212,16 @@ def test_failures_differing_only_in_their_words_are_two_events(
     assert count_events(backend) == 2
     assert states[(1, 0)] == fold([worded.statuses[0], bare])
     assert states[(1, 0)].failure() == ("131049", "")
+
+
+def test_health_checks_at_once_share_a_commit_and_all_succeed(backend: str) -> None:
+    """Many concurrent heartbeats (one upserted row) in one batch: every check succeeds."""
+
+    async def run() -> None:
+        store = await store_factory(backend)()
+        try:
+            await asyncio.gather(*(store.check_writable() for _ in range(20)))
+        finally:
+            await store.close()
+
+    asyncio.run(run())

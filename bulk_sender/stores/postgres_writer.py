@@ -6,7 +6,10 @@ each takes everything queued when it begins, so under load the batches grow and 
 WAL flush that makes it durable, with the default ``synchronous_commit = on``) is paid once per
 batch, while a lone callback still commits at once.
 
-Rows are inserted in a fixed order (table by table, each by its key), so two transactions
+A batch inserts each table's rows in one statement (each column an array parameter, through
+``unnest``: the same prepared statement whatever the batch's size), with the same ``ON
+CONFLICT`` clause as :mod:`.sql`'s inserts. Rows go in a fixed order (table by table, each by
+its key), so two transactions
 inserting the same keys (a callback sent twice, to two receivers) wait for each other instead
 of deadlocking; a deadlock or serialisation failure all the same is retried, since the whole
 transaction rolled back. Any other failure fails only its own batch's writers
@@ -17,6 +20,7 @@ connection, so a server that comes back is used again without a restart.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -123,12 +127,27 @@ def _settle(batch: list[_Item], error: BaseException | None) -> None:
             waiter.set_exception(error)
 
 
+#: Columns that are not ``text``, by name (the others are).
+_TYPES: Final = {"event_key": "bigint", "status_rank": "integer"}
+
+
+@functools.cache
+def _unnest(insert: Insert) -> str:
+    """``insert`` for any number of rows in one statement, each column one array parameter,
+    so each connection prepares it once and a batch is one round trip per table."""
+    arrays = ", ".join(
+        f"${n}::{_TYPES.get(column, 'text')}[]" for n, column in enumerate(insert.columns, 1)
+    )
+    return (
+        f"INSERT INTO {insert.table} ({', '.join(insert.columns)}) "
+        f"SELECT * FROM unnest({arrays}) ON CONFLICT {insert.conflict}"
+    )
+
+
 async def _insert_all(connection: Any, insert: Insert, rows: list[tuple[Any, ...]]) -> None:
-    """Insert ``rows`` in as few statements as :attr:`Insert.most_rows` allows, in sizes that
-    are powers of two (so each connection prepares a handful of statements, once)."""
-    start, most = 0, insert.most_rows
-    while start < len(rows):
-        size = min(1 << (most.bit_length() - 1), 1 << ((len(rows) - start).bit_length() - 1))
-        params = [value for row in rows[start : start + size] for value in row]
-        await connection.execute(numbered(insert.statement(size)), *params)
-        start += size
+    """Insert ``rows``: one statement for them all; of an upsert's (:attr:`Insert.single`: the
+    health check's heartbeat, which would update one row twice), the last alone."""
+    if insert.single:
+        await connection.execute(numbered(insert.statement(1)), *rows[-1])
+        return
+    await connection.execute(_unnest(insert), *map(list, zip(*rows, strict=True)))

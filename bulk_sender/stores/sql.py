@@ -153,8 +153,9 @@ def insert_statements(d: Dialect) -> tuple[Insert, Insert, Insert]:
 def checked(d: Dialect) -> Insert:
     """An upsert of ``store_meta``'s ``checked_at`` (one row per statement)."""
     return Insert(
-        "store_meta", ("key", "value"), "(key) DO UPDATE SET value = excluded.value", d.mark
-    )
+        "store_meta", ("key", "value"), "(key) DO UPDATE SET value = excluded.value", d.mark,
+        single=True,
+    )  # fmt: skip
 
 
 def _event_row(event: StatusEvent, received_at: str) -> tuple[object, ...]:
