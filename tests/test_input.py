@@ -436,3 +436,18 @@ def test_wide_file_in_small_chunks_sends_every_row_once(
     assert [r["status"] for r in results].count("invalid") == 1 and results[7]["to"] == "12"
     assert sandbox.counts() == {row[0]: 1 for row in rows if row[0] != "12"}
     assert len(read_results(tmp_path / "r.failed.csv")) == 1
+
+
+def test_no_body_text_anywhere_is_refused_before_sending(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+) -> None:
+    """No body_text column and an empty [campaign] body_text: exit 2 in one line, nothing sent."""
+    path = tmp_path / "nobody.csv"
+    path.write_text("to,name\n+919876543210,Asha\n")
+    run = cli("send", path, "--config", _config(tmp_path, sandbox, body_text=""))
+    assert run.code == 2, run.err
+    lines = [line for line in run.err.splitlines() if line.startswith("bulk-sender:")]
+    assert len(lines) == 1, run.err
+    assert "[campaign] body_text: empty, and nobody.csv has no body_text column" in lines[0]
+    assert "Traceback" not in run.err
+    assert sandbox.received == []

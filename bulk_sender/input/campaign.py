@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from bulk_sender.config import CampaignSettings
-from bulk_sender.errors import InputFileError, UsageError
+from bulk_sender.errors import ConfigError, InputFileError, UsageError
 from bulk_sender.input.dedupe import FirstSeen
 from bulk_sender.input.phone import PhoneVerdict, normalise, split_recipients
 from bulk_sender.input.recipient import RECIPIENT_EXAMPLES, is_recipient_header
@@ -126,6 +126,12 @@ class Campaign:
             else None
         )
         self._templates: dict[str, _Template | str] = {}
+        if self._default_body is None and self._optional["body_text"] is None:
+            raise ConfigError(
+                "[campaign] body_text",
+                f"empty, and {table.path.name} has no body_text column: every row would be "
+                "invalid; set [campaign] body_text in the config, or add a body_text column",
+            )
 
     # -- checks before sending ---------------------------------------------------------------
 
