@@ -123,3 +123,13 @@ def test_an_sqlite_file_of_something_else_is_refused(tmp_path: Path) -> None:
     _run(str(other), "CREATE TABLE customers (id INTEGER)")
     with pytest.raises(StoreError, match="not a bulk-sender callback store"):
         _open(str(other))
+
+
+def test_without_callbacks_section_db_upgrade_creates_no_callback_store(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """No [callbacks] and no ledger: nothing to do, and no callbacks.db appears."""
+    config = write_config(tmp_path / "config.toml", "http://127.0.0.1:9", audience={"ledger": ""})
+    run = cli("db", "upgrade", "--config", config)
+    assert (run.code, "no store to upgrade" in run.out) == (0, True)
+    assert not (tmp_path / "callbacks.db").exists()

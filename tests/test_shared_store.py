@@ -59,7 +59,7 @@ def test_a_database_that_goes_away_gives_503_until_it_is_back(pg_server: PgServe
 
 def _spawn(tmp_path: Path, store_url: str) -> tuple[subprocess.Popen[str], str]:
     """``bulk-sender receive`` in a process of its own, its store's URL in the environment
-    (``store_env``); its base URL once it listens."""
+    (``store_env``); the line it prints once it listens."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     config = write_config(
         tmp_path / "config.toml", "", callbacks={"port": 0, "store_env": "TEST_STORE_URL"}
@@ -75,7 +75,12 @@ def _spawn(tmp_path: Path, store_url: str) -> tuple[subprocess.Popen[str], str]:
     assert "Receiving Kaleyra callbacks on " in line, line + (
         process.stderr.read() if process.stderr else ""
     )
-    return process, line.split(" on ", 1)[1].split()[0]
+    return process, line
+
+
+def _base_url(line: str) -> str:
+    """The receiver's base URL from its start line."""
+    return line.split(" on ", 1)[1].split()[0]
 
 
 async def _post_to_all(
@@ -114,8 +119,9 @@ def test_two_receivers_on_one_database_lose_nothing_when_one_is_killed(
     """Two `receive` processes share a PostgreSQL store; one is SIGKILLed mid-stream: every
     callback either answered 200 is in the store."""
     store = pg_server.fresh_location()
-    first, first_url = _spawn(tmp_path / "a", store)
-    second, second_url = _spawn(tmp_path / "b", store)
+    first, first_line = _spawn(tmp_path / "a", store)
+    second, second_line = _spawn(tmp_path / "b", store)
+    first_url, second_url = _base_url(first_line), _base_url(second_line)
     try:
         acked = asyncio.run(
             _post_to_all([first_url, second_url], first, kill_after=300, enough=900)
@@ -133,3 +139,15 @@ def test_two_receivers_on_one_database_lose_nothing_when_one_is_killed(
     }
     assert len(acked) >= 900
     assert acked <= stored
+
+
+def test_receive_never_shows_the_password_of_its_store(tmp_path: Path, pg_server: PgServer) -> None:
+    """A URL with a password in store_env: the start line and the log show it redacted."""
+    store = pg_server.fresh_location().replace("postgres@", "postgres:Pa55-w0rd@", 1)
+    process, line = _spawn(tmp_path, store)
+    assert ":***@" in line
+    assert post(_base_url(line) + STATUS, _status(1))[0] == 200
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert "Pa55-w0rd" not in out + err
+    assert process.returncode == 0

@@ -1,7 +1,8 @@
 """The ``db upgrade`` subcommand: create or migrate the callback store and the ledger.
 
 ``bulk-sender db upgrade [--config PATH]`` brings every store the config names (the callback
-store; the audience ledger unless ``[audience] ledger`` is empty), SQLite files and PostgreSQL
+store, if the config has ``[callbacks]`` or its default file exists; the audience ledger unless
+``[audience] ledger`` is empty), SQLite files and PostgreSQL
 databases alike, to this bulk-sender's schema version (:mod:`.migrations`), and prints for each
 what it found and did. Exit codes: 0 done; 2 a config error; 3 a store that cannot be opened or
 migrated (nothing of that store changed: each migrates in one transaction).
@@ -45,12 +46,15 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     callbacks = settings.callbacks or CallbacksSettings.beside(args.config)
-    targets: list[tuple[str, Schema[Any], Dialects[Any]]] = [
-        (callbacks.location(), migrations.CALLBACKS, (sqlite.SQLITE, postgres.CALLBACKS))
-    ]
+    targets: list[tuple[str, Schema[Any], Dialects[Any]]] = []
+    if settings.callbacks is not None or Path(callbacks.store).exists():
+        dialects = (sqlite.SQLITE, postgres.CALLBACKS)
+        targets.append((callbacks.location(), migrations.CALLBACKS, dialects))
     if settings.audience.enabled:
-        dialects = (sqlite_ledger.SQLITE, postgres.LEDGER)
-        targets.append((settings.audience.ledger_location(), migrations.LEDGER, dialects))
+        ledger = (sqlite_ledger.SQLITE, postgres.LEDGER)
+        targets.append((settings.audience.ledger_location(), migrations.LEDGER, ledger))
+    if not targets:
+        print("no store to upgrade: the config has no [callbacks] and [audience] ledger is off")
     for location, schema, pair in targets:
         applied = asyncio.run(upgrade_store(location, schema, pair, upgrade=True))
         print(f"{schema.what} {shown(location)}: {applied.describe()}", flush=True)
