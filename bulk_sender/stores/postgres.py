@@ -144,7 +144,7 @@ def store_error(exc: BaseException, *, url: str, doing: str) -> StoreError:
         return StoreError(f"cannot {doing} {where}: not a usable PostgreSQL URL ({reason})")
     if isinstance(exc, OSError | TimeoutError | errors.PostgresConnectionError):
         return StoreError(f"cannot {doing} {where}: the server cannot be reached ({reason})")
-    if isinstance(exc, errors.InterfaceError):
+    if isinstance(exc, errors.InterfaceError | errors.InternalClientError):
         return StoreError(f"cannot {doing} {where}: the connection was lost ({reason})")
     if isinstance(exc, errors.PostgresError):
         code = getattr(exc, "sqlstate", "") or ""
@@ -155,7 +155,11 @@ def store_error(exc: BaseException, *, url: str, doing: str) -> StoreError:
 def driver_errors() -> tuple[type[BaseException], ...]:
     """What :func:`store_error` translates: the driver's errors, the network's, timeouts."""
     asyncpg = driver()
-    return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, ValueError)
+    errors = asyncpg.exceptions
+    return (
+        errors.PostgresError, errors.InterfaceError, errors.InternalClientError, OSError,
+        TimeoutError, ValueError,
+    )  # fmt: skip
 
 
 async def connect_pool(url: str, *, doing: str, min_size: int = 1, max_size: int = 4) -> Any:
