@@ -41,6 +41,7 @@ from bulk_sender.printable import printable
 from bulk_sender.record.paths import Output, check_outputs, send_outputs
 from bulk_sender.record.summary import error_summary, write_summary_json
 from bulk_sender.runner import default_failed_path, default_results_path, run_loop
+from bulk_sender.stores import commands as db_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sandbox(commands)
     delivery_commands.add_parsers(commands)
     optout_commands.add_parser(commands)
+    db_commands.add_parser(commands)
     return parser
 
 
@@ -136,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             return _sandbox(args)
         if args.command == "optout":
             return optout_commands.run(args)
+        if args.command == "db":
+            return db_commands.run(args)
         if args.command in delivery_commands.COMMANDS:
             from bulk_sender import ui
 

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from bulk_sender.errors import ConfigError
+from bulk_sender.stores.locations import has_password
 
 __all__ = [
     "CONCURRENCY_MAX",
@@ -412,11 +413,14 @@ DEFAULT_CALLBACK_SECRET_ENV = "BULK_SENDER_CALLBACK_SECRET"
 class CallbacksSettings:
     """Where delivery callbacks are stored, and where ``receive`` listens by default.
 
-    ``store`` is a path; a relative one is taken from the config file's directory (resolved
-    by :func:`load_settings`, or by :meth:`beside` when the config has no ``[callbacks]``).
+    ``store`` is a path (a relative one is taken from the config file's directory, resolved by
+    :func:`load_settings`, or by :meth:`beside` when the config has no ``[callbacks]``) or a
+    ``postgresql://`` URL without a password. ``store_env``, when set, names the environment
+    variable holding the location instead (a URL with its password); :meth:`location` reads it.
     """
 
     store: str = "callbacks.db"
+    store_env: str = ""
     secret_env: str = DEFAULT_CALLBACK_SECRET_ENV
     host: str = "127.0.0.1"
     port: int = 8090
@@ -424,6 +428,11 @@ class CallbacksSettings:
     def __post_init__(self) -> None:
         if not self.store.strip():
             raise ConfigError("[callbacks] store", "must be the path of the callback store")
+        _check_location("[callbacks] store", self.store, env_key="store_env")
+        if self.store_env and not _ENV_RE.fullmatch(self.store_env):
+            raise ConfigError(
+                "[callbacks] store_env", "must be the name of an environment variable"
+            )
         if not _ENV_RE.fullmatch(self.secret_env):
             raise ConfigError(
                 "[callbacks] secret_env", "must be the name of an environment variable"
@@ -441,6 +450,11 @@ class CallbacksSettings:
         if store.is_absolute() or "://" in made.store:
             return made
         return dataclasses.replace(made, store=str(config.parent / store))
+
+    def location(self, environ: Mapping[str, str] | None = None) -> str:
+        """Where the store is: the variable ``store_env`` names if set, else ``store``. It may
+        hold a password: print it only through :func:`bulk_sender.stores.locations.shown`."""
+        return _location_from_env("[callbacks] store_env", self.store_env, environ) or self.store
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -473,10 +487,13 @@ class AudienceSettings:
     config file's directory by :func:`load_settings`. ``""`` turns off every rule that needs
     the ledger (repeat guard, frequency cap, service window, opt-outs by reply or by hand);
     ``opt_out_files`` and ``quiet_hours`` need none and still apply. ``opt_out_files`` are
-    relative to the config file's directory too.
+    relative to the config file's directory too. ``ledger`` may be a ``postgresql://`` URL
+    without a password; ``ledger_env``, when set, names the environment variable holding the
+    location instead (a URL with its password), read by :meth:`ledger_location`.
     """
 
     ledger: str = "ledger.db"
+    ledger_env: str = ""
     opt_out_files: tuple[str, ...] = ()
     opt_out_keywords: tuple[str, ...] = ("STOP", "UNSUBSCRIBE")
     opt_in_keywords: tuple[str, ...] = ("START",)
@@ -486,6 +503,11 @@ class AudienceSettings:
     quiet_hours: str = ""
 
     def __post_init__(self) -> None:
+        _check_location("[audience] ledger", self.ledger, env_key="ledger_env")
+        if self.ledger_env and not _ENV_RE.fullmatch(self.ledger_env):
+            raise ConfigError(
+                "[audience] ledger_env", "must be the name of an environment variable"
+            )
         if not 0 <= self.repeat_guard_hours <= 24 * 366:
             raise ConfigError(
                 "[audience] repeat_guard_hours", "must be a number of hours, 0 (off) to a year"
@@ -508,7 +530,12 @@ class AudienceSettings:
     @property
     def enabled(self) -> bool:
         """Whether the cross-campaign rules are on (a ledger is set)."""
-        return bool(self.ledger.strip())
+        return bool(self.ledger.strip() or self.ledger_env)
+
+    def ledger_location(self, environ: Mapping[str, str] | None = None) -> str:
+        """Where the ledger is: the variable ``ledger_env`` names if set, else ``ledger``. It may
+        hold a password: print it only through :func:`bulk_sender.stores.locations.shown`."""
+        return _location_from_env("[audience] ledger_env", self.ledger_env, environ) or self.ledger
 
     def beside(self, config: Path) -> AudienceSettings:
         """These settings with relative paths taken from ``config``'s directory."""
@@ -655,6 +682,33 @@ def _frequency_cap(key: str, value: object) -> FrequencyCap:
     if isinstance(hours, bool) or not isinstance(hours, int | float):
         raise ConfigError(key, f"hours must be a number, not {hours!r}")
     return FrequencyCap(messages=value["messages"], hours=float(hours))
+
+
+def _check_location(key: str, value: str, *, env_key: str) -> None:
+    """A store's location in the config file: a path, or a URL that carries no password."""
+    if "://" in value and has_password(value):
+        section = key.split("]")[0] + "]"
+        raise ConfigError(
+            key,
+            "must not hold a password (the config file is not a place for secrets); put the "
+            f"whole URL in an environment variable named by {section} {env_key}, or the password "
+            "in PGPASSWORD or ~/.pgpass",
+        )
+
+
+def _location_from_env(key: str, name: str, environ: Mapping[str, str] | None) -> str:
+    """The location held by the environment variable ``name`` ("" when ``name`` is "")."""
+    if not name:
+        return ""
+    env = os.environ if environ is None else environ
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(
+            key,
+            f"the environment variable {name} is not set or empty; export the store's "
+            "location in it (a postgresql:// URL, or a path)",
+        )
+    return value
 
 
 def read_api_key(settings: KaleyraSettings, environ: Mapping[str, str] | None = None) -> Secret:

@@ -428,7 +428,7 @@ def _write_outputs(
 ) -> Totals:
     """Rebuild the results file and the failed export from the whole journal, with the
     delivery callbacks already stored when ``[callbacks]`` is set."""
-    store = callbacks.store if callbacks is not None else None
+    store = callbacks.location() if callbacks is not None else None
     with merged_or_none(store, journal.path) as delivery:
         return write_outputs(
             table=table,

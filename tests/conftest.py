@@ -1,4 +1,5 @@
-"""Shared fixtures: a real sandbox on 127.0.0.1, a config pointing at it, a CLI runner."""
+"""Shared fixtures: a real sandbox on 127.0.0.1, a config pointing at it, a CLI runner, and
+the stores' backends (an SQLite file, or a PostgreSQL schema of the run's own database)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from bulk_sender.cli import main
 from bulk_sender.sandbox.server import Account, Sandbox, ThreadedSandbox
+from tests import postgres
 
 KEY_ENV = "BULK_SENDER_TEST_KEY"
 API_KEY = "test-key-9f8e7d6c5b4a"
@@ -122,3 +124,49 @@ def spawn(
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+#: The store backends every store test runs on.
+BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[postgres.PgServer]:
+    """The test run's own PostgreSQL database (see tests/postgres.py), dropped at the end.
+
+    An unreachable server (or no asyncpg) skips the PostgreSQL tests, saying why; under
+    ``CI=true`` it fails them instead."""
+    try:
+        server = postgres.start()
+    except Exception as exc:
+        reason = (
+            f"no PostgreSQL server for the tests at {postgres.server_url()} "
+            f"(set {postgres.ENV}): {type(exc).__name__}: {exc}"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield server
+    finally:
+        server.drop()
+
+
+LocationFactory = Callable[[], str]
+
+
+@pytest.fixture(params=BACKENDS)
+def new_location(request: pytest.FixtureRequest, tmp_path: Path) -> LocationFactory:
+    """Makes fresh store locations of the backend under test: each call a new SQLite file in
+    ``tmp_path``, or a new schema of the run's PostgreSQL database."""
+    if request.param == "postgres":
+        server: postgres.PgServer = request.getfixturevalue("pg_server")
+        return server.fresh_location
+    files = iter(range(1_000_000))
+    return lambda: str(tmp_path / f"store-{next(files)}.db")
+
+
+@pytest.fixture
+def backend(new_location: LocationFactory) -> str:
+    """A fresh store location on each backend (the same test runs on SQLite and PostgreSQL)."""
+    return new_location()

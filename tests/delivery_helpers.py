@@ -19,18 +19,21 @@ from bulk_sender.delivery.receiver import serve
 from bulk_sender.model import Record
 from bulk_sender.record.journal import SANDBOX, Journal
 from bulk_sender.stores.base import CallbackStore, open_callback_store
+from bulk_sender.stores.locations import is_postgres
+from tests.postgres import execute
 
-#: The backends every store test runs against (PostgreSQL joins when it exists).
-BACKENDS = ("sqlite",)
 SECRET = "cb-secret-5e6f7a8b"
 
 StoreFactory = Callable[[], Awaitable[CallbackStore]]
 
 
-def store_factory(backend: str, tmp_path: Path) -> StoreFactory:
-    """An opener of a fresh store of ``backend`` (the same one every call)."""
-    assert backend == "sqlite", backend
-    location = str(tmp_path / "callbacks.db")
+def sqlite_store(tmp_path: Path) -> str:
+    """The location of an SQLite callback store in ``tmp_path`` (for SQLite-only tests)."""
+    return str(tmp_path / "callbacks.db")
+
+
+def store_factory(location: str) -> StoreFactory:
+    """An opener of the store at ``location`` (the same one every call)."""
 
     async def opener() -> CallbackStore:
         return await open_callback_store(location)
@@ -38,11 +41,17 @@ def store_factory(backend: str, tmp_path: Path) -> StoreFactory:
     return opener
 
 
-def count_events(backend: str, tmp_path: Path) -> int:
-    """How many distinct status events the store holds."""
-    assert backend == "sqlite", backend
-    with closing(sqlite3.connect(tmp_path / "callbacks.db")) as db:
-        return int(db.execute("SELECT COUNT(*) FROM status_events").fetchone()[0])
+def count_events(location: str) -> int:
+    """How many distinct status events the store at ``location`` holds."""
+    return int(query(location, "SELECT COUNT(*) FROM status_events")[0][0])
+
+
+def query(location: str, statement: str) -> list[tuple[Any, ...]]:
+    """The rows of one query on the store at ``location`` (SQLite or PostgreSQL)."""
+    if is_postgres(location):
+        return [tuple(row) for row in asyncio.run(execute(location, statement))]
+    with closing(sqlite3.connect(location)) as db:
+        return db.execute(statement).fetchall()
 
 
 def write_journal(path: Path, records: Sequence[Record], *, created_at: str = "") -> Path:

@@ -18,8 +18,8 @@ from bulk_sender.delivery.parse import parse_status
 from bulk_sender.delivery.precedence import DeliveryState, fold
 from bulk_sender.model import Record
 from bulk_sender.stores.sqlite_delivery import DeliveryRows
+from tests.conftest import LocationFactory
 from tests.delivery_helpers import (
-    BACKENDS,
     count_events,
     sent,
     store_factory,
@@ -33,7 +33,7 @@ SINCE = "2026-11-24T00:00:00.000Z"
 
 
 def _states(
-    backend: str,
+    location: str,
     tmp_path: Path,
     records: Sequence[Record],
     callbacks: Sequence[Callback],
@@ -44,7 +44,7 @@ def _states(
     journal = write_journal(tmp_path / "r.csv.journal", records)
 
     async def run() -> None:
-        store = await store_factory(backend, tmp_path)()
+        store = await store_factory(location)()
         try:
             for callback in callbacks:
                 await store.save(callback)
@@ -70,18 +70,19 @@ def _callback(doc: dict[str, object]) -> Callback:
     return parse_status(doc, received_at=NOW)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_the_same_callback_twice_is_stored_once(backend: str, tmp_path: Path) -> None:
+def test_the_same_callback_twice_is_stored_once(
+    new_location: LocationFactory, tmp_path: Path
+) -> None:
     """A webhook retry adds no row and changes no state."""
     delivered = _callback(v2_status("DELIVERED"))
-    once = _states(backend, tmp_path / "a", [sent(1, "A1")], [delivered])
-    twice = _states(backend, tmp_path / "b", [sent(1, "A1")], [delivered, delivered])
+    once = _states(new_location(), tmp_path / "a", [sent(1, "A1")], [delivered])
+    store = new_location()
+    twice = _states(store, tmp_path / "b", [sent(1, "A1")], [delivered, delivered])
     assert once == twice
     assert once[(1, 0)].status is DeliveryStatus.DELIVERED
-    assert count_events(backend, tmp_path / "b") == 1
+    assert count_events(store) == 1
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("where", [0, 1, 2])
 def test_any_of_the_three_ids_matches_the_202s_id(backend: str, tmp_path: Path, where: int) -> None:
     """statuses[].id, message_id or extra_info.message_id: whichever equals the 202's id."""
@@ -92,7 +93,6 @@ def test_any_of_the_three_ids_matches_the_202s_id(backend: str, tmp_path: Path, 
     assert states[(1, 0)].status is DeliveryStatus.READ
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_recipient_and_refs_match_when_no_id_does(backend: str, tmp_path: Path) -> None:
     """With no id in common, a unique recipient + refs within the campaign finds the message."""
     refs = {"ref": "diwali", "ref1": "c-7"}
@@ -106,7 +106,6 @@ def test_recipient_and_refs_match_when_no_id_does(backend: str, tmp_path: Path) 
     assert states[(1, 0)].status is DeliveryStatus.DELIVERED
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_recipient_and_refs_naming_two_messages_match_neither(backend: str, tmp_path: Path) -> None:
     """The fallback never guesses: the same recipient and refs twice in a campaign match none."""
     records = [sent(1, "A1"), sent(2, "A2")]
@@ -114,7 +113,6 @@ def test_recipient_and_refs_naming_two_messages_match_neither(backend: str, tmp_
     assert _states(backend, tmp_path, records, [callback]) == {}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_message_matched_by_id_takes_no_fallback_events(backend: str, tmp_path: Path) -> None:
     """Once a callback matched a message by id, events matched only by recipient are ignored."""
     by_id = _callback(v2_status("SENT"))
@@ -123,20 +121,18 @@ def test_a_message_matched_by_id_takes_no_fallback_events(backend: str, tmp_path
     assert states[(1, 0)].status is DeliveryStatus.SENT
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_callback_before_the_campaign_began_is_not_matched_by_recipient(
-    backend: str, tmp_path: Path
+    backend: str, new_location: LocationFactory, tmp_path: Path
 ) -> None:
     """The fallback ignores callbacks received before the campaign began; the id match does not."""
     by_recipient = _callback(v2_status("READ", ids=("w", "w", "k")))
     later = "2999-01-01T00:00:00.000Z"
     assert _states(backend, tmp_path / "a", [sent(1, "A1")], [by_recipient], since=later) == {}
     by_id = _callback(v2_status("READ"))
-    states = _states(backend, tmp_path / "b", [sent(1, "A1")], [by_id], since=later)
+    states = _states(new_location(), tmp_path / "b", [sent(1, "A1")], [by_id], since=later)
     assert states[(1, 0)].status is DeliveryStatus.READ
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_callback_for_an_unknown_message_is_kept_and_matched_later(
     backend: str, tmp_path: Path
 ) -> None:
@@ -150,7 +146,6 @@ def test_a_callback_for_an_unknown_message_is_kept_and_matched_later(
     assert states[(2, 0)].status is DeliveryStatus.DELIVERED
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_failed_message_knows_when_its_customer_last_wrote(backend: str, tmp_path: Path) -> None:
     """Failures carry the customer's latest incoming message time (for 131047's window)."""
     journal = write_journal(tmp_path / "r.csv.journal", [sent(1, "A1"), sent(2, "A2", to="+9122")])
@@ -160,7 +155,7 @@ def test_a_failed_message_knows_when_its_customer_last_wrote(backend: str, tmp_p
     )  # fmt: skip
 
     async def run() -> None:
-        store = await store_factory(backend, tmp_path)()
+        store = await store_factory(backend)()
         await store.save(_callback(v2_status("FAILED", code=131047)))
         await store.save(Callback(incoming=(wrote,)))
         await store.export_deliveries(journal=journal, since=SINCE, into=tmp_path / "d.db")
@@ -179,7 +174,6 @@ def _owner(ids: tuple[str, ...]) -> str | None:
     return next((i for i in ids if i in _RECIPIENTS), None)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -189,7 +183,7 @@ def _owner(ids: tuple[str, ...]) -> str | None:
     )
 )
 def test_the_merge_in_sql_equals_the_pure_rule(
-    backend: str, events: list[tuple[StatusEvent, tuple[str, ...], str]]
+    new_location: LocationFactory, events: list[tuple[StatusEvent, tuple[str, ...], str]]
 ) -> None:
     """For any events, the store's SQL gives each message the state precedence.fold gives,
     matching by id first and by recipient only for messages and events no id matched."""
@@ -199,7 +193,7 @@ def test_the_merge_in_sql_equals_the_pure_rule(
     ]
     records = [sent(1, "A1"), sent(2, "A2", to="+919876543211")]
     with tempfile.TemporaryDirectory() as scratch:
-        states = _states(backend, Path(scratch), records, [Callback(statuses=tuple(made))])
+        states = _states(new_location(), Path(scratch), records, [Callback(statuses=tuple(made))])
     unmatched = [e for e in made if not set(e.message_ids) & set(_RECIPIENTS)]
     for row, message_id in ((1, "A1"), (2, "A2")):
         mine = [e for e in made if message_id in e.message_ids] or [
@@ -208,7 +202,6 @@ def test_the_merge_in_sql_equals_the_pure_rule(
         assert states.get((row, 0), DeliveryState()) == fold(mine), message_id
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_failures_differing_only_in_their_words_are_two_events(
     backend: str, tmp_path: Path
 ) -> None:
@@ -216,6 +209,19 @@ def test_failures_differing_only_in_their_words_are_two_events(
     worded = _callback(v2_status("FAILED", code=131049))
     bare = dataclasses.replace(worded.statuses[0], title="", detail="")
     states = _states(backend, tmp_path, [sent(1, "A1")], [worded, Callback(statuses=(bare,))])
-    assert count_events(backend, tmp_path) == 2
+    assert count_events(backend) == 2
     assert states[(1, 0)] == fold([worded.statuses[0], bare])
     assert states[(1, 0)].failure() == ("131049", "")
+
+
+def test_health_checks_at_once_share_a_commit_and_all_succeed(backend: str) -> None:
+    """Many concurrent heartbeats (one upserted row) in one batch: every check succeeds."""
+
+    async def run() -> None:
+        store = await store_factory(backend)()
+        try:
+            await asyncio.gather(*(store.check_writable() for _ in range(20)))
+        finally:
+            await store.close()
+
+    asyncio.run(run())

@@ -4,7 +4,6 @@ the results rewritten, the funnel, the exports; also while the receiver is still
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from bulk_sender.record.results import DELIVERY_COLUMNS, RESULT_COLUMNS
 from bulk_sender.sandbox.server import Sandbox
 from tests.conftest import CliRunner, read_results, write_config, write_csv
-from tests.delivery_helpers import ThreadedReceiver, post, store_factory, v2_status
+from tests.delivery_helpers import ThreadedReceiver, post, sqlite_store, store_factory, v2_status
 
 NUMBERS = [f"+9198450{n:05d}" for n in range(1, 9)]
 #: What Kaleyra and Meta say about each accepted message, by its position in NUMBERS.
@@ -30,17 +29,30 @@ PLAN: dict[int, list[tuple[str, int | None]]] = {
 }
 
 
-@pytest.fixture
-def campaign(tmp_path: Path, sandbox: Sandbox, cli: CliRunner) -> Iterator[dict[str, Any]]:
-    """A sent campaign of eight numbers (and one invalid row), with its config and results."""
+def _sent(tmp_path: Path, sandbox: Sandbox, cli: CliRunner, store: str) -> dict[str, Any]:
+    """A sent campaign of eight numbers (and one invalid row), its config (callbacks stored
+    at ``store``) and results."""
     rows = [[n, f"C{i}", "diwali"] for i, n in enumerate(NUMBERS)] + [["12345", "C9", "diwali"]]
     csv = write_csv(tmp_path / "c.csv", ["phone", "ref", "ref1"], rows)
-    config = write_config(tmp_path / "config.toml", sandbox.url, callbacks={"port": 0})
+    callbacks = {"port": 0, "store": store}
+    config = write_config(tmp_path / "config.toml", sandbox.url, callbacks=callbacks)
     out = tmp_path / "r.csv"
     run = cli("send", csv, "--config", config, "--out", out)
     assert run.code == 1, run.err  # the invalid row
     ids = {r["to"]: r["message_id"] for r in read_results(out)}
-    yield {"csv": csv, "config": config, "out": out, "ids": ids}
+    return {"csv": csv, "config": config, "out": out, "ids": ids, "store": store}
+
+
+@pytest.fixture
+def campaign(tmp_path: Path, sandbox: Sandbox, cli: CliRunner) -> dict[str, Any]:
+    """A sent campaign whose callbacks go to callbacks.db beside its config (SQLite)."""
+    return _sent(tmp_path, sandbox, cli, sqlite_store(tmp_path))
+
+
+@pytest.fixture
+def on_any(tmp_path: Path, sandbox: Sandbox, cli: CliRunner, backend: str) -> dict[str, Any]:
+    """A sent campaign whose callbacks go to a store on each backend."""
+    return _sent(tmp_path, sandbox, cli, backend)
 
 
 def _callbacks(
@@ -57,17 +69,17 @@ def _callbacks(
 
 
 def test_report_rewrites_the_results_prints_the_funnel_and_exports_what_can_be_resent(
-    tmp_path: Path, campaign: dict[str, Any], cli: CliRunner
+    tmp_path: Path, on_any: dict[str, Any], cli: CliRunner
 ) -> None:
     """Delivery columns after today's, the funnel with codes in words, the resend export."""
-    with ThreadedReceiver(store_factory("sqlite", tmp_path)) as url:
-        _callbacks(url, campaign["ids"], PLAN)
+    with ThreadedReceiver(store_factory(on_any["store"])) as url:
+        _callbacks(url, on_any["ids"], PLAN)
     failed, summary = tmp_path / "again.csv", tmp_path / "s.json"
-    run = cli("report", campaign["out"], "--config", campaign["config"], "--failed", failed,
+    run = cli("report", on_any["out"], "--config", on_any["config"], "--failed", failed,
               "--summary-json", summary)  # fmt: skip
     assert run.code == 0, run.err
-    rows = {r["to"]: r for r in read_results(campaign["out"])}
-    header = (campaign["out"]).read_text(encoding="utf-8").splitlines()[0].split(",")
+    rows = {r["to"]: r for r in read_results(on_any["out"])}
+    header = (on_any["out"]).read_text(encoding="utf-8").splitlines()[0].split(",")
     assert tuple(header) == RESULT_COLUMNS and tuple(header[-6:]) == DELIVERY_COLUMNS
     got = [rows[n]["delivery_status"] for n in NUMBERS]
     assert got == ["read", "delivered", "failed", "failed", "not_sent", "failed", "sent", ""]
@@ -90,7 +102,7 @@ def test_report_rewrites_the_results_prints_the_funnel_and_exports_what_can_be_r
 
 
 def test_131047_is_resent_only_once_the_customer_wrote_again(
-    tmp_path: Path, campaign: dict[str, Any], cli: CliRunner
+    tmp_path: Path, on_any: dict[str, Any], cli: CliRunner
 ) -> None:
     """A re-engagement failure joins the export when its customer wrote in the last 24 hours."""
     import time
@@ -98,13 +110,11 @@ def test_131047_is_resent_only_once_the_customer_wrote_again(
     wrote = {"meta_object": {"value": {"messages": [{"from": NUMBERS[2][1:], "id": "wamid.in",
              "timestamp": str(int(time.time()) - 3600), "type": "text",
              "text": {"body": "Show me the catalog"}}]}}}  # fmt: skip
-    with ThreadedReceiver(store_factory("sqlite", tmp_path)) as url:
-        _callbacks(url, campaign["ids"], {2: PLAN[2], 3: PLAN[3]})
+    with ThreadedReceiver(store_factory(on_any["store"])) as url:
+        _callbacks(url, on_any["ids"], {2: PLAN[2], 3: PLAN[3]})
         assert post(url + "/kaleyra/incoming", wrote)[0] == 200
     failed = tmp_path / "again.csv"
-    assert (
-        cli("report", campaign["out"], "--config", campaign["config"], "--failed", failed).code == 0
-    )
+    assert cli("report", on_any["out"], "--config", on_any["config"], "--failed", failed).code == 0
     exported = read_results(failed)
     assert [r["phone"] for r in exported] == [NUMBERS[2]]
     assert "the customer wrote at" in exported[0]["error"]
@@ -122,19 +132,19 @@ def test_report_without_callbacks_shows_every_accepted_row_waiting(
 
 
 def test_a_send_that_finds_callbacks_merges_them(
-    tmp_path: Path, campaign: dict[str, Any], cli: CliRunner
+    tmp_path: Path, on_any: dict[str, Any], cli: CliRunner
 ) -> None:
     """Running the same send again (nothing left to send) fills the delivery columns too."""
-    with ThreadedReceiver(store_factory("sqlite", tmp_path)) as url:
-        _callbacks(url, campaign["ids"], {0: PLAN[0]})
-    run = cli("send", campaign["csv"], "--config", campaign["config"], "--out", campaign["out"])
+    with ThreadedReceiver(store_factory(on_any["store"])) as url:
+        _callbacks(url, on_any["ids"], {0: PLAN[0]})
+    run = cli("send", on_any["csv"], "--config", on_any["config"], "--out", on_any["out"])
     assert run.code == 1, run.err
-    rows = {r["to"]: r for r in read_results(campaign["out"])}
+    rows = {r["to"]: r for r in read_results(on_any["out"])}
     assert rows[NUMBERS[0]]["delivery_status"] == "read"
 
 
 def test_report_while_the_receiver_is_still_receiving(
-    tmp_path: Path, campaign: dict[str, Any], cli: CliRunner
+    tmp_path: Path, on_any: dict[str, Any], cli: CliRunner
 ) -> None:
     """Reports run during a flood of callbacks never fail nor lose a row; the last one has all."""
     half = threading.Event()
@@ -145,7 +155,7 @@ def test_report_while_the_receiver_is_still_receiving(
         for round_, name in enumerate(statuses * 20):
             for number in NUMBERS:
                 doc = v2_status(
-                    name, ids=("w", "w", campaign["ids"][number]),
+                    name, ids=("w", "w", on_any["ids"][number]),
                     timestamp=1_764_000_000 + round_, recipient=number[1:],
                 )  # fmt: skip
                 assert post(url + "/kaleyra/status", doc)[0] == 200
@@ -153,21 +163,21 @@ def test_report_while_the_receiver_is_still_receiving(
                 half.set()
         done.set()
 
-    with ThreadedReceiver(store_factory("sqlite", tmp_path)) as url:
+    with ThreadedReceiver(store_factory(on_any["store"])) as url:
         poster = threading.Thread(target=flood, args=(url,))
         poster.start()
         assert half.wait(timeout=60)
         reports = 0
         while not done.is_set() or reports < 2:
-            run = cli("report", campaign["out"], "--config", campaign["config"])
+            run = cli("report", on_any["out"], "--config", on_any["config"])
             assert run.code == 0, run.err
-            rows = read_results(campaign["out"])
+            rows = read_results(on_any["out"])
             assert len(rows) == len(NUMBERS) + 1
             assert {r["delivery_status"] for r in rows} <= {"sent", "delivered", "read", ""}
             reports += 1
         poster.join()
-    run = cli("report", campaign["out"], "--config", campaign["config"])
-    assert [r["delivery_status"] for r in read_results(campaign["out"])][:8] == ["read"] * 8
+    run = cli("report", on_any["out"], "--config", on_any["config"])
+    assert [r["delivery_status"] for r in read_results(on_any["out"])][:8] == ["read"] * 8
 
 
 def test_report_needs_the_journal_and_the_campaign_file(
@@ -210,7 +220,7 @@ def test_an_output_over_the_campaign_the_store_or_the_results_is_refused(
 ) -> None:
     """--html over the campaign file, the callback store or the results file: exit 2, nothing
     written."""
-    with ThreadedReceiver(store_factory("sqlite", tmp_path)) as url:
+    with ThreadedReceiver(store_factory(sqlite_store(tmp_path))) as url:
         _callbacks(url, campaign["ids"], {0: PLAN[0]})
     target = {"campaign": campaign["csv"], "store": tmp_path / "callbacks.db",
               "results": campaign["out"]}[where]  # fmt: skip

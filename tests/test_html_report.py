@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import CliRunner
-from tests.delivery_helpers import ThreadedReceiver, store_factory
+from tests.delivery_helpers import ThreadedReceiver, sqlite_store, store_factory
 from tests.test_delivery_report import PLAN, _callbacks, campaign
 
 __all__ = ["campaign"]  # the fixture, shared with the report tests
@@ -43,7 +43,7 @@ def test_the_html_report_renders_the_funnel_in_a_real_browser(
 ) -> None:
     """Chromium's rendered DOM holds the funnel's numbers and failure codes; a screenshot works."""
     browser = _chromium()
-    with ThreadedReceiver(store_factory("sqlite", tmp_path)) as url:
+    with ThreadedReceiver(store_factory(sqlite_store(tmp_path))) as url:
         _callbacks(url, campaign["ids"], PLAN)
     page = tmp_path / "report.html"
     run = cli("report", campaign["out"], "--config", campaign["config"], "--html", page)

@@ -23,11 +23,11 @@ from bulk_sender.errors import StoreError
 from bulk_sender.stores.base import CallbackStore
 from tests.conftest import CliRunner, write_config
 from tests.delivery_helpers import (
-    BACKENDS,
     SECRET,
     ThreadedReceiver,
     count_events,
     post,
+    sqlite_store,
     store_factory,
     v2_status,
 )
@@ -35,16 +35,10 @@ from tests.delivery_helpers import (
 STATUS = "/kaleyra/status"
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    """The store backend under test."""
-    return str(request.param)
-
-
 @pytest.fixture
-def receiver(backend: str, tmp_path: Path) -> Iterator[str]:
-    """A receiver on 127.0.0.1 with a fresh store; its base URL."""
-    with ThreadedReceiver(store_factory(backend, tmp_path)) as url:
+def receiver(backend: str) -> Iterator[str]:
+    """A receiver on 127.0.0.1 with a fresh store (on each backend); its base URL."""
+    with ThreadedReceiver(store_factory(backend)) as url:
         yield url
 
 
@@ -90,7 +84,7 @@ def test_every_auth_failure_is_401_and_stores_nothing(
         status, answer = post(receiver + STATUS, v2_status("READ"), headers=headers)
     assert status == 401
     assert "secret" in str(answer["error"])
-    assert count_events(backend, tmp_path) == 0
+    assert count_events(backend) == 0
 
 
 def _post_without_secret(url: str, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
@@ -110,7 +104,7 @@ def test_basic_auth_with_any_user_name_is_accepted(
     headers = {"Authorization": _basic("anyone at all", SECRET), "Content-Type": "application/json"}
     connection.request("POST", STATUS, body=orjson.dumps(v2_status("READ")), headers=headers)
     assert connection.getresponse().status == 200
-    assert count_events(backend, tmp_path) == 1
+    assert count_events(backend) == 1
 
 
 def test_healthz_needs_no_secret(receiver: str) -> None:
@@ -140,7 +134,7 @@ def test_malformed_bodies_are_400_with_a_reason_and_store_nothing(
     status, answer = post(receiver + STATUS, body)
     assert status == 400
     assert reason in answer["error"]
-    assert count_events(backend, tmp_path) == 0
+    assert count_events(backend) == 0
 
 
 def test_an_oversize_body_is_413_declared_or_chunked(
@@ -155,7 +149,7 @@ def test_an_oversize_body_is_413_declared_or_chunked(
     chunks = (big[i : i + 65536] for i in range(0, len(big), 65536))
     connection.request("POST", STATUS, body=chunks, headers=headers, encode_chunked=True)
     assert connection.getresponse().status == 413
-    assert count_events(backend, tmp_path) == 0
+    assert count_events(backend) == 0
 
 
 def test_out_of_order_and_repeated_callbacks_store_each_event_once(
@@ -164,7 +158,7 @@ def test_out_of_order_and_repeated_callbacks_store_each_event_once(
     """read, sent, read again, delivered: every answer 200, three events stored."""
     for name, at in [("READ", 30), ("SENT", 10), ("READ", 30), ("DELIVERED", 20)]:
         assert post(receiver + STATUS, v2_status(name, timestamp=1_764_000_000 + at))[0] == 200
-    assert count_events(backend, tmp_path) == 3
+    assert count_events(backend) == 3
 
 
 def test_flat_callbacks_by_get_and_form(receiver: str, backend: str, tmp_path: Path) -> None:
@@ -174,7 +168,7 @@ def test_flat_callbacks_by_get_and_form(receiver: str, backend: str, tmp_path: P
     form = b"status=read&message_id=A1&mobile=919876543210&timestamp=1764000001"
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
     assert post(receiver + STATUS, form, headers=headers)[0] == 200
-    assert count_events(backend, tmp_path) == 2
+    assert count_events(backend) == 2
 
 
 def test_incoming_messages_are_stored(receiver: str, tmp_path: Path) -> None:
@@ -220,7 +214,7 @@ def test_a_store_that_cannot_commit_gives_503_so_kaleyra_retries(
         flaky.append(_Flaky(store))
         return flaky[0]
 
-    server = ThreadedReceiver(store_factory(backend, tmp_path))
+    server = ThreadedReceiver(store_factory(backend))
     server.wrap = wrap
     with server as url:
         flaky[0].broken.set()
@@ -229,7 +223,7 @@ def test_a_store_that_cannot_commit_gives_503_so_kaleyra_retries(
         assert post(url + "/healthz", b"", method="GET")[0] == 503
         flaky[0].broken.clear()
         assert post(url + STATUS, v2_status("READ"))[0] == 200
-    assert count_events(backend, tmp_path) == 1
+    assert count_events(backend) == 1
 
 
 def test_a_failed_sqlite_commit_fails_its_batch_and_the_next_succeeds(tmp_path: Path) -> None:
@@ -248,7 +242,7 @@ def test_a_failed_sqlite_commit_fails_its_batch_and_the_next_succeeds(tmp_path: 
         await store.close()
 
     asyncio.run(run())
-    assert count_events("sqlite", tmp_path) == 1
+    assert count_events(sqlite_store(tmp_path)) == 1
 
 
 # --------------------------------------------------------------------------- the real process
@@ -305,7 +299,7 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(tmp_path: Path) -> N
     connection.send(body[10:])
     assert connection.getresponse().status == 200
     assert process.wait(timeout=60) == 0
-    assert count_events("sqlite", tmp_path) == 1
+    assert count_events(sqlite_store(tmp_path)) == 1
 
 
 async def _flood(url: str, start: int, kill_after: int, process: subprocess.Popen[str]) -> set[int]:

@@ -21,6 +21,7 @@ from tests.delivery_helpers import (
     ThreadedReceiver,
     count_events,
     sent,
+    sqlite_store,
     store_factory,
     write_journal,
 )
@@ -37,7 +38,7 @@ def _state(tmp_path: Path) -> DeliveryStatus | None:
     journal = write_journal(tmp_path / "r.csv.journal", [sent(1, "A1", to=TO)])
 
     async def export() -> None:
-        store = await store_factory("sqlite", tmp_path)()
+        store = await store_factory(sqlite_store(tmp_path))()
         await store.export_deliveries(
             journal=journal, since="2000-01-01T00:00:00.000Z", into=tmp_path / "d.db"
         )
@@ -58,14 +59,14 @@ def test_nothing_is_posted_before_its_time_then_sent_delivered_read(tmp_path: Pa
         emitter.accepted(message_id="A1", to=TO, refs=("", "", ""))
         await clock.until_sleeping(3)
         assert (emitter.planned, emitter.posted) == (3, 0)
-        assert count_events("sqlite", tmp_path) == 0
+        assert count_events(sqlite_store(tmp_path)) == 0
         clock.advance(3600)
         await emitter.wait_until(lambda e: e.posted == 3)
         await emitter.stop()
 
-    with ThreadedReceiver(store_factory("sqlite", tmp_path)) as url:
+    with ThreadedReceiver(store_factory(sqlite_store(tmp_path))) as url:
         asyncio.run(run(url))
-    assert count_events("sqlite", tmp_path) == 3
+    assert count_events(sqlite_store(tmp_path)) == 3
     assert _state(tmp_path) is DeliveryStatus.READ
 
 
@@ -83,9 +84,9 @@ def test_reordered_and_repeated_callbacks_still_merge_to_the_last_status(tmp_pat
         await emitter.wait_until(lambda e: e.posted == 4)
         await emitter.stop()
 
-    with ThreadedReceiver(store_factory("sqlite", tmp_path)) as url:
+    with ThreadedReceiver(store_factory(sqlite_store(tmp_path))) as url:
         asyncio.run(run(url))
-    assert count_events("sqlite", tmp_path) == 3
+    assert count_events(sqlite_store(tmp_path)) == 3
     assert _state(tmp_path) is DeliveryStatus.READ
 
 
@@ -131,7 +132,7 @@ def test_anything_but_200_is_retried_after_a_backoff(tmp_path: Path) -> None:
         await emitter.wait_until(lambda e: e.posted == 1)
         await emitter.stop()
 
-    server = ThreadedReceiver(store_factory("sqlite", tmp_path))
+    server = ThreadedReceiver(store_factory(sqlite_store(tmp_path)))
     server.wrap = _RefuseFirst
     with server as url:
         asyncio.run(run(url))
@@ -168,7 +169,7 @@ def test_send_to_the_embedded_sandbox_posts_callbacks_that_the_results_show(
     monkeypatch.setenv("BULK_SENDER_CALLBACK_SECRET", SECRET)
     numbers = [f"+9198450{n:05d}" for n in range(1, 13)]
     csv = write_csv(tmp_path / "c.csv", ["phone"], [[n] for n in numbers])
-    with ThreadedReceiver(store_factory("sqlite", tmp_path)) as url:
+    with ThreadedReceiver(store_factory(sqlite_store(tmp_path))) as url:
         port = int(url.rsplit(":", 1)[1])
         config = write_config(tmp_path / "config.toml", "", callbacks={"port": port})
         run = cli("send", csv, "--sandbox", "--config", config, "--out", tmp_path / "r.csv")

@@ -29,6 +29,7 @@ from bulk_sender.config import AudienceSettings, Settings, load_settings
 from bulk_sender.errors import ConfigError, ExitCode, UsageError
 from bulk_sender.input.phone import normalise
 from bulk_sender.stores.ledger import Ledger, OptChange, OptOutRow, open_ledger
+from bulk_sender.stores.locations import shown
 
 __all__ = ["add_parser", "run"]
 
@@ -104,12 +105,13 @@ async def _change(settings: Settings, keys: list[int], *, opted_out: bool, by: s
     finally:
         await ledger.close()
     verb = "opted out" if opted_out else "opted back in"
-    print(f"{changed:,} of {len(keys):,} numbers {verb} (ledger: {settings.audience.ledger})")
+    where = shown(settings.audience.ledger_location())
+    print(f"{changed:,} of {len(keys):,} numbers {verb} (ledger: {where})")
     return ExitCode.OK
 
 
 async def _open(settings: AudienceSettings) -> Ledger:
-    ledger = await open_ledger(settings.ledger)
+    ledger = await open_ledger(settings.ledger_location())
     assert ledger is not None  # only a read-only open finds nothing
     return ledger
 
@@ -142,7 +144,7 @@ def _files(settings: Settings) -> list[OptOutList]:
 async def _list(settings: Settings) -> int:
     rows: list[OptOutRow] = []
     if settings.audience.enabled:
-        ledger = await open_ledger(settings.audience.ledger, read_only=True)
+        ledger = await open_ledger(settings.audience.ledger_location(), read_only=True)
         if ledger is not None:
             try:
                 rows = await ledger.opt_outs()

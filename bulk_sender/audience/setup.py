@@ -65,7 +65,7 @@ async def open_gate(
     """
     ledger: Ledger | None = None
     if settings.enabled:
-        ledger = await open_ledger(settings.ledger, read_only=campaign is None)
+        ledger = await open_ledger(settings.ledger_location(), read_only=campaign is None)
     if ledger is None and rules.quiet is None and not rules.opt_out_files:
         return None
     campaign_id = None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from bulk_sender.config import CallbacksSettings, Settings, load_settings, read_callback_secret
 from bulk_sender.errors import ExitCode
+from bulk_sender.stores.locations import shown
 
 if TYPE_CHECKING:
     from bulk_sender.audience.incoming import LedgerReplies
@@ -90,10 +91,11 @@ def _receive(args: argparse.Namespace) -> int:
         port=callbacks.port if args.port is None else args.port,
     )  # fmt: skip
     workers = args.workers or default_workers()
-    shown = f", {workers} workers" if workers > 1 else ""
+    several = f", {workers} workers" if workers > 1 else ""
+    where = shown(callbacks.location())
 
     def ready(url: str) -> None:
-        print(f"Receiving Kaleyra callbacks on {url} (store {callbacks.store}{shown})", flush=True)
+        print(f"Receiving Kaleyra callbacks on {url} (store {where}{several})", flush=True)
 
     if workers == 1:
         _run_async(receive(spec, ready, asyncio.Event()))
@@ -112,7 +114,7 @@ async def receive(spec: WorkerSpec, ready: Callable[[str], None], stop: asyncio.
     secret = read_callback_secret(callbacks)
     replies = await _ledger_replies(settings)
     try:
-        store = await open_callback_store(callbacks.store)
+        store = await open_callback_store(callbacks.location())
         _tune_process()
         await serve(
             store, secret, host=spec.host, port=spec.port, ready=ready, stop=stop,
@@ -142,7 +144,7 @@ async def _check_stores(settings: Settings, callbacks: CallbacksSettings) -> Non
     """Open and close the store and the ledger, so that a worker does not find them broken."""
     from bulk_sender.stores.base import open_callback_store
 
-    await (await open_callback_store(callbacks.store)).close()
+    await (await open_callback_store(callbacks.location())).close()
     replies = await _ledger_replies(settings)
     if replies is not None:
         await replies.ledger.close()
@@ -156,7 +158,7 @@ async def _ledger_replies(settings: Settings) -> LedgerReplies | None:
 
     if not settings.audience.enabled:
         return None
-    ledger = await open_ledger(settings.audience.ledger)
+    ledger = await open_ledger(settings.audience.ledger_location())
     assert ledger is not None  # only a read-only open finds nothing
     return LedgerReplies(ledger, settings.audience)
 

@@ -31,6 +31,7 @@ from bulk_sender.record.journal import Journal, journal_path
 from bulk_sender.record.paths import Output, check_outputs
 from bulk_sender.record.results import Totals, write_outputs
 from bulk_sender.stores.base import store_exists
+from bulk_sender.stores.locations import shown
 
 __all__ = ["ReportOptions", "ReportResult", "report"]
 
@@ -80,10 +81,11 @@ def report(
         )
     campaign = Campaign(table, settings.campaign)
     failed = _failed_path(options.failed, table)
-    _check_paths(options, campaign_file, failed, Path(callbacks.store))
+    location = callbacks.location()
+    _check_paths(options, campaign_file, failed, None if "://" in location else Path(location))
     counter = FunnelCounter()
     parent = options.results.parent
-    with merged(callbacks.store, journal, workdir=parent, counter=counter) as columns:
+    with merged(location, journal, workdir=parent, counter=counter) as columns:
         totals = write_outputs(
             table=table, to_column=campaign.to_column, records=_records(journal),
             results=options.results, failed=None, delivery=columns,
@@ -96,22 +98,26 @@ def report(
                     resendable=again(rows, now=moment), path=failed,
                 )  # fmt: skip
     return ReportResult(
-        options=options, campaign=campaign_file, store=callbacks.store,
-        store_found=store_exists(callbacks.store), funnel=counter.funnel, totals=totals,
+        options=options, campaign=campaign_file, store=shown(location),
+        store_found=store_exists(location), funnel=counter.funnel, totals=totals,
         failed_rows=failed_rows, generated_at=moment.isoformat(timespec="seconds"),
     )  # fmt: skip
 
 
-def _check_paths(options: ReportOptions, campaign: Path, failed: Path | None, store: Path) -> None:
+def _check_paths(
+    options: ReportOptions, campaign: Path, failed: Path | None, store: Path | None
+) -> None:
     """Refuse, before anything is written, an output that is the campaign file, another
-    output, the store, a database or settings file, or that cannot be written (exit 2)."""
+    output, the store (a file; None: a server's), a database or settings file, or that cannot
+    be written (exit 2)."""
     optional = (("--failed", failed), ("--html", options.html),
                 ("--summary-json", options.summary_json))  # fmt: skip
     written = [
         Output("RESULTS", options.results),
         *(Output(flag, path) for flag, path in optional if path is not None),
     ]
-    check_outputs(campaign, written, others=[Output("[callbacks] store", store)])
+    others = [] if store is None else [Output("[callbacks] store", store)]
+    check_outputs(campaign, written, others=others)
 
 
 def _journal_meta(journal: Path, results: Path) -> dict[str, str]:

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from bulk_sender.delivery.events import Callback
 from bulk_sender.errors import StoreError
+from bulk_sender.stores.locations import is_postgres
 
 __all__ = ["CallbackStore", "StoreError", "open_callback_store", "store_exists"]
 
@@ -57,11 +58,17 @@ def store_exists(location: str) -> bool:
 
 
 async def open_callback_store(location: str) -> CallbackStore:
-    """The store at ``location``: a file path (SQLite), created if missing."""
+    """The store at ``location``: a file path (SQLite, created if missing) or a
+    ``postgresql://`` URL (its tables created if missing)."""
+    if is_postgres(location):
+        from bulk_sender.stores.postgres_store import PgCallbackStore
+
+        return await PgCallbackStore.open(location)
     if "://" in location:
         scheme = location.split("://", 1)[0]
         raise StoreError(
-            f"[callbacks] store: {scheme}:// stores are not supported yet; give a file path"
+            f"[callbacks] store: {scheme}:// is not a store this bulk-sender knows; give a file "
+            "path or a postgresql:// URL"
         )
     from bulk_sender.stores.sqlite import SqliteCallbackStore
 

@@ -56,15 +56,9 @@ class Dialect:
     key_type: str  #: a 64-bit integer
     serial_key: str  #: an integer primary key the database numbers in insert order
     without_rowid: str  #: appended to tables clustered on their primary key
-    mark: str  #: the parameter placeholder (``?``; PostgreSQL drivers differ)
-
-
-#: The store's layout; a store of another layout is refused rather than misread.
-SCHEMA_VERSION: Final = "1"
-SCHEMA_VERSION_INSERT: Final = (
-    "INSERT INTO store_meta (key, value) VALUES ('schema', ?) ON CONFLICT (key) DO NOTHING"
-)
-SCHEMA_VERSION_QUERY: Final = "SELECT value FROM store_meta WHERE key = 'schema'"
+    mark: str  #: the parameter placeholder (``?``; PostgreSQL's are numbered from it)
+    #: text that is ordered (``MIN``, ``MAX``, ``>=``): bytewise, as precedence.py orders it
+    ordered_text: str = "TEXT"
 
 
 def schema(d: Dialect) -> list[str]:
@@ -74,10 +68,10 @@ def schema(d: Dialect) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS status_events (
             seq {d.serial_key},
             event_key {d.key_type} NOT NULL UNIQUE,
-            received_at TEXT NOT NULL,
+            received_at {d.ordered_text} NOT NULL,
             status TEXT NOT NULL,
             status_rank INTEGER NOT NULL,
-            event_at TEXT NOT NULL,
+            event_at {d.ordered_text} NOT NULL,
             recipient TEXT NOT NULL,
             ref TEXT NOT NULL,
             ref1 TEXT NOT NULL,
@@ -85,7 +79,7 @@ def schema(d: Dialect) -> list[str]:
             code TEXT NOT NULL,
             title TEXT NOT NULL,
             detail TEXT NOT NULL,
-            failure_key TEXT
+            failure_key {d.ordered_text}
         )""",
         "CREATE INDEX IF NOT EXISTS status_events_by_recipient"
         " ON status_events (recipient, ref, ref1, ref2)",
@@ -93,14 +87,14 @@ def schema(d: Dialect) -> list[str]:
             message_id TEXT NOT NULL,
             event_key {d.key_type} NOT NULL,
             status_rank INTEGER NOT NULL,
-            event_at TEXT NOT NULL,
-            failure_key TEXT,
+            event_at {d.ordered_text} NOT NULL,
+            failure_key {d.ordered_text},
             PRIMARY KEY (message_id, event_key)
         ){d.without_rowid}""",
-        """CREATE TABLE IF NOT EXISTS incoming_messages (
+        f"""CREATE TABLE IF NOT EXISTS incoming_messages (
             message_id TEXT PRIMARY KEY,
             sender TEXT NOT NULL,
-            sent_at TEXT NOT NULL,
+            sent_at {d.ordered_text} NOT NULL,
             received_at TEXT NOT NULL,
             type TEXT NOT NULL,
             body TEXT NOT NULL
@@ -159,8 +153,9 @@ def insert_statements(d: Dialect) -> tuple[Insert, Insert, Insert]:
 def checked(d: Dialect) -> Insert:
     """An upsert of ``store_meta``'s ``checked_at`` (one row per statement)."""
     return Insert(
-        "store_meta", ("key", "value"), "(key) DO UPDATE SET value = excluded.value", d.mark
-    )
+        "store_meta", ("key", "value"), "(key) DO UPDATE SET value = excluded.value", d.mark,
+        single=True,
+    )  # fmt: skip
 
 
 def _event_row(event: StatusEvent, received_at: str) -> tuple[object, ...]:

@@ -16,7 +16,8 @@ from typing import Final
 from bulk_sender.delivery.events import Callback
 from bulk_sender.errors import StoreError
 from bulk_sender.model import utc_now
-from bulk_sender.stores import sql
+from bulk_sender.stores import migrations, sql
+from bulk_sender.stores.sqlite_schema import apply_schema
 from bulk_sender.stores.sqlite_writer import GroupCommitter, Statement, connect, insert_rows
 
 __all__ = ["SQLITE", "SqliteCallbackStore"]
@@ -44,28 +45,18 @@ class SqliteCallbackStore:
 
     @classmethod
     async def open(cls, path: Path) -> SqliteCallbackStore:
-        """Open (creating if needed) the store at ``path`` and start its writer."""
+        """Open (creating if needed) the store at ``path`` and start its writer; a schema of
+        another version is refused (:mod:`.migrations`)."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = connect(path)
             try:
-                db.execute("BEGIN IMMEDIATE")
-                for statement in sql.schema(SQLITE):
-                    db.execute(statement)
-                db.execute(sql.SCHEMA_VERSION_INSERT, (sql.SCHEMA_VERSION,))
-                found = db.execute(sql.SCHEMA_VERSION_QUERY).fetchone()[0]
-                db.execute("COMMIT")
+                apply_schema(db, migrations.CALLBACKS, SQLITE, where=str(path), upgrade=False)
             except BaseException:
                 db.close()
                 raise
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the callback store {path}: {exc}") from None
-        if found != sql.SCHEMA_VERSION:
-            db.close()
-            raise StoreError(
-                f"the callback store {path} has layout {found}, this bulk-sender reads "
-                f"{sql.SCHEMA_VERSION}; point [callbacks] store at a new file"
-            )
         writer: _Writer = GroupCommitter(path, db, insert_rows, what="the store")
         writer.start(name="store-writer")
         return cls(path, writer)
