@@ -180,18 +180,33 @@ def test_ledger_off_sends_like_before(tmp_path: Path, sandbox: Sandbox, cli: Cli
 # -- the frequency cap -----------------------------------------------------------------------
 
 
+#: The variable a test's config names in ``ledger_env`` (the ledger's location, as a
+#: deployment passes a URL with its password).
+LEDGER_ENV = "TEST_LEDGER_URL"
+
+
 def test_two_campaigns_started_together_under_a_cap_of_one(
-    tmp_path: Path, sandbox: Sandbox
+    tmp_path: Path, sandbox: Sandbox, backend: str
 ) -> None:
-    """Overlapping audiences, different messages, two processes at once, cap 1: every recipient
-    gets exactly one request, and each overlapping row is sent by one campaign, held by the
-    other."""
-    config = _config(tmp_path, sandbox, frequency_cap={"messages": 1, "hours": 24})
+    """Overlapping audiences, different messages, two processes at once (two hosts, with a
+    PostgreSQL ledger), cap 1: every recipient gets exactly one request, and each overlapping
+    row is sent by one campaign, held by the other."""
+    config = _config(
+        tmp_path, sandbox, frequency_cap={"messages": 1, "hours": 24}, ledger_env=LEDGER_ENV
+    )
     first = _campaign(tmp_path / "a.csv", _numbers(150), "Diwali offers")
     second = _campaign(tmp_path / "b.csv", _numbers(150, start=50), "Winter sale")
     sandbox.faults.latency = 0.002
     procs = [
-        spawn("send", path, "--config", config, "--out", tmp_path / f"{path.stem}.out")
+        spawn(
+            "send",
+            path,
+            "--config",
+            config,
+            "--out",
+            tmp_path / f"{path.stem}.out",
+            env_extra={LEDGER_ENV: backend},
+        )
         for path in (first, second)
     ]
     assert _finish(*procs) == [0, 0]

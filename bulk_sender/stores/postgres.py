@@ -154,9 +154,13 @@ def store_error(exc: BaseException, *, url: str, doing: str) -> StoreError:
 
 
 def driver_errors() -> tuple[type[BaseException], ...]:
-    """What :func:`store_error` translates: the driver's errors, the network's, timeouts."""
+    """What :func:`store_error` translates: the driver's errors (an internal one too, as when a
+    connection is ended mid-operation), the network's, timeouts."""
     asyncpg = driver()
-    return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, ValueError)
+    return (
+        asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
+        TimeoutError, ValueError,
+    )  # fmt: skip
 
 
 async def connect_pool(url: str, *, doing: str, min_size: int = 1, max_size: int = 4) -> Any:

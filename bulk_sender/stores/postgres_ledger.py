@@ -110,7 +110,9 @@ class PgLedger:
     async def open(cls, url: str, *, read_only: bool = False) -> PgLedger | None:
         """Connect; create the tables unless ``read_only`` (then None if there are none). A
         schema of another version is refused (:mod:`.migrations`)."""
-        pool = await connect_pool(url, doing=f"open the {_WHAT}", max_size=2)
+        # No floor of connections (min_size 0): asyncpg would log a traceback each time it
+        # failed to restore one while the server is away; the next write connects instead.
+        pool = await connect_pool(url, doing=f"open the {_WHAT}", min_size=0, max_size=2)
         try:
             if read_only:
                 if not await _schema_checked(pool, url):
