@@ -132,6 +132,27 @@ def test_takes_in_one_commit_for_one_recipient_see_each_other(backend: str) -> N
     assert sum(answer is None for answer in answers) == 1
 
 
+def test_each_take_of_a_batch_gets_its_own_answer_when_some_are_refused(backend: str) -> None:
+    """Takes for several recipients queued together, some held by a slot another campaign has:
+    the others get in, and each refused one gets its own recipient's facts."""
+    recipients = [A + 10 * i for i in range(8)]
+
+    async def body(ledger: Ledger) -> list[Facts | None]:
+        first = await ledger.register_campaign("key-1", "a.csv")
+        second = await ledger.register_campaign("key-2", "b.csv")
+        for to in recipients[::3]:
+            assert await ledger.take(_request(first, to, row=to % 1000, content=to % 97)) is None
+        requests = [_request(second, to, row=row) for row, to in enumerate(recipients, 1)]
+        return list(await asyncio.gather(*(ledger.take(q) for q in requests)))
+
+    answers = _run(backend, body)
+    held = [to for to, answer in zip(recipients, answers, strict=True) if answer is not None]
+    assert held == recipients[::3]
+    for to, answer in zip(recipients, answers, strict=True):
+        if answer is not None:
+            assert [(s.campaign, s.content) for s in answer.sends] == [("a.csv", to % 97)]
+
+
 def test_opt_changes_keep_the_latest_whatever_order_they_arrive_in(backend: str) -> None:
     """A START older than the STOP it follows in arrival changes nothing; a newer one opts in."""
 

@@ -276,9 +276,11 @@ class AudienceGate:
         if self._ledger is None or self._campaign is None:
             return None
         record = item.record
+        bounds = self._bounds_at[1] if self._bounds_at[0] == now else self._bounds(now)
+        # Positional: a keyword NamedTuple costs as much again, once a message.
         request = TakeRequest(
-            recipient=recipient_key(record.to), content=item.content, campaign=self._campaign,
-            row=record.row, part=record.part, at=now, bounds=self._bounds(now),
+            recipient_key(record.to), item.content, self._campaign, record.row, record.part, now,
+            bounds,
         )  # fmt: skip
         return self._ledger.take(request)
 

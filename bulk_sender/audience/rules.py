@@ -129,12 +129,12 @@ class Limits:
         return max(self.repeat_ms, self.cap_ms if self.cap_messages else 0)
 
     def bounds(self, now: int) -> Bounds:
-        """The thresholds at ``now``."""
+        """The thresholds at ``now`` (positional: a sending worker asks about once a message)."""
         return Bounds(
-            repeat_since=now - self.repeat_ms if self.repeat_ms else None,
-            cap_since=now - self.cap_ms if self.cap_messages else None,
-            cap=self.cap_messages or None,
-            window_since=now - SERVICE_WINDOW_MS if self.window == "skip" else None,
+            now - self.repeat_ms if self.repeat_ms else None,  # repeat_since
+            now - self.cap_ms if self.cap_messages else None,  # cap_since
+            self.cap_messages or None,  # cap
+            now - SERVICE_WINDOW_MS if self.window == "skip" else None,  # window_since
         )
 
 

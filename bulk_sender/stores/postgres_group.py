@@ -1,6 +1,6 @@
 """Group commit on PostgreSQL, with an answer for each job: one transaction a batch.
 
-The PostgreSQL twin of :mod:`.sqlite_group` (the same calls, so the ledger's two backends
+The PostgreSQL twin of :mod:`.sqlite_writer` (the same calls, so the ledger's two backends
 read alike), on asyncio instead of a thread: each writer (a sending worker's take) queues a
 job and awaits its own answer, which the owner's ``commit`` computes inside the transaction
 that commits it. One transaction is in flight at a time, on a pooled connection; it takes

@@ -1,14 +1,15 @@
 """The callback store in one SQLite file (the default backend).
 
-Writes go through a :class:`~.sqlite_writer.GroupCommitWriter`; the delivery export attaches the
-store and the campaign's journal to a local output file and runs :mod:`.sql`'s merge there
-(:mod:`.sqlite_delivery`).
+Writes go through a :class:`~.sqlite_writer.GroupCommitter` (its answerless case: each job is
+rows to insert); the delivery export attaches the store and the campaign's journal to a local
+output file and runs :mod:`.sql`'s merge there (:mod:`.sqlite_delivery`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -17,7 +18,7 @@ from bulk_sender.errors import StoreError
 from bulk_sender.model import utc_now
 from bulk_sender.stores import migrations, sql
 from bulk_sender.stores.sqlite_schema import apply_schema
-from bulk_sender.stores.sqlite_writer import GroupCommitWriter, Statement, connect
+from bulk_sender.stores.sqlite_writer import GroupCommitter, Statement, connect, insert_rows
 
 __all__ = ["SQLITE", "SqliteCallbackStore"]
 
@@ -29,12 +30,13 @@ SQLITE: Final = sql.Dialect(
 )
 _INSERTS: Final = sql.insert_statements(SQLITE)
 _CHECKED: Final = sql.checked(SQLITE)
+_Writer = GroupCommitter[Sequence[Statement], None]
 
 
 class SqliteCallbackStore:
     """A :class:`~bulk_sender.stores.base.CallbackStore` in the SQLite file ``path``."""
 
-    def __init__(self, path: Path, writer: GroupCommitWriter) -> None:
+    def __init__(self, path: Path, writer: _Writer) -> None:
         self.path = path
         self._writer = writer
 
@@ -55,8 +57,8 @@ class SqliteCallbackStore:
                 raise
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the callback store {path}: {exc}") from None
-        writer = GroupCommitWriter(path, db)
-        writer.start()
+        writer: _Writer = GroupCommitter(path, db, insert_rows, what="the store")
+        writer.start(name="store-writer")
         return cls(path, writer)
 
     async def save(self, callback: Callback) -> None:
@@ -65,11 +67,11 @@ class SqliteCallbackStore:
         statements: list[Statement] = [
             (_INSERTS[index], params) for index, params in sql.rows_of(callback, received)
         ]
-        await self._writer.write(statements)
+        await self._writer.submit_soon(statements)
 
     async def check_writable(self) -> None:
         """Commit a heartbeat through the same writer as the callbacks."""
-        await self._writer.write([(_CHECKED, ("checked_at", utc_now()))])
+        await self._writer.submit_soon([(_CHECKED, ("checked_at", utc_now()))])
 
     async def export_deliveries(
         self, *, journal: Path, since: str, into: Path, rows: tuple[int, int] | None = None

@@ -1,6 +1,6 @@
 """The audience ledger in one SQLite file (the default backend).
 
-Every write goes through a :class:`~.sqlite_group.GroupCommitter`: a batch of jobs (takes,
+Every write goes through a :class:`~.sqlite_writer.GroupCommitter`: a batch of jobs (takes,
 settlements, opt changes, incoming messages) commits as one ``BEGIN IMMEDIATE`` transaction,
 which is what serialises the takes of several processes (see :mod:`.ledger_sql`). Reads of the
 whole ledger (:meth:`SqliteLedger.view`) use a read-only connection of their own, in a thread;
@@ -32,7 +32,7 @@ from bulk_sender.stores.ledger import (
     StoreError,
     TakeRequest,
 )
-from bulk_sender.stores.sqlite_group import GroupCommitter, connect
+from bulk_sender.stores.sqlite_writer import GroupCommitter, connect
 
 __all__ = ["SQLITE", "SqliteLedger"]
 
@@ -97,8 +97,10 @@ class SqliteLedger:
             db = await asyncio.to_thread(_create, path)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(_cannot(path, "open", exc)) from None
-        writer: GroupCommitter[_Job, _Answer] = GroupCommitter(path, db, _commit)
-        writer.start()
+        writer: GroupCommitter[_Job, _Answer] = GroupCommitter(
+            path, db, _commit, what="the ledger", alone=_alone
+        )
+        writer.start(name="ledger-writer")
         return cls(path, writer)
 
     # -- writes (through the group committer) ------------------------------------------------
@@ -203,8 +205,10 @@ def _commit(db: sqlite3.Connection, jobs: list[_Job]) -> list[_Answer]:
     """Run one batch's jobs in the open transaction; one answer per job, in order.
 
     Slots given back, opt changes and incoming messages go first, so a slot given back in this
-    batch is free for a take in it.
+    batch is free for a take in it. A batch of takes only (a send's) goes straight to them.
     """
+    if all(type(job) is TakeRequest for job in jobs):
+        return _take(db, cast("list[TakeRequest]", jobs))
     answers: list[_Answer] = [None] * len(jobs)
     for index, job in enumerate(jobs):
         if isinstance(job, _Register):
@@ -218,10 +222,34 @@ def _commit(db: sqlite3.Connection, jobs: list[_Job]) -> list[_Answer]:
             answers[index] = changed > 0
         elif isinstance(job, _Incoming):
             db.execute(sql.note_incoming(SQLITE), job)
-    takes = [(index, job) for index, job in enumerate(jobs) if isinstance(job, TakeRequest)]
-    if takes:
-        for index, facts in _take(db, takes):
+    indexes = [index for index, job in enumerate(jobs) if isinstance(job, TakeRequest)]
+    if indexes:
+        taken = _take(db, [cast("TakeRequest", jobs[index]) for index in indexes])
+        for index, facts in zip(indexes, taken, strict=True):
             answers[index] = facts
+    return answers
+
+
+def _alone(db: sqlite3.Connection, jobs: list[_Job]) -> list[_Answer] | None:
+    """A send's usual batch, takes for distinct recipients that fit one statement, committed by
+    that statement alone (autocommit: see :mod:`.sqlite_writer`); None for any other batch.
+
+    If some take was refused, the others' rows are committed already: which got in and the
+    refused ones' facts are then read in a transaction of their own (a slot whose answer cannot
+    be read is kept, unused: the safe side).
+    """
+    if len(jobs) > _TAKES_PER_STATEMENT or not all(type(job) is TakeRequest for job in jobs):
+        return None
+    takes = cast("list[TakeRequest]", jobs)
+    if len({q.recipient for q in takes}) != len(takes):
+        return None
+    absent = sql.absent_bounds(takes)
+    statement = sql.take(SQLITE, len(takes), absent)
+    if db.execute(statement, sql.take_params(takes, absent)).rowcount == len(takes):
+        return [None] * len(takes)
+    db.execute("BEGIN")
+    answers = _answers(db, takes)
+    db.execute("COMMIT")
     return answers
 
 
@@ -231,29 +259,43 @@ def _release(db: sqlite3.Connection, releases: list[_Release]) -> None:
         db.execute(sql.release(SQLITE, len(chunk)), keys)
 
 
-def _take(
-    db: sqlite3.Connection, takes: list[tuple[int, TakeRequest]]
-) -> Iterator[tuple[int, Facts | None]]:
-    """Each take's answer: None if its row went in, else the facts that kept it out."""
-    index_of = {(q.campaign, q.row, q.part): index for index, q in takes}
-    for round_ in sql.rounds([q for _, q in takes]):
+def _take(db: sqlite3.Connection, takes: list[TakeRequest]) -> list[_Answer]:
+    """Each take's answer, in order: None if its row went in, else the facts that kept it out.
+
+    Takes for distinct recipients (nearly always) are one round: their answers come in order,
+    a chunk at a time, and a chunk whose rows all went in costs no Python per take.
+    """
+    if len({q.recipient for q in takes}) == len(takes):
+        answers: list[_Answer] = []
+        for chunk in _chunks(takes, _TAKES_PER_STATEMENT):
+            answers += _take_round(db, chunk)
+        return answers
+    by_key: dict[tuple[int, int, int], _Answer] = {}
+    for round_ in sql.rounds(takes):
         for chunk in _chunks(round_, _TAKES_PER_STATEMENT):
-            got = _take_chunk(db, chunk)
-            for q in chunk:
-                taken = got is None or f"{q.campaign}:{q.row}:{q.part}" in got
-                yield index_of[(q.campaign, q.row, q.part)], None if taken else _facts(db, q)
+            for q, facts in zip(chunk, _take_round(db, chunk), strict=True):
+                by_key[(q.campaign, q.row, q.part)] = facts
+    return [by_key[(q.campaign, q.row, q.part)] for q in takes]
 
 
-def _take_chunk(db: sqlite3.Connection, chunk: Sequence[TakeRequest]) -> set[str] | None:
-    """Insert the chunk's slots; None if every one got in, else the ``campaign:row:part`` of
-    those that did."""
-    if db.execute(sql.take(SQLITE, len(chunk)), sql.take_params(chunk)).rowcount == len(chunk):
-        return None
+def _take_round(db: sqlite3.Connection, chunk: Sequence[TakeRequest]) -> list[_Answer]:
+    """Insert the slots of ``chunk`` (distinct recipients); each one's answer, in order."""
+    absent = sql.absent_bounds(chunk)
+    statement = sql.take(SQLITE, len(chunk), absent)
+    if db.execute(statement, sql.take_params(chunk, absent)).rowcount == len(chunk):
+        return [None] * len(chunk)
+    return _answers(db, chunk)
+
+
+def _answers(db: sqlite3.Connection, chunk: Sequence[TakeRequest]) -> list[_Answer]:
+    """After a chunk's insert that not every take got into: None for those that did, the facts
+    for the others."""
     keys = itertools.chain.from_iterable(
         (q.campaign, q.row, q.part, q.recipient, q.at) for q in chunk
     )
     (joined,) = db.execute(sql.taken_now(SQLITE, len(chunk)), list(keys)).fetchone()
-    return set(joined.split(",")) if joined else set()
+    got = set(joined.split(",")) if joined else set()
+    return [None if f"{q.campaign}:{q.row}:{q.part}" in got else _facts(db, q) for q in chunk]
 
 
 def _facts(db: sqlite3.Connection, q: TakeRequest) -> Facts:
