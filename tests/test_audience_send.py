@@ -276,13 +276,13 @@ def test_a_stop_while_waiting_to_retry_gives_the_slot_back(
 
 
 def test_opt_out_files_and_the_optout_command_hold_rows_back(
-    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner, backend: str
 ) -> None:
     """Listed in a file, or added by hand: suppressed with the reason; exit 0. Removed by hand:
-    sent again."""
+    sent again. (The ledger in the config: a file, or a PostgreSQL URL.)"""
     a, b, c, d = _numbers(4)
     (tmp_path / "optouts.csv").write_text(f"Mobile No.\n{a[3:]}\n")
-    config = _config(tmp_path, sandbox, opt_out_files=["optouts.csv"])
+    config = _config(tmp_path, sandbox, opt_out_files=["optouts.csv"], ledger=backend)
     added = cli("optout", "add", b, "--note", "asked on the phone", "--config", config)
     assert added.code == 0, added.err
     listed = cli("optout", "list", "--config", config)

@@ -361,26 +361,29 @@ def test_the_stores_take_is_the_pure_rule(
 
 def test_two_hosts_taking_the_same_recipients_at_once_never_exceed_the_cap(backend: str) -> None:
     """Two ledgers on one store (two hosts), each taking the same 300 recipients for another
-    campaign, all at once, under a cap of 1: each recipient's slot goes to exactly one."""
-    recipients = [A + n for n in range(300)]
+    campaign, all at once, three times over, under a cap of 1: each recipient's slot goes to
+    exactly one of them."""
 
-    async def main() -> list[Facts | None]:
+    async def race(first: Ledger, second: Ledger, ids: list[int], start: int) -> list[int]:
+        recipients = [A + start + n for n in range(300)]
+        takes = [
+            ledger.take(_request(campaign, to, row=start + n, content=campaign))
+            for ledger, campaign in ((first, ids[0]), (second, ids[1]))
+            for n, to in enumerate(recipients)
+        ]
+        got = [answer is None for answer in await asyncio.gather(*takes)]
+        return [x + y for x, y in zip(got[:300], got[300:], strict=True)]
+
+    async def main() -> list[int]:
         first, second = await open_ledger(backend), await open_ledger(backend)
         assert first is not None and second is not None
         try:
             ids = [await first.register_campaign("k1", "a.csv")]
             ids.append(await second.register_campaign("k2", "b.csv"))
-            takes = [
-                ledger.take(_request(campaign, to, row=n, content=campaign))
-                for ledger, campaign in ((first, ids[0]), (second, ids[1]))
-                for n, to in enumerate(recipients)
-            ]
-            return list(await asyncio.gather(*takes))
+            return [n for start in (0, 1000, 2000) for n in await race(first, second, ids, start)]
         finally:
             await first.close()
             await second.close()
 
-    answers = asyncio.run(main())
-    got = [a is None for a in answers]
-    assert [x + y for x, y in zip(got[:300], got[300:], strict=True)] == [1] * 300
-    assert query(backend, "SELECT COUNT(*) FROM sends") == [(300,)]
+    assert asyncio.run(main()) == [1] * 900
+    assert query(backend, "SELECT COUNT(*) FROM sends") == [(900,)]
