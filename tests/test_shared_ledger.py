@@ -105,3 +105,21 @@ def test_stop_and_start_replies_through_the_receiver_into_a_postgresql_ledger(
         receiver.communicate(timeout=60)
     assert receiver.returncode == 0
     assert query(ledger, "SELECT opted_out, opt_by FROM recipients") == [(0, "a START reply")]
+
+
+def test_a_postgresql_ledger_that_cannot_be_reached_stops_before_anything_is_sent(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing listens at the ledger's URL: exit 3, one line naming it without its password,
+    no request sent."""
+    monkeypatch.setenv(LEDGER_ENV, "postgresql://bulk:Pa55-w0rd@127.0.0.1:1/bulk")
+    config = write_config(
+        tmp_path / "config.toml", sandbox.url, audience={"ledger_env": LEDGER_ENV}
+    )
+    run = cli("send", write_csv(tmp_path / "c.csv", ["to"], [[n] for n in _numbers(2)]),
+              "--config", config)  # fmt: skip
+    assert run.code == 3
+    [line] = [line for line in run.err.splitlines() if line.startswith("bulk-sender: ")]
+    assert "postgresql://bulk:***@127.0.0.1:1/bulk: the server cannot be reached" in line
+    assert "Pa55-w0rd" not in run.out + run.err
+    assert sandbox.received == []
