@@ -28,6 +28,9 @@ class _Connection:
     async def transaction(self) -> AsyncIterator[None]:
         yield
 
+    def terminate(self) -> None:
+        self._pool.terminated += 1
+
     async def execute(self, statement: str, *params: object) -> None:
         self._pool.statements.append(statement)
         if self._pool.failures:
@@ -40,6 +43,7 @@ class _Pool:
     def __init__(self, failures: list[BaseException]) -> None:
         self.failures = failures
         self.statements: list[str] = []
+        self.terminated = 0
 
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[_Connection]:
@@ -65,13 +69,16 @@ def test_a_deadlock_is_retried_and_the_batch_commits() -> None:
     pool = _Pool([deadlock, deadlock])
     assert _write(pool).committed == 1
     assert len(pool.statements) == 3
+    assert pool.terminated == 0
 
 
 def test_a_lost_connection_fails_the_batch_as_store_error_without_the_password() -> None:
-    """A connection that died: StoreError (a 503 for the receiver), one line, no password."""
+    """A connection that died: StoreError (a 503 for the receiver), one line, no password; the
+    connection is closed, not handed out again."""
     pool = _Pool([asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")])
     with pytest.raises(StoreError) as caught:
         _write(pool)
+    assert pool.terminated == 1
     assert "pw" not in str(caught.value)
     assert "postgresql://u:***@h/db" in str(caught.value)
 
@@ -81,3 +88,12 @@ def test_an_unexpected_error_reaches_the_writer_instead_of_hanging_it() -> None:
     pool = _Pool([RuntimeError("a bug")])
     with pytest.raises(RuntimeError, match="a bug"):
         _write(pool)
+
+
+def test_a_connection_asyncpg_cannot_use_is_a_503_and_is_closed() -> None:
+    """A connection the server ended while it sat in the pool (InternalClientError): a
+    StoreError, and the connection is closed so that the next batch gets a fresh one."""
+    pool = _Pool([asyncpg.exceptions.InternalClientError("cannot switch to state 15")])
+    with pytest.raises(StoreError, match="connection was lost"):
+        _write(pool)
+    assert pool.terminated == 1

@@ -73,7 +73,6 @@ LEDGER: Final = ledger_sql.LedgerDialect(
     greatest="GREATEST",
     group_concat="string_agg",
     lock_recipients="SELECT pg_advisory_xact_lock(r) FROM unnest(?::bigint[]) AS r ORDER BY r",
-    arrays=True,
 )
 
 D = TypeVar("D")
@@ -145,7 +144,7 @@ def store_error(exc: BaseException, *, url: str, doing: str) -> StoreError:
         return StoreError(f"cannot {doing} {where}: not a usable PostgreSQL URL ({reason})")
     if isinstance(exc, OSError | TimeoutError | errors.PostgresConnectionError):
         return StoreError(f"cannot {doing} {where}: the server cannot be reached ({reason})")
-    if isinstance(exc, errors.InterfaceError):
+    if isinstance(exc, errors.InterfaceError | errors.InternalClientError):
         return StoreError(f"cannot {doing} {where}: the connection was lost ({reason})")
     if isinstance(exc, errors.PostgresError):
         code = getattr(exc, "sqlstate", "") or ""
@@ -154,11 +153,11 @@ def store_error(exc: BaseException, *, url: str, doing: str) -> StoreError:
 
 
 def driver_errors() -> tuple[type[BaseException], ...]:
-    """What :func:`store_error` translates: the driver's errors (an internal one too, as when a
-    connection is ended mid-operation), the network's, timeouts."""
+    """What :func:`store_error` translates: the driver's errors, the network's, timeouts."""
     asyncpg = driver()
+    errors = asyncpg.exceptions
     return (
-        asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
+        errors.PostgresError, errors.InterfaceError, errors.InternalClientError, OSError,
         TimeoutError, ValueError,
     )  # fmt: skip
 

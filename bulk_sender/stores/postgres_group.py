@@ -131,8 +131,7 @@ class PgGroupCommitter(Generic[Job, Answer]):
         doing = f"write the {self._what}"
         for attempt in range(1, _TRIES + 1):
             try:
-                async with self._pool.acquire() as connection, connection.transaction():
-                    answers = await self._commit_jobs(connection, jobs)
+                answers = await self._transaction(jobs, keep=retry)
             except retry as exc:
                 if attempt == _TRIES:
                     return [], store_error(exc, url=self._url, doing=doing)
@@ -143,6 +142,20 @@ class PgGroupCommitter(Generic[Job, Answer]):
             self.committed += len(jobs)
             return answers, None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _transaction(self, jobs: list[Job], *, keep: type[BaseException]) -> Sequence[Answer]:
+        """One transaction running ``jobs``. A connection that failed otherwise than by a
+        rollback the server chose (``keep``) is closed, never handed out again: one the server
+        ended while it sat in the pool can be left in a state asyncpg cannot use."""
+        async with self._pool.acquire() as connection:
+            try:
+                async with connection.transaction():
+                    return await self._commit_jobs(connection, jobs)
+            except keep:
+                raise
+            except BaseException:
+                connection.terminate()
+                raise
 
 
 def _settle(

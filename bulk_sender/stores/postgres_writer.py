@@ -102,9 +102,7 @@ class PgGroupCommitter:
         retry = driver().exceptions.TransactionRollbackError
         for attempt in range(1, _TRIES + 1):
             try:
-                async with self._pool.acquire() as connection, connection.transaction():
-                    for insert, rows in grouped.items():
-                        await _insert_all(connection, insert, rows)
+                await self._transaction(grouped, keep=retry)
             except retry as exc:
                 if attempt == _TRIES:
                     return store_error(exc, url=self._url, doing="write the callback store")
@@ -115,6 +113,23 @@ class PgGroupCommitter:
             self.committed += len(work)
             return None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _transaction(
+        self, grouped: dict[Insert, list[tuple[Any, ...]]], *, keep: type[BaseException]
+    ) -> None:
+        """One transaction inserting ``grouped``. A connection that failed otherwise than by a
+        rollback the server chose (``keep``) is closed, never handed out again: one the server
+        ended while it sat in the pool can be left in a state asyncpg cannot use."""
+        async with self._pool.acquire() as connection:
+            try:
+                async with connection.transaction():
+                    for insert, rows in grouped.items():
+                        await _insert_all(connection, insert, rows)
+            except keep:
+                raise
+            except BaseException:
+                connection.terminate()
+                raise
 
 
 def _settle(batch: list[_Item], error: BaseException | None) -> None:
