@@ -3,15 +3,17 @@
 ``python bench/delivery.py`` (``--quick`` for a smoke run) runs both; ``bench/run.py`` runs them
 as its ``delivery`` section.
 
-callbacks  ``bulk-sender receive`` against ``naive_receiver.py`` (an ``aiohttp.web`` handler
-           that commits each callback to SQLite on its own, with the same durability), each in
-           its own process on a fresh store, alternated, both loaded by ``callback_load.py``:
+callbacks  ``bulk-sender receive`` (its default ``--workers``, or ``--workers N``) against
+           ``naive_receiver.py`` (an ``aiohttp.web`` handler that commits each callback to
+           SQLite on its own, with the same durability), each in its own process on a fresh
+           store, in interleaved pairs (the order alternating), both loaded the same way:
            distinct v2 status callbacks over 128 keep-alive connections (with fewer, the
-           receiver's batches are smaller and it pays for more commits). Measured: callbacks
-           answered 200 per second (each durably committed before its answer). Then the same
-           receiver with its store on PostgreSQL (``BULK_SENDER_BENCH_POSTGRES``, default
-           ``postgresql://postgres@127.0.0.1:5432/postgres``: a fresh database per run, dropped
-           after), alternated with the other two; skipped, with a note, without a server.
+           receiver's batches are smaller and it pays for more commits), by ``wrk`` with
+           ``callback_load.lua`` for 10 s when wrk is installed (``apt-get install wrk``), else
+           by ``callback_load.py``, 20,000 callbacks (``--client`` chooses). Measured: callbacks
+           answered 200 per second (each durably committed before its answer); the CPU each
+           receiver (all its processes) and the load generator spent per callback; and how many
+           cores the rest of the machine kept busy meanwhile (the machine is shared).
 merge      ``bulk-sender report`` of a 1,000,000-row campaign against a store of 3,000,000
            status callbacks (three per message: sent/delivered/read, re-deliveries, failures
            with Meta's codes, Kaleyra's not-sent, and callbacks of other campaigns). The journal
@@ -25,7 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
+import os
+import resource
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -36,7 +40,7 @@ from pathlib import Path
 
 import orjson
 from harness import QUICK, Bench, BenchError, Sizes, bulk_sender, expect, progress
-from procs import BENCH_DIR
+from procs import BENCH_DIR, machine_busy_seconds, process_cpu_seconds
 from results import Row, median, render_text, spread
 from workload import recipients, write_campaign, write_config
 
@@ -58,18 +62,32 @@ SECRET = "bench-callback-secret"
 class DeliverySizes:
     """How big each delivery measure is."""
 
-    callbacks: int = 20_000
+    callbacks: int = 20_000  #: per run, with the Python load generator
     connections: int = 128
     campaign_rows: int = 1_000_000
     store_callbacks: int = 3_000_000
+    seconds: int = 10  #: per run, with wrk
+    workers: int = 0  #: receive --workers (0: its default)
 
     @classmethod
-    def of(cls, sizes: Sizes) -> DeliverySizes:
+    def of(cls, sizes: Sizes, *, workers: int = 0) -> DeliverySizes:
         """The quick sizes for ``bench/run.py --quick``, else the full ones."""
-        return cls(2_000, 128, 10_000, 30_000) if sizes == QUICK else cls()
+        if sizes == QUICK:
+            return cls(2_000, 128, 10_000, 30_000, seconds=2, workers=workers)
+        return cls(workers=workers)
 
 
 # --------------------------------------------------------------------------- callbacks per second
+
+
+@dataclass(frozen=True, slots=True)
+class LoadRun:
+    """One load against one receiver."""
+
+    rate: float  #: callbacks answered 200 per second
+    server_us: float  #: CPU (all the receiver's processes and threads) per callback, in µs
+    client_us: float  #: the load generator's CPU per callback, in µs
+    other_cores: float  #: mean cores the rest of the machine kept busy meanwhile
 
 
 def _server(command: Sequence[str], log: Path, marker: str) -> tuple[subprocess.Popen[str], str]:
@@ -84,29 +102,75 @@ def _server(command: Sequence[str], log: Path, marker: str) -> tuple[subprocess.
     if marker not in line:
         process.kill()
         raise BenchError(f"{command[1]} did not start; see {log}")
-    found = re.search(r"http://[^\s/]+:(\d+)", line)
-    return process, found.group(1) if found else line.split()[1]
+    if "http" in line:
+        return process, line.split(" on ", 1)[1].split()[0].rsplit(":", 1)[1]
+    return process, line.split()[1]
 
 
 def _env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def _load(port: str, count: int, connections: int, log: Path) -> float:
-    """Run the load generator against 127.0.0.1:port; callbacks acknowledged per second."""
+def _tree_cpu(root: int) -> float:
+    """CPU-seconds used so far by ``root`` and every live process below it."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    total = 0.0
+    for pid in parents:
+        up = pid
+        while up not in (root, 0, 1) and up in parents:
+            up = parents[up]
+        if up == root:
+            with contextlib.suppress(OSError):
+                total += process_cpu_seconds(pid)
+    return total
+
+
+def _client_command(client: str, port: str, sizes: DeliverySizes) -> list[str]:
+    url = f"http://127.0.0.1:{port}/kaleyra/status"
+    if client == "wrk":
+        return ["wrk", "-t1", f"-c{sizes.connections}", f"-d{sizes.seconds}s", "--timeout", "30s",
+                "-s", str(BENCH_DIR / "callback_load.lua"), url, "--", SECRET]  # fmt: skip
+    return [sys.executable, str(BENCH_DIR / "callback_load.py"), "--url", url, "--count",
+            str(sizes.callbacks), "--connections", str(sizes.connections), "--secret",
+            SECRET]  # fmt: skip
+
+
+def _load(server: int, port: str, sizes: DeliverySizes, client: str, log: Path) -> LoadRun:
+    """Load the receiver (process ``server``) on ``port``; what it acknowledged, at what cost."""
+    server_before, busy_before = _tree_cpu(server), machine_busy_seconds()
+    mine_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, str(BENCH_DIR / "callback_load.py"), "--url",
-         f"http://127.0.0.1:{port}/kaleyra/status", "--count", str(count), "--connections",
-         str(connections), "--secret", SECRET],
-        capture_output=True, text=True, timeout=1800, check=False,
+        _client_command(client, port, sizes), capture_output=True, text=True, timeout=1800,
+        check=False,
     )  # fmt: skip
+    wall = time.monotonic() - started
+    server_cpu = _tree_cpu(server) - server_before
+    busy = machine_busy_seconds() - busy_before
+    mine = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (mine.ru_utime + mine.ru_stime) - (mine_before.ru_utime + mine_before.ru_stime)
     log.write_text(done.stdout + done.stderr)
-    result = orjson.loads(done.stdout.strip().splitlines()[-1])
-    if result["acked"] != count:
-        raise BenchError(f"only {result['acked']:,} of {count:,} callbacks were acknowledged")
-    return float(result["acked"] / result["seconds"])
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise BenchError(f"the load generator printed no result; see {log}")
+    result = orjson.loads(lines[-1])
+    acked = int(result["acked"])
+    if result["other"] or result.get("socket_errors") or not acked:
+        raise BenchError(
+            f"{acked:,} callbacks acknowledged, {result['other']:,} refused; see {log}"
+        )
+    if client != "wrk" and acked != sizes.callbacks:
+        raise BenchError(f"only {acked:,} of {sizes.callbacks:,} callbacks were acknowledged")
+    return LoadRun(
+        rate=acked / float(result["seconds"]), server_us=1e6 * server_cpu / acked,
+        client_us=1e6 * client_cpu / acked,
+        other_cores=max(0.0, (busy - server_cpu - client_cpu) / wall),
+    )  # fmt: skip
 
 
 def _stop(process: subprocess.Popen[str]) -> None:
@@ -118,65 +182,23 @@ def _stop(process: subprocess.Popen[str]) -> None:
         process.wait()
 
 
-def _ours(bench: Bench, run: int, sizes: DeliverySizes, store: str = "callbacks.db") -> float:
-    name = "receive-pg" if "://" in store else "receive"
-    work = bench.fresh_dir(f"{name}-{run}")
+def _ours(bench: Bench, run: int, sizes: DeliverySizes, client: str) -> LoadRun:
+    work = bench.fresh_dir(f"receive-{run}")
     config = write_config(work / "config.toml", "http://127.0.0.1:9")
     with config.open("a", encoding="utf-8") as handle:
-        handle.write(f'\n[callbacks]\nstore = "{store}"\nport = 0\n')
+        handle.write('\n[callbacks]\nstore = "callbacks.db"\nport = 0\n')
+    workers = ["--workers", str(sizes.workers)] if sizes.workers else []
     process, port = _server(
-        [*bulk_sender(), "receive", "--config", str(config)],
-        bench.logs / f"{name}-{run}.err", "Receiving Kaleyra callbacks on",
+        [*bulk_sender(), "receive", "--config", str(config), *workers],
+        bench.logs / f"receive-{run}.err", "Receiving Kaleyra callbacks on",
     )  # fmt: skip
     try:
-        return _load(
-            port, sizes.callbacks, sizes.connections, bench.logs / f"load-{name}-{run}.out"
-        )
+        return _load(process.pid, port, sizes, client, bench.logs / f"load-ours-{run}.out")
     finally:
         _stop(process)
 
 
-PG_ENV = "BULK_SENDER_BENCH_POSTGRES"
-
-
-def _pg_server() -> str | None:
-    """The PostgreSQL server to measure against, if one answers (else None, with a note)."""
-    import os
-
-    url = os.environ.get(PG_ENV, "").strip() or "postgresql://postgres@127.0.0.1:5432/postgres"
-    try:
-        asyncio.run(_pg_execute(url, "SELECT 1"))
-    except Exception as exc:
-        progress(f"callbacks on PostgreSQL: skipped ({type(exc).__name__}: {exc})")
-        return None
-    return url
-
-
-async def _pg_execute(url: str, statement: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(url, timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def _ours_on_postgres(bench: Bench, run: int, sizes: DeliverySizes, server: str) -> float:
-    """The receiver with its store in a fresh database of ``server`` (dropped after)."""
-    import os
-    from urllib.parse import urlsplit, urlunsplit
-
-    database = f"bulk_sender_bench_{os.getpid()}_{run}"
-    asyncio.run(_pg_execute(server, f"CREATE DATABASE {database}"))
-    try:
-        store = urlunsplit(urlsplit(server)._replace(path=f"/{database}"))
-        return _ours(bench, run, sizes, store)
-    finally:
-        asyncio.run(_pg_execute(server, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-
-
-def _naive(bench: Bench, run: int, sizes: DeliverySizes) -> float:
+def _naive(bench: Bench, run: int, sizes: DeliverySizes, client: str) -> LoadRun:
     work = bench.fresh_dir(f"naive-{run}")
     process, port = _server(
         [sys.executable, str(BENCH_DIR / "naive_receiver.py"), "--store",
@@ -184,56 +206,72 @@ def _naive(bench: Bench, run: int, sizes: DeliverySizes) -> float:
         bench.logs / f"naive-{run}.err", "PORT",
     )  # fmt: skip
     try:
-        return _load(port, sizes.callbacks, sizes.connections, bench.logs / f"load-naive-{run}.out")
+        return _load(process.pid, port, sizes, client, bench.logs / f"load-naive-{run}.out")
     finally:
         _stop(process)
 
 
-def callbacks_rows(bench: Bench) -> list[Row]:
-    """Acknowledged callbacks per second, bulk-sender's receiver against the naive one."""
-    sizes, section = DeliverySizes.of(bench.sizes), "delivery"
-    ours: list[float] = []
-    naive: list[float] = []
-    pg: list[float] = []
-    server = _pg_server()
+def load_client(choice: str = "auto") -> str:
+    """``wrk`` (a C load generator: the receivers, not the client, are measured) when it is
+    installed or asked for, else ``python`` (``callback_load.py``, which eats CPU the receivers
+    need on a small machine)."""
+    if choice == "wrk" and shutil.which("wrk") is None:
+        raise BenchError("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
+    if choice == "auto":
+        return "wrk" if shutil.which("wrk") else "python"
+    return choice
+
+
+def callbacks_rows(bench: Bench, client: str = "auto", workers: int = 0) -> list[Row]:
+    """Acknowledged callbacks per second, bulk-sender's receiver against the naive one, in
+    interleaved pairs (the order alternating), with each side's CPU per callback and the load."""
+    sizes, section = DeliverySizes.of(bench.sizes, workers=workers), "delivery"
+    client = load_client(client)
+    ours: list[LoadRun] = []
+    naive: list[LoadRun] = []
     for run in range(bench.sizes.repeat):
-        naive.append(_naive(bench, run, sizes))
-        ours.append(_ours(bench, run, sizes))
-        if server is not None:
-            pg.append(_ours_on_postgres(bench, run, sizes, server))
-        progress(f"callbacks {run + 1}/{bench.sizes.repeat}: ours {ours[-1]:,.0f}/s, "
-                 f"naive {naive[-1]:,.0f}/s"
-                 + (f", on PostgreSQL {pg[-1]:,.0f}/s" if pg else ""))  # fmt: skip
-    ratios = [a / b for a, b in zip(ours, naive, strict=True)]
-    what = f"{sizes.callbacks:,} callbacks, {sizes.connections} connections"
-    return [*_rows(section, what, ours, naive, ratios), *_pg_rows(section, what, pg, ours)]
+        if run % 2:
+            ours.append(_ours(bench, run, sizes, client))
+            naive.append(_naive(bench, run, sizes, client))
+        else:
+            naive.append(_naive(bench, run, sizes, client))
+            ours.append(_ours(bench, run, sizes, client))
+        progress(f"callbacks {run + 1}/{bench.sizes.repeat}: ours {ours[-1].rate:,.0f}/s, "
+                 f"naive {naive[-1].rate:,.0f}/s, other load {ours[-1].other_cores:.1f} / "
+                 f"{naive[-1].other_cores:.1f} cores")  # fmt: skip
+    return _callback_table(section, sizes, client, ours, naive)
 
 
-def _pg_rows(section: str, what: str, pg: list[float], ours: list[float]) -> list[Row]:
-    if not pg:
-        return [Row(section=section, measure="receive, store on PostgreSQL (callbacks/s)",
-                    value=f"skipped: no server ({PG_ENV})")]  # fmt: skip
-    ratios = [a / b for a, b in zip(pg, ours, strict=True)]
-    return [
-        Row(section=section, measure=f"receive, store on PostgreSQL: acknowledged callbacks/s "
-            f"({what})", value=f"{median(pg):,.0f}", runs=spread(pg, "{:,.0f}")),
-        Row(section=section, measure="receive on PostgreSQL / on SQLite (median of per-pair "
-            "ratios)", value=f"{median(ratios):.2f}x", runs=spread(ratios, "{:.2f}")),
-    ]  # fmt: skip
-
-
-def _rows(
-    section: str, what: str, ours: list[float], naive: list[float], ratios: list[float]
+def _callback_table(
+    section: str, sizes: DeliverySizes, client: str, ours: list[LoadRun], naive: list[LoadRun]
 ) -> list[Row]:
+    rates, naive_rates = [r.rate for r in ours], [r.rate for r in naive]
+    ratios = [a / b for a, b in zip(rates, naive_rates, strict=True)]
+    what = (f"{sizes.seconds} s of" if client == "wrk" else f"{sizes.callbacks:,}") + (
+        f" callbacks, {sizes.connections} connections, {client} client"
+        + (f", --workers {sizes.workers}" if sizes.workers else "")
+    )
+    other = [r.other_cores for r in (*ours, *naive)]
+    cpu = "CPU per callback, µs (server / load generator)"
     return [
         Row(section=section, measure=f"receive: acknowledged callbacks/s ({what})",
-            value=f"{median(ours):,.0f}", runs=spread(ours, "{:,.0f}"), target=">= 5,000",
-            ok=median(ours) >= 5_000),
+            value=f"{median(rates):,.0f}", runs=spread(rates, "{:,.0f}"), target=">= 5,000",
+            ok=median(rates) >= 5_000),
         Row(section=section, measure="naive aiohttp handler, one SQLite commit each (callbacks/s)",
-            value=f"{median(naive):,.0f}", runs=spread(naive, "{:,.0f}")),
+            value=f"{median(naive_rates):,.0f}", runs=spread(naive_rates, "{:,.0f}")),
         Row(section=section, measure="receive / naive (median of per-pair ratios)",
             value=f"{median(ratios):.2f}x", runs=spread(ratios, "{:.2f}"), target=">= 3x",
             ok=median(ratios) >= 3),
+        Row(section=section, measure=f"receive: {cpu}",
+            value=f"{median([r.server_us for r in ours]):.0f} / "
+                  f"{median([r.client_us for r in ours]):.0f}",
+            runs=spread([r.server_us for r in ours], "{:.0f}")),
+        Row(section=section, measure=f"naive: {cpu}",
+            value=f"{median([r.server_us for r in naive]):.0f} / "
+                  f"{median([r.client_us for r in naive]):.0f}",
+            runs=spread([r.server_us for r in naive], "{:.0f}")),
+        Row(section=section, measure="other load on the machine meanwhile (busy cores)",
+            value=f"{median(other):.1f}", runs=spread(other, "{:.1f}")),
     ]  # fmt: skip
 
 
@@ -388,6 +426,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--repeat", type=int, help="runs of each measure (default 3; quick 1)")
     parser.add_argument("--only", choices=("callbacks", "merge"), help="one of the two measures")
+    parser.add_argument(
+        "--client",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="the callbacks' load generator (auto: wrk when installed)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="receive --workers for the callbacks (default: receive's own)",
+    )
     parser.add_argument("--out-dir", type=Path, default=BENCH_DIR / "out")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
@@ -398,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(sizes=sizes, out=args.out_dir.resolve())
     rows: list[Row] = []
     if args.only in (None, "callbacks"):
-        rows += callbacks_rows(bench)
+        rows += callbacks_rows(bench, args.client, args.workers)
     if args.only in (None, "merge"):
         rows += merge_rows(bench)
     print(render_text(rows))

@@ -24,7 +24,14 @@ from typing import Any
 
 import orjson
 
-__all__ = ["BENCH_DIR", "Measured", "Server", "machine_busy_seconds", "run_measured"]
+__all__ = [
+    "BENCH_DIR",
+    "Measured",
+    "Server",
+    "machine_busy_seconds",
+    "process_cpu_seconds",
+    "run_measured",
+]
 
 BENCH_DIR = Path(__file__).resolve().parent
 _TICK = os.sysconf("SC_CLK_TCK")

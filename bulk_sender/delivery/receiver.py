@@ -235,11 +235,13 @@ async def serve(
     ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
     on_incoming: IncomingHook | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop``), then finish in-flight requests and return.
 
     ``ready`` is called with the base URL once the server listens; ``on_incoming``: see
-    :class:`Receiver`.
+    :class:`Receiver`; ``reuse_port``: listen with SO_REUSEPORT, beside other receivers on the
+    same port (``receive --workers``, :mod:`.workers`).
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -253,7 +255,7 @@ async def serve(
     runner = web.ServerRunner(server, access_log=None, shutdown_timeout=_DRAIN_SECONDS)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as exc:
