@@ -13,7 +13,10 @@ callbacks  ``bulk-sender receive`` (its default ``--workers``, or ``--workers N`
            by ``callback_load.py``, 20,000 callbacks (``--client`` chooses). Measured: callbacks
            answered 200 per second (each durably committed before its answer); the CPU each
            receiver (all its processes) and the load generator spent per callback; and how many
-           cores the rest of the machine kept busy meanwhile (the machine is shared).
+           cores the rest of the machine kept busy meanwhile (the machine is shared). Then
+           the same receiver with its store on PostgreSQL (``BULK_SENDER_BENCH_POSTGRES``,
+           default ``postgresql://postgres@127.0.0.1:5432/postgres``: a fresh database per run,
+           dropped after); skipped, with a row saying so, without a server.
 merge      ``bulk-sender report`` of a 1,000,000-row campaign against a store of 3,000,000
            status callbacks (three per message: sent/delivered/read, re-deliveries, failures
            with Meta's codes, Kaleyra's not-sent, and callbacks of other campaigns). The journal
@@ -182,20 +185,69 @@ def _stop(process: subprocess.Popen[str]) -> None:
         process.wait()
 
 
-def _ours(bench: Bench, run: int, sizes: DeliverySizes, client: str) -> LoadRun:
-    work = bench.fresh_dir(f"receive-{run}")
+def _ours(
+    bench: Bench, run: int, sizes: DeliverySizes, client: str, store: str = "callbacks.db"
+) -> LoadRun:
+    name = "receive-pg" if "://" in store else "receive"
+    work = bench.fresh_dir(f"{name}-{run}")
     config = write_config(work / "config.toml", "http://127.0.0.1:9")
     with config.open("a", encoding="utf-8") as handle:
-        handle.write('\n[callbacks]\nstore = "callbacks.db"\nport = 0\n')
+        handle.write(f'\n[callbacks]\nstore = "{store}"\nport = 0\n')
     workers = ["--workers", str(sizes.workers)] if sizes.workers else []
     process, port = _server(
         [*bulk_sender(), "receive", "--config", str(config), *workers],
-        bench.logs / f"receive-{run}.err", "Receiving Kaleyra callbacks on",
+        bench.logs / f"{name}-{run}.err", "Receiving Kaleyra callbacks on",
     )  # fmt: skip
     try:
-        return _load(process.pid, port, sizes, client, bench.logs / f"load-ours-{run}.out")
+        return _load(process.pid, port, sizes, client, bench.logs / f"load-{name}-{run}.out")
     finally:
         _stop(process)
+
+
+PG_ENV = "BULK_SENDER_BENCH_POSTGRES"
+
+
+def pg_server() -> str | None:
+    """The PostgreSQL server to measure against (``BULK_SENDER_BENCH_POSTGRES``, default the
+    local one), if one answers; else None, with a note."""
+    url = os.environ.get(PG_ENV, "").strip() or "postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        asyncio.run(_pg_execute(url, "SELECT 1"))
+    except Exception as exc:  # the bench goes on without PostgreSQL rows
+        progress(f"PostgreSQL: skipped ({type(exc).__name__})")
+        return None
+    return url
+
+
+async def _pg_execute(url: str, statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(url, timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextlib.contextmanager
+def pg_database(server: str, name: str) -> Iterator[str]:
+    """A fresh database ``name`` on ``server`` for one run, dropped after: its URL."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    asyncio.run(_pg_execute(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    asyncio.run(_pg_execute(server, f"CREATE DATABASE {name}"))
+    try:
+        yield urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+    finally:
+        asyncio.run(_pg_execute(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def _ours_on_postgres(
+    bench: Bench, run: int, sizes: DeliverySizes, client: str, server: str
+) -> LoadRun:
+    """The receiver with its store in a fresh database of ``server``."""
+    with pg_database(server, f"bulk_sender_bench_{os.getpid()}_{run}") as store:
+        return _ours(bench, run, sizes, client, store)
 
 
 def _naive(bench: Bench, run: int, sizes: DeliverySizes, client: str) -> LoadRun:
@@ -229,6 +281,8 @@ def callbacks_rows(bench: Bench, client: str = "auto", workers: int = 0) -> list
     client = load_client(client)
     ours: list[LoadRun] = []
     naive: list[LoadRun] = []
+    pg: list[LoadRun] = []
+    server = pg_server()
     for run in range(bench.sizes.repeat):
         if run % 2:
             ours.append(_ours(bench, run, sizes, client))
@@ -236,10 +290,28 @@ def callbacks_rows(bench: Bench, client: str = "auto", workers: int = 0) -> list
         else:
             naive.append(_naive(bench, run, sizes, client))
             ours.append(_ours(bench, run, sizes, client))
+        if server is not None:
+            pg.append(_ours_on_postgres(bench, run, sizes, client, server))
         progress(f"callbacks {run + 1}/{bench.sizes.repeat}: ours {ours[-1].rate:,.0f}/s, "
-                 f"naive {naive[-1].rate:,.0f}/s, other load {ours[-1].other_cores:.1f} / "
+                 f"naive {naive[-1].rate:,.0f}/s"
+                 + (f", ours on PostgreSQL {pg[-1].rate:,.0f}/s" if pg else "")
+                 + f", other load {ours[-1].other_cores:.1f} / "
                  f"{naive[-1].other_cores:.1f} cores")  # fmt: skip
-    return _callback_table(section, sizes, client, ours, naive)
+    return [*_callback_table(section, sizes, client, ours, naive), *_pg_rows(section, pg, ours)]
+
+
+def _pg_rows(section: str, pg: list[LoadRun], ours: list[LoadRun]) -> list[Row]:
+    if not pg:
+        return [Row(section=section, measure="receive, store on PostgreSQL (callbacks/s)",
+                    value=f"skipped: no server or no driver ({PG_ENV})")]  # fmt: skip
+    rates = [r.rate for r in pg]
+    ratios = [a.rate / b.rate for a, b in zip(pg, ours, strict=True)]
+    return [
+        Row(section=section, measure="receive, store on PostgreSQL (same load): acknowledged "
+            "callbacks/s", value=f"{median(rates):,.0f}", runs=spread(rates, "{:,.0f}")),
+        Row(section=section, measure="receive on PostgreSQL / on SQLite (median of per-pair "
+            "ratios)", value=f"{median(ratios):.2f}x", runs=spread(ratios, "{:.2f}")),
+    ]  # fmt: skip
 
 
 def _callback_table(

@@ -38,6 +38,7 @@ from bulk_sender.sending.client import (
     MAX_HEAD_BYTES,
     Answer,
     KaleyraClient,
+    Lease,
 )
 from bulk_sender.sending.resolver import AddrInfo, CachedResolver
 from tests.rawhttp import (
@@ -115,6 +116,11 @@ def make_client(
 async def post(client: KaleyraClient, body: bytes) -> Answer:
     """``client.post``, failing the test (not hanging it) if no outcome comes in PATIENCE."""
     return await asyncio.wait_for(client.post(body), PATIENCE)
+
+
+async def post_on(client: KaleyraClient, body: bytes, lease: Lease) -> Answer:
+    """``client.post`` on ``lease``, within PATIENCE."""
+    return await asyncio.wait_for(client.post(body, lease), PATIENCE)
 
 
 async def failure(client: KaleyraClient, body: bytes = b"{}") -> TransportError:
@@ -441,6 +447,159 @@ def test_close_hangs_up_every_connection(run: Run) -> None:
             for peer in server.peers:
                 await finished(peer)
             assert server.connections == 2
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- 2b. leases
+
+
+def test_a_lease_opens_the_connection_its_request_then_goes_on(run: Run) -> None:
+    """ready() opens the connection before the request exists; the post goes on that one."""
+
+    async def scenario() -> None:
+        async with RawServer(echo) as server, make_client(server.url()) as client:
+            lease = await client.ready()
+            opened = lease.connection
+            assert opened is not None and opened.usable()
+            answer = await post_on(client, b"1", lease)
+            assert answer == Answer(202, b"re:1", None) and answer.connection is opened
+            assert lease.connection is None  # taken by the post
+            assert server.connections == 1
+
+    run(scenario())
+
+
+def test_a_lease_given_back_unused_serves_the_next_request(run: Run) -> None:
+    """A lease whose request was not sent goes back to the pool: nothing was written on it,
+    and the next request uses it instead of opening another."""
+
+    async def scenario() -> None:
+        async with RawServer(echo) as server, make_client(server.url()) as client:
+            first = await client.ready()
+            client.give_back(first)
+            client.give_back(first)  # twice is harmless
+            second = await client.ready()
+            assert await post_on(client, b"2", second) == Answer(202, b"re:2", None)
+            assert server.connections == 1
+            assert [r.body for r in server.requests] == [b"2"]
+
+    run(scenario())
+
+
+def test_a_lease_that_went_stale_is_not_posted_on(run: Run) -> None:
+    """A lease idle past ``idle_seconds`` by the time its request leaves (a journal commit that
+    stalled) is closed unused and the request opens another: the server may be closing it."""
+    clock = LoopClock()
+
+    async def scenario() -> None:
+        async with (
+            RawServer(echo) as server,
+            clock,
+            make_client(server.url(), idle_seconds=IDLE_SECONDS) as client,
+        ):
+            lease = await client.ready()
+            clock.advance(IDLE_SECONDS + 0.1)
+            assert await post_on(client, b"1", lease) == Answer(202, b"re:1", None)
+            assert server.connections == 2
+            await finished(server.peers[0])
+            assert [r.body for r in server.requests] == [b"1"]
+
+    run(scenario())
+
+
+def test_a_lease_looked_at_again_is_kept_while_fit_and_replaced_once_stale(run: Run) -> None:
+    """ready(lease) after a wait (the pace, a hold) keeps a lease still fit, and replaces one
+    idle past ``idle_seconds`` with a new connection, closing the stale one unused."""
+    clock = LoopClock()
+
+    async def scenario() -> None:
+        async with (
+            RawServer(echo) as server,
+            clock,
+            make_client(server.url(), idle_seconds=IDLE_SECONDS) as client,
+        ):
+            lease = await client.ready()
+            first = lease.connection
+            assert await client.ready(lease) is lease and lease.connection is first
+            clock.advance(IDLE_SECONDS + 0.1)
+            lease = await client.ready(lease)
+            assert lease.connection is not None and lease.connection is not first
+            assert await post_on(client, b"1", lease) == Answer(202, b"re:1", None)
+            assert server.connections == 2
+            await finished(server.peers[0])
+            assert [r.body for r in server.requests] == [b"1"]
+
+    run(scenario())
+
+
+def test_the_wait_between_a_lease_and_its_request_is_not_the_requests_time(run: Run) -> None:
+    """A request posted 1 s after its lease (0.3 s timeout) still gets its whole timeout: the
+    time spent at the rate gates and on the journal is not the server's."""
+    clock = LoopClock()
+    arrived, answer = asyncio.Event(), asyncio.Event()
+
+    async def script(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            arrived.set()
+            await answer.wait()
+            await peer.send(reply(b"re:" + request.body))
+
+    async def scenario() -> None:
+        async with (
+            RawServer(script) as server,
+            clock,
+            make_client(server.url(), timeout=0.3) as client,
+        ):
+            lease = await client.ready()
+            opened = lease.connection
+            assert opened is not None
+            clock.advance(1.0)
+            pending = asyncio.ensure_future(post_on(client, b"1", lease))
+            await asyncio.wait_for(arrived.wait(), PATIENCE)
+            loop = asyncio.get_running_loop()
+            assert opened.deadline > loop.time() + 0.2  # 0.3 s from the post, less the connect
+            answer.set()
+            assert await pending == Answer(202, b"re:1", None)
+
+    run(scenario())
+
+
+def test_a_lease_that_could_not_connect_fails_its_request_as_a_connect_error(run: Run) -> None:
+    """A refused connection does not fail ready(): its request fails, ``phase="connect"``, when
+    posted, as if it had tried to connect then."""
+    port = free_port()
+
+    async def scenario() -> None:
+        async with make_client(f"http://127.0.0.1:{port}{PATH}") as client:
+            lease = await client.ready()
+            assert lease.connection is None and lease.failure is not None
+            with pytest.raises(TransportError) as caught:
+                await post_on(client, b"{}", lease)
+            assert caught.value.phase == "connect"
+            assert caught.value.description.startswith("cannot connect")
+            assert KEY not in repr(caught.value)
+
+    run(scenario())
+
+
+def test_close_hangs_up_a_leased_connection(run: Run) -> None:
+    """close() hangs up a connection taken by ready() and not posted on yet."""
+
+    connected = asyncio.Event()
+
+    async def script(peer: Peer) -> None:
+        connected.set()
+        await peer.until_client_leaves()
+
+    async def scenario() -> None:
+        async with RawServer(script) as server:
+            client = make_client(server.url())
+            await client.ready()
+            await asyncio.wait_for(connected.wait(), PATIENCE)
+            await client.close()
+            await finished(server.peers[0])
+            assert server.requests == []
 
     run(scenario())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import orjson
@@ -262,7 +263,7 @@ def test_a_worker_that_crashes_ends_the_run_instead_of_hanging(
     (pytest-timeout guards)."""
     from bulk_sender.sending.client import KaleyraClient
 
-    async def broken(self: KaleyraClient, body: bytes) -> object:
+    async def broken(self: KaleyraClient, body: bytes, lease: object = None) -> object:
         raise RuntimeError("a bug in the client")
 
     monkeypatch.setattr(KaleyraClient, "post", broken)
@@ -287,19 +288,19 @@ def test_a_worker_sends_only_after_its_last_outcome_is_on_disk(
     ``concurrency`` rows in flight: each worker's earlier outcome is already committed."""
     import sqlite3
 
-    from bulk_sender.sending.client import Answer, KaleyraClient
+    from bulk_sender.sending.client import Answer, KaleyraClient, Lease
 
     out = tmp_path / "r.csv"
     in_flight_seen: list[int] = []
     post = KaleyraClient.post
 
-    async def watched(self: KaleyraClient, body: bytes) -> Answer:
+    async def watched(self: KaleyraClient, body: bytes, lease: Lease | None = None) -> Answer:
         with sqlite3.connect(out.with_name(out.name + ".journal")) as db:
             (count,) = db.execute(
                 "SELECT count(*) FROM messages WHERE status = 'in_flight'"
             ).fetchone()
         in_flight_seen.append(count)
-        return await post(self, body)
+        return await post(self, body, lease)
 
     monkeypatch.setattr(KaleyraClient, "post", watched)
     numbers = [f"+9198765{i:05d}" for i in range(60)]
@@ -309,3 +310,80 @@ def test_a_worker_sends_only_after_its_last_outcome_is_on_disk(
     assert run.code == 0
     assert len(in_flight_seen) == 60
     assert {r["status"] for r in read_results(out)} == {"sent"}
+
+
+def test_a_requests_connection_is_ready_before_its_row_is_in_flight(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each request takes its connection (opening it if need be) before its in_flight commit and
+    departure: opening one after the gate would make it reach the server late, bunched with
+    later ones, so the gate's pace would not be the server's."""
+    from bulk_sender.sending.client import Answer, KaleyraClient, Lease
+    from bulk_sender.sending.engine import Engine
+
+    events: list[str] = []
+    ready, post, commit = KaleyraClient.ready, KaleyraClient.post, Engine._commit_in_flight
+
+    async def watched_ready(self: KaleyraClient, lease: Lease | None = None) -> Lease:
+        events.append("ready")
+        return await ready(self, lease)
+
+    async def watched_post(self: KaleyraClient, body: bytes, lease: Lease | None = None) -> Answer:
+        events.append("post")
+        return await post(self, body, lease)
+
+    async def watched_commit(self: Engine, *args: object) -> bool:
+        events.append("commit")
+        return await commit(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(KaleyraClient, "ready", watched_ready)
+    monkeypatch.setattr(KaleyraClient, "post", watched_post)
+    monkeypatch.setattr(Engine, "_commit_in_flight", watched_commit)
+    numbers = [f"+9198765{i:05d}" for i in range(5)]
+    run, rows = _send(cli, tmp_path, sandbox.url, numbers, sending={"concurrency": 1})
+    assert run.code == 0, run.err
+    # At least one ready() (before admission; again after it) before each commit, none after.
+    assert re.fullmatch(r"((ready,)+commit,post,){5}", ",".join(events) + ","), events
+    assert {r["status"] for r in rows.values()} == {"sent"}
+
+
+def test_a_stop_while_a_connection_is_being_taken_sends_nothing_on_it(
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row whose connection was taken (opened) for it when the run stopped is not sent: it
+    stays not_sent and the connection carries no request."""
+    import asyncio
+
+    from bulk_sender.sending.client import KaleyraClient, Lease
+    from bulk_sender.sending.engine import Engine, StopReason
+
+    ready, request_stop = KaleyraClient.ready, Engine.request_stop
+    stopped: list[asyncio.Event] = []
+    leases: list[Lease] = []
+
+    def stop_event() -> asyncio.Event:
+        if not stopped:
+            stopped.append(asyncio.Event())  # created in the run's own loop
+        return stopped[0]
+
+    async def second_waits_for_the_stop(self: KaleyraClient, held: Lease | None = None) -> Lease:
+        lease = await ready(self, held)
+        if held is None:  # a row's first take, not the look after admission
+            leases.append(lease)
+            if len(leases) == 2:
+                await asyncio.wait_for(stop_event().wait(), 30)
+        return lease
+
+    def stop(self: Engine, reason: StopReason) -> None:
+        request_stop(self, reason)
+        stop_event().set()
+
+    monkeypatch.setattr(KaleyraClient, "ready", second_waits_for_the_stop)
+    monkeypatch.setattr(Engine, "request_stop", stop)
+    sandbox.faults.balance = 0  # the first answer is E110: the run stops
+    run, rows = _send(cli, tmp_path, sandbox.url, [A, B], sending={"concurrency": 2})
+    assert run.code == 3, run.err
+    assert len(sandbox.received) == 1
+    assert sorted(r["status"] for r in rows.values()) == ["not_sent", "not_sent"]
+    assert len(leases) == 2 and leases[1].connection is None  # given back, not posted on
+    assert sorted(r["code"] for r in rows.values()) == ["", "E110"]

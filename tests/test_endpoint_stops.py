@@ -71,17 +71,17 @@ def test_a_connect_failure_after_an_answer_is_retried_then_failed(
 ) -> None:
     """Once Kaleyra has answered, a row whose connections fail is retried within max_attempts
     and then failed, as before; the run goes on with the others."""
-    from bulk_sender.sending.client import Answer, KaleyraClient
+    from bulk_sender.sending.client import Answer, KaleyraClient, Lease
 
     post = KaleyraClient.post
     calls = 0
 
-    async def flaky(self: KaleyraClient, body: bytes) -> Answer:
+    async def flaky(self: KaleyraClient, body: bytes, lease: Lease | None = None) -> Answer:
         nonlocal calls
         calls += 1
         if NUMBERS[1].encode() in body:
             raise TransportError("cannot connect: Connection refused", phase="connect")
-        return await post(self, body)
+        return await post(self, body, lease)
 
     monkeypatch.setattr(KaleyraClient, "post", flaky)
     run, rows = _send(cli, tmp_path, sandbox.url, sending={"concurrency": 1, "max_attempts": 3})

@@ -143,7 +143,8 @@ def _texts(error: BaseException) -> Iterator[str]:
 def test_both_posters_are_posters() -> None:
     """Both transports satisfy the engine's Poster protocol (checked by mypy, here by name)."""
     posters: list[type[Poster]] = [KaleyraClient, ProxiedPoster]
-    assert all(callable(getattr(kind, "post", None)) for kind in posters)
+    methods = ("ready", "give_back", "post")
+    assert all(callable(getattr(kind, name, None)) for kind in posters for name in methods)
 
 
 # --------------------------------------------------------------------------- answers

@@ -19,9 +19,22 @@ Connecting: the host's addresses come from :class:`~bulk_sender.sending.resolver
 connects to them with Happy Eyeballs: the next address is tried after 250 ms, alternating
 families, so one dead address (a broken IPv6 route) costs a quarter of a second, not a timeout.
 
+A connection is taken before the request is ready to leave: :meth:`KaleyraClient.ready` hands
+out an idle one, or opens one (DNS, TCP, TLS), before the engine's rate gates and the row's
+``in_flight`` commit, so that the departure gate's pace is the pace at which requests reach
+the server; a request that opened its connection after the gate would arrive late, bunched
+with later ones. Called again with the lease after the wait at the admission gate, it keeps
+the lease if it is still fit and replaces it if not. :meth:`KaleyraClient.post` then writes
+the request on it, unless it went stale meanwhile (closed, or idle past ``idle_seconds``):
+then it takes another, as a request without a lease does. A lease the engine does not use
+(the run stopped, a hold began) goes back with :meth:`KaleyraClient.give_back`; nothing was
+written on it. A connection that failed to open fails the request it was opened for, when
+that is posted, exactly as if it had failed then (``phase="connect"``).
+
 Timeouts: ``timeout_seconds`` bounds one request whole: connecting (DNS and TLS included),
-sending and the answer; it fires at most 0.1 s late. The engine never runs more requests at
-once than ``concurrency``, so no request waits for a connection.
+sending and the answer (the moments between a lease and its request, spent at the rate gates
+and on the journal, do not count); it fires at most 0.1 s late. The engine never runs more
+requests at once than ``concurrency``, so no request waits for a connection.
 
 A failure is translated in :meth:`KaleyraClient.post` and nowhere else; its ``cause`` tells a
 name that does not resolve (``"dns"``) and a certificate that cannot be verified
@@ -56,6 +69,7 @@ __all__ = [
     "MAX_HEAD_BYTES",
     "Answer",
     "KaleyraClient",
+    "Lease",
 ]
 
 #: A Kaleyra answer is a few hundred bytes; anything past this is not one (and not kept).
@@ -94,6 +108,26 @@ class Answer:
         """Close the connection the answer came on: it is out of step with its requests."""
         if self.connection is not None:
             self.connection.close()
+
+
+class Lease:
+    """A connection taken for the next request before it leaves (:meth:`KaleyraClient.ready`):
+    the connection, or why it could not be opened, and the seconds spent opening it."""
+
+    __slots__ = ("connection", "failure", "spent")
+
+    def __init__(
+        self,
+        connection: _Connection | None = None,
+        failure: Exception | None = None,
+        spent: float = 0.0,
+    ) -> None:
+        self.connection = connection
+        self.failure = failure
+        self.spent = spent
+
+    def __repr__(self) -> str:
+        return f"Lease(connection={self.connection!r}, failure={self.failure!r})"
 
 
 class _Broken(Exception):
@@ -292,6 +326,7 @@ class KaleyraClient:
         self._max_idle = concurrency
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
+        self._leased: set[_Connection] = set()  # taken by ready(), not yet posted on
         self._watchdog: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._resolver = resolver or CachedResolver(self._host, self._port)
@@ -330,20 +365,55 @@ class KaleyraClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
             self._watchdog = None
-        for conn in [*self._idle, *self._busy]:
+        for conn in [*self._idle, *self._busy, *self._leased]:
             conn.close()
         self._idle.clear()
         self._busy.clear()
+        self._leased.clear()
         await asyncio.sleep(0)  # let the transports run their connection_lost
 
-    async def post(self, body: bytes) -> Answer:
-        """Send one request; raise :class:`TransportError` when no HTTP answer came back."""
+    async def ready(self, lease: Lease | None = None) -> Lease:
+        """A connection for the next request: ``lease`` if it is still fit (or holds a failure),
+        else an idle one, else one opened now. Never raises: a failure to open is kept, and
+        raised by the :meth:`post` the lease is for."""
+        if lease is not None:
+            if lease.failure is not None or self._still_fit(lease):
+                return lease
+            stale, lease.connection = lease.connection, None
+            if stale is not None:  # it went stale while its request waited: never used
+                self._leased.discard(stale)
+                stale.close()
+        conn = self._idle_connection()
+        spent = 0.0
+        if conn is None:
+            started = self._loop.time()
+            try:
+                conn = await self._opened(started + self._timeout)
+            except Exception as exc:  # kept for post, which translates it
+                return Lease(failure=exc, spent=self._loop.time() - started)
+            spent = self._loop.time() - started
+        self._leased.add(conn)
+        return Lease(conn, spent=spent)
+
+    def give_back(self, lease: Lease) -> None:
+        """Return a lease whose request was not sent (nothing was written on it)."""
+        conn, lease.connection = lease.connection, None
+        if conn is not None:
+            self._leased.discard(conn)
+            self._release(conn, reusable=True, fresh=False)
+
+    async def post(self, body: bytes, lease: Lease | None = None) -> Answer:
+        """Send one request (on ``lease``'s connection if it is still fit); raise
+        :class:`TransportError` when no HTTP answer came back."""
         deadline = self._loop.time() + self._timeout
         phase: Literal["connect", "after_send"] = "connect"
         conn: _Connection | None = None
         answered = False
         try:
-            conn = await self._connection(deadline)
+            if lease is not None and (conn := self._leased_connection(lease)) is not None:
+                deadline -= lease.spent  # its connecting was part of this request's time
+            if conn is None:
+                conn = self._idle_connection() or await self._opened(deadline)
             phase = "after_send"
             self._busy.add(conn)
             if self._watchdog is None:
@@ -375,16 +445,48 @@ class KaleyraClient:
                 self._busy.discard(conn)
                 self._release(conn, reusable=answered)
 
-    async def _connection(self, deadline: float) -> _Connection:
+    def _leased_connection(self, lease: Lease) -> _Connection | None:
+        """``lease``'s connection if it is still fit to carry a request; raise its failure."""
+        if lease.failure is not None:
+            failure, lease.failure = lease.failure, None
+            raise failure
+        fit = self._still_fit(lease)
+        conn, lease.connection = lease.connection, None
+        if conn is None:
+            return None
+        self._leased.discard(conn)
+        if fit:
+            return conn
+        conn.close()  # it went stale while the request waited: take another, as without one
+        return None
+
+    def _still_fit(self, lease: Lease) -> bool:
+        """Whether ``lease``'s connection can carry a request now: open, not idle too long."""
+        conn = lease.connection
+        return (
+            conn is not None
+            and conn.usable()
+            and conn.idle_since >= self._loop.time() - self._idle_seconds
+        )
+
+    def _idle_connection(self) -> _Connection | None:
+        """The most recently used idle connection still fit for a request, if any."""
+        if not self._idle:
+            return None
         oldest = self._loop.time() - self._idle_seconds
         while self._idle:
             conn = self._idle.pop()
             if conn.usable() and conn.idle_since >= oldest:
                 return conn
             conn.close()
+        return None
+
+    async def _opened(self, deadline: float) -> _Connection:
+        """A new connection, open by ``deadline``."""
         conn = await asyncio.wait_for(self._open(), max(0.0, deadline - self._loop.time()))
         if not conn.usable():  # closed by the server before a byte of ours was written
             raise _Broken("the server closed the connection before the request was sent")
+        conn.idle_since = self._loop.time()  # a new connection idles from now until used
         return conn
 
     async def _open(self) -> _Connection:
@@ -419,9 +521,13 @@ class KaleyraClient:
             for conn in [c for c in self._busy if c.deadline <= now]:
                 conn.expire()
 
-    def _release(self, conn: _Connection, *, reusable: bool) -> None:
-        if reusable and conn.keep_alive() and conn.usable() and len(self._idle) < self._max_idle:
-            conn.idle_since = self._loop.time()
+    def _release(self, conn: _Connection, *, reusable: bool, fresh: bool = True) -> None:
+        """Keep ``conn`` for another request if it can take one; ``fresh``: it carried one just
+        now (an unused lease keeps the time it has been idle since)."""
+        used = not fresh or conn.keep_alive()
+        if reusable and used and conn.usable() and len(self._idle) < self._max_idle:
+            if fresh:
+                conn.idle_since = self._loop.time()
             self._idle.append(conn)
         else:
             conn.close()

@@ -3,8 +3,10 @@
 Data flows one way::
 
     plan (batches) -> loader task -> asyncio.Queue(2 x concurrency) -> N workers, each:
-                        |  final records                                 limiter.admit()
-                        |  (invalid, duplicate)                          journal: in_flight, awaited
+                        |  final records                                 in-flight slot
+                        |  (invalid, duplicate)                          client.ready(): connection
+                        |                                                limiter.admit()
+                        |                                                journal: in_flight, awaited
                         v                                                limiter.depart()
                      journal  <----------------------------------------  POST, classify, decide
                                                                          journal: outcome, queued
@@ -16,7 +18,11 @@ Concurrency is bounded by the number of workers (``concurrency``), never by the 
 alone. Every attempt, retries included, passes the limiter's two gates
 (:mod:`bulk_sender.sending.limiter`): admission before its ``in_flight`` record, where every
 long wait happens (a ``Retry-After`` hold, the pace), and departure after it, at the same
-rate, so journal latency cannot bunch requests into a burst. So ``in_flight`` is committed as
+rate, so journal latency cannot bunch requests into a burst. The request's connection is taken
+(opened if need be) with its slot, before both gates, so that opening one can neither bunch
+requests on their way to the server nor cost pace between the gates; a request not sent gives
+it back unused. So
+``in_flight`` is committed as
 late as possible: between it and the request there is only the departure gate, whose wait is
 bounded by the journal's own latency and which never waits out a hold (a hold that begins
 meanwhile sends the row back to admission, ``not_sent`` again). A worker
@@ -40,6 +46,11 @@ leaves: a worker checks after its last wait, before the request, and records the
 ``not_sent`` instead. Requests already in flight finish and are recorded; every message not
 sent yet, queued or still in the file, is recorded ``not_sent`` so the run's record is whole.
 
+The in-flight limit (:class:`~bulk_sender.sending.inflight.InflightSizer`, applied to
+:class:`~bulk_sender.sending.slots.InflightSlots`) is recomputed every 0.05 s by its own task:
+from the answers' latencies and from the ages of the requests still in flight, so that a server
+that slows down raises it before its slow answers come back.
+
 A worker that fails with an unexpected exception (a bug; expected failures are all handled
 above) is not a stop: the run ends at once with that exception, cancelling the other
 workers, as a crash would. Its rows in flight are ``unknown`` to the next run.
@@ -61,7 +72,7 @@ from bulk_sender.input.campaign import Planned
 from bulk_sender.model import Record, Status, utc_now
 from bulk_sender.record.carried import Carried
 from bulk_sender.record.journal import Journal, JournalError
-from bulk_sender.sending.client import Answer
+from bulk_sender.sending.client import Answer, Lease
 from bulk_sender.sending.firstcontact import FirstContact
 from bulk_sender.sending.garbled import GarbledAnswers
 from bulk_sender.sending.inflight import InflightSizer
@@ -89,9 +100,14 @@ Plan = AsyncGenerator[Sequence[Planned], None]
 
 
 class Poster(Protocol):
-    """What the engine needs from the HTTP client."""
+    """What the engine needs from the HTTP client: a connection taken before the request's
+    ``in_flight`` commit (:meth:`ready`), then the request on it, or the lease given back."""
 
-    async def post(self, body: bytes) -> Answer: ...
+    async def ready(self, lease: Lease | None = None) -> Lease: ...
+
+    def give_back(self, lease: Lease) -> None: ...
+
+    async def post(self, body: bytes, lease: Lease | None = None) -> Answer: ...
 
 
 class Gate(Protocol):
@@ -151,7 +167,7 @@ class Engine:
         self._loop = asyncio.get_running_loop()
         self._limiter = PacedLimiter(RateController(target=settings.rate_per_second))
         stats.rate_source = self._limiter
-        self._sizer = InflightSizer(ceiling=settings.concurrency)
+        self._sizer = InflightSizer(ceiling=settings.concurrency, timeout=settings.timeout_seconds)
         self._slots = InflightSlots(self._sizer.start(settings.rate_per_second))
         stats.inflight_limit = self._slots.limit
         self._stopped = asyncio.Event()
@@ -198,7 +214,8 @@ class Engine:
         if self._gate is not None:
             plan = self._gate.screened(plan, carried=self._journal.carried)
         loader = asyncio.create_task(self._load_all(plan, queue, len(workers)), name="loader")
-        tasks = [loader, *workers]
+        sizing = asyncio.create_task(self._follow_latency(), name="inflight-sizer")
+        tasks = [loader, sizing, *workers]
         try:
             done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -339,16 +356,27 @@ class Engine:
         record, body = item.record, item.body
         assert body is not None
         in_flight = record._replace(status=Status.IN_FLIGHT, attempts=attempts + 1)
-        while await self._limiter.admit():
-            if not await self._commit_in_flight(item, in_flight, audience):
-                return None
-            if await self._limiter.depart() and not self.stopping:
-                return await self._attempt(body)
-            if self.stopping:
-                break
-            # A hold began while the row was being committed: it waits that out not_sent, as a
-            # row waiting to retry does, never in flight.
-            await self._journal.write(_with_outcome(record, Status.NOT_SENT, last, attempts))
+        # The connection first, before both gates: opened after the departure gate it would
+        # make the request reach the server late, bunched with later ones, and opened between
+        # the gates its set-up time would be pace lost for good; before admission it overlaps
+        # the pace's wait. Not sent (a stop, a hold, a refused take), it is given back unused.
+        lease = await self._client.ready()
+        try:
+            while await self._limiter.admit():
+                lease = await self._client.ready(lease)  # the same, unless the wait staled it
+                if self.stopping:
+                    break
+                if not await self._commit_in_flight(item, in_flight, audience):
+                    return None
+                if await self._limiter.depart() and not self.stopping:
+                    return await self._attempt(body, lease)
+                if self.stopping:
+                    break
+                # A hold began while the row was being committed: it waits that out not_sent,
+                # as a row waiting to retry does, never in flight.
+                await self._journal.write(_with_outcome(record, Status.NOT_SENT, last, attempts))
+        finally:
+            self._client.give_back(lease)  # nothing to give back once it was posted on
         self._record_later(_with_outcome(record, Status.NOT_SENT, last, attempts))
         return None
 
@@ -396,43 +424,57 @@ class Engine:
         self._count(final)
         self._watch_threshold(status, last)
 
-    async def _attempt(self, body: bytes) -> Outcome:
+    async def _attempt(self, body: bytes, lease: Lease) -> Outcome:
         started = self._loop.time()
         if self.stats.first_request_at is None:
             self.stats.first_request_at = started
         self.stats.last_request_at = started
+        ticket = self._sizer.sent(started)  # its age in flight counts before its answer does
         try:
-            answer = await self._client.post(body)
-            outcome = classify_answer(answer.status, answer.body, retry_after=answer.retry_after)
-            if (checked := self._recent_ids.judge(outcome)) is not outcome:
-                answer.discard()  # out of step: the answer still due on it is this row's
-                outcome = checked
+            answer = await self._client.post(body, lease)
         except TransportError as exc:
             outcome = classify_failure(exc)
+        else:
+            outcome = self._classified(answer)
+        finally:
+            latency = self._sizer.landed(ticket, self._loop.time())
         outcome = self._first_contact.judge(outcome)
         if self._garbled.judge(outcome):
             self.request_stop(StopReason("answers", outcome.code, outcome.error))
         self.stats.requests += 1
-        latency = self._loop.time() - started
         self.stats.latency.add(latency)
-        self._size(latency)
         return outcome
 
-    def _size(self, latency: float) -> None:
+    def _classified(self, answer: Answer) -> Outcome:
+        """What ``answer`` means for its row."""
+        outcome = classify_answer(answer.status, answer.body, retry_after=answer.retry_after)
+        if (checked := self._recent_ids.judge(outcome)) is not outcome:
+            answer.discard()  # out of step: the answer still due on it is this row's
+            outcome = checked
+        return outcome
+
+    async def _follow_latency(self) -> None:
+        """Resize the in-flight limit every ``every`` seconds, answers or not: when the server
+        slows down, the requests already in flight say so before any answer does."""
+        while True:
+            await asyncio.sleep(self._sizer.every)
+            self._resize()
+
+    def _resize(self) -> None:
         """Follow the latency with the in-flight limit; say once if the ceiling holds it down."""
-        self._sizer.observe(latency)
         rate = self._limiter.rate
-        change = self._sizer.resize(self._loop.time(), rate)
+        sizer = self._sizer
+        change = sizer.resize(self._loop.time(), rate)
         if change is not None:
             self._slots.resize(change.new)
             self.stats.inflight_limit = change.new
-        sizer = self._sizer
         if self.stats.inflight_note or not sizer.binds(rate):
             return  # said already, or the ceiling (with or without headroom) is enough
+        need = sizer.need(rate, sizer.latency)  # the answers' latency: an age may be one hang
         self.stats.inflight_note = (
-            f"at {sizer.latency * 1000:,.0f} ms, {rate:g}/s needs about {sizer.wanted:,} in "
+            f"at {sizer.latency * 1000:,.0f} ms, {rate:g}/s needs about {need:,} in "
             f"flight; concurrency caps it at {sizer.ceiling:,} (set [sending] concurrency = "
-            f"{min(sizer.wanted, CONCURRENCY_MAX):,})"
+            f"{min(need, CONCURRENCY_MAX):,})"
         )
         log.warning(
             "bulk_sender.concurrency_capped",

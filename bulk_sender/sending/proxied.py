@@ -31,7 +31,13 @@ import aiohttp
 
 from bulk_sender.config import Proxy, Secret
 from bulk_sender.errors import TransportError
-from bulk_sender.sending.client import HAPPY_EYEBALLS_DELAY, IDLE_SECONDS, MAX_ANSWER_BYTES, Answer
+from bulk_sender.sending.client import (
+    HAPPY_EYEBALLS_DELAY,
+    IDLE_SECONDS,
+    MAX_ANSWER_BYTES,
+    Answer,
+    Lease,
+)
 from bulk_sender.sending.resolver import DNS_TTL
 
 __all__ = ["ProxiedPoster"]
@@ -136,7 +142,15 @@ class ProxiedPoster:
         """Close every connection."""
         await self._session.close()
 
-    async def post(self, body: bytes) -> Answer:
+    async def ready(self, lease: Lease | None = None) -> Lease:
+        """An empty lease: aiohttp takes (or opens) a connection when the request is posted, so
+        behind a proxy a new connection still opens after the departure gate."""
+        return lease or Lease()
+
+    def give_back(self, lease: Lease) -> None:
+        """Nothing to give back (see :meth:`ready`)."""
+
+    async def post(self, body: bytes, lease: Lease | None = None) -> Answer:
         """Send one request; raise :class:`TransportError` when no HTTP answer came back."""
         progress = _Progress()
         try:
