@@ -42,6 +42,7 @@ SECTIONS = (
     "preflight",
     "resume",
     "delivery",
+    "ledger checks",
 )
 #: The highest rate bulk-sender accepts ([sending] rate_per_second <= 100,000): "unlimited".
 UNLIMITED_RATE = 100_000

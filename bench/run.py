@@ -19,6 +19,9 @@ resume         launch of a resume to the server's first request, on a campaign l
                a few rows to send (made once per bench run by a server that answers E110)
 delivery       callbacks acknowledged per second by ``receive`` against a naive handler, and a
                ``report`` merging 3,000,000 callbacks into 1,000,000 rows (``delivery.py``)
+ledger checks  the audience ledger on SQLite and on PostgreSQL: slots taken and committed per
+               second by one sending process, and messages screened per second
+               (``ledger_checks.py``)
 
 Inputs and outputs go to ``bench/out/`` (git-ignored); ``--markdown PATH`` also writes the
 table with the machine's description.
@@ -51,6 +54,7 @@ from harness import (
     progress,
     send_command,
 )
+from ledger_checks import ledger_check_rows
 from pace import latency_sized_pace
 from procs import BENCH_DIR, Measured, Server, run_measured
 from rate_fidelity import rate_fidelity
@@ -106,6 +110,9 @@ def run_all(bench: Bench, only: frozenset[str]) -> None:
     if "delivery" in only:
         add("delivery", guarded(bench, "delivery", lambda: callbacks_rows(bench)))
         add("delivery", guarded(bench, "delivery", lambda: merge_rows(bench)))
+    if "ledger checks" in only:
+        checks = "ledger checks"
+        add(checks, guarded(bench, checks, lambda: ledger_check_rows(bench)))
 
 
 def warm_up(bench: Bench) -> None:

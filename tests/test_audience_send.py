@@ -180,18 +180,33 @@ def test_ledger_off_sends_like_before(tmp_path: Path, sandbox: Sandbox, cli: Cli
 # -- the frequency cap -----------------------------------------------------------------------
 
 
+#: The variable a test's config names in ``ledger_env`` (the ledger's location, as a
+#: deployment passes a URL with its password).
+LEDGER_ENV = "TEST_LEDGER_URL"
+
+
 def test_two_campaigns_started_together_under_a_cap_of_one(
-    tmp_path: Path, sandbox: Sandbox
+    tmp_path: Path, sandbox: Sandbox, backend: str
 ) -> None:
-    """Overlapping audiences, different messages, two processes at once, cap 1: every recipient
-    gets exactly one request, and each overlapping row is sent by one campaign, held by the
-    other."""
-    config = _config(tmp_path, sandbox, frequency_cap={"messages": 1, "hours": 24})
+    """Overlapping audiences, different messages, two processes at once (two hosts, with a
+    PostgreSQL ledger), cap 1: every recipient gets exactly one request, and each overlapping
+    row is sent by one campaign, held by the other."""
+    config = _config(
+        tmp_path, sandbox, frequency_cap={"messages": 1, "hours": 24}, ledger_env=LEDGER_ENV
+    )
     first = _campaign(tmp_path / "a.csv", _numbers(150), "Diwali offers")
     second = _campaign(tmp_path / "b.csv", _numbers(150, start=50), "Winter sale")
     sandbox.faults.latency = 0.002
     procs = [
-        spawn("send", path, "--config", config, "--out", tmp_path / f"{path.stem}.out")
+        spawn(
+            "send",
+            path,
+            "--config",
+            config,
+            "--out",
+            tmp_path / f"{path.stem}.out",
+            env_extra={LEDGER_ENV: backend},
+        )
         for path in (first, second)
     ]
     assert _finish(*procs) == [0, 0]
@@ -261,13 +276,13 @@ def test_a_stop_while_waiting_to_retry_gives_the_slot_back(
 
 
 def test_opt_out_files_and_the_optout_command_hold_rows_back(
-    tmp_path: Path, sandbox: Sandbox, cli: CliRunner
+    tmp_path: Path, sandbox: Sandbox, cli: CliRunner, backend: str
 ) -> None:
     """Listed in a file, or added by hand: suppressed with the reason; exit 0. Removed by hand:
-    sent again."""
+    sent again. (The ledger in the config: a file, or a PostgreSQL URL.)"""
     a, b, c, d = _numbers(4)
     (tmp_path / "optouts.csv").write_text(f"Mobile No.\n{a[3:]}\n")
-    config = _config(tmp_path, sandbox, opt_out_files=["optouts.csv"])
+    config = _config(tmp_path, sandbox, opt_out_files=["optouts.csv"], ledger=backend)
     added = cli("optout", "add", b, "--note", "asked on the phone", "--config", config)
     assert added.code == 0, added.err
     listed = cli("optout", "list", "--config", config)

@@ -17,6 +17,7 @@ SECTIONS = (
     "preflight",
     "resume",
     "delivery",
+    "ledger checks",
 )
 
 

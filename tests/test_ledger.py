@@ -1,8 +1,9 @@
-"""The audience ledger's SQLite backend: takes, settlements, opt-outs, incoming messages.
+"""The audience ledger's backends: takes, settlements, opt-outs, incoming messages.
 
-The take is proved equal to the pure rules (:func:`bulk_sender.audience.rules.judge`) over
-generated ledgers; the concurrency guarantee across processes is proved end to end in
-``test_audience_send.py``.
+Every test runs on both backends (an SQLite file, a PostgreSQL schema: the ``backend`` and
+``new_location`` fixtures). The take is proved equal to the pure rules
+(:func:`bulk_sender.audience.rules.judge`) over generated ledgers; the concurrency guarantee
+across processes is proved end to end in ``test_audience_send.py``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,6 +29,9 @@ from bulk_sender.stores.ledger import (
     TakeRequest,
     open_ledger,
 )
+from bulk_sender.stores.locations import is_postgres
+from tests.conftest import LocationFactory
+from tests.delivery_helpers import query
 
 NOW = 1_795_000_000_000
 DAY = 24 * HOUR_MS
@@ -34,9 +39,9 @@ A, B = 919845000001, 919845000002
 T = TypeVar("T")
 
 
-def _run(path: Path, body: Callable[[Ledger], Awaitable[T]]) -> T:
+def _run(location: str, body: Callable[[Ledger], Awaitable[T]]) -> T:
     async def main() -> T:
-        ledger = await open_ledger(str(path))
+        ledger = await open_ledger(location)
         assert ledger is not None
         try:
             return await body(ledger)
@@ -53,7 +58,7 @@ def _request(
     return TakeRequest(recipient, content, campaign, row, 0, NOW, bounds)
 
 
-def test_a_slot_taken_holds_back_the_same_message_from_another_campaign(tmp_path: Path) -> None:
+def test_a_slot_taken_holds_back_the_same_message_from_another_campaign(backend: str) -> None:
     """The second campaign's take is refused with the facts that explain it."""
 
     async def body(ledger: Ledger) -> tuple[Facts | None, Facts | None]:
@@ -61,13 +66,13 @@ def test_a_slot_taken_holds_back_the_same_message_from_another_campaign(tmp_path
         second = await ledger.register_campaign("key-2", "diwali-2.csv")
         return await ledger.take(_request(first, A)), await ledger.take(_request(second, A))
 
-    taken, refused = _run(tmp_path / "ledger.db", body)
+    taken, refused = _run(backend, body)
     assert taken is None
     assert refused is not None
     assert [(s.campaign, s.content) for s in refused.sends] == [("diwali-1.csv", 7)]
 
 
-def test_a_resume_renews_its_own_slot_instead_of_being_held_back(tmp_path: Path) -> None:
+def test_a_resume_renews_its_own_slot_instead_of_being_held_back(backend: str) -> None:
     """Taking the same message again (a run that died before it sent) is not a repeat."""
 
     async def body(ledger: Ledger) -> list[Facts | None]:
@@ -76,12 +81,11 @@ def test_a_resume_renews_its_own_slot_instead_of_being_held_back(tmp_path: Path)
         assert again == campaign
         return [await ledger.take(_request(campaign, A)) for _ in range(2)]
 
-    assert _run(tmp_path / "ledger.db", body) == [None, None]
-    with sqlite3.connect(tmp_path / "ledger.db") as db:
-        assert db.execute("SELECT COUNT(*) FROM sends").fetchone()[0] == 1
+    assert _run(backend, body) == [None, None]
+    assert query(backend, "SELECT COUNT(*) FROM sends") == [(1,)]
 
 
-def test_a_slot_given_back_is_free_and_a_kept_one_is_not(tmp_path: Path) -> None:
+def test_a_slot_given_back_is_free_and_a_kept_one_is_not(backend: str) -> None:
     """Given back: the next campaign may send; kept: it may not."""
 
     async def body(ledger: Ledger) -> tuple[Facts | None, Facts | None]:
@@ -94,14 +98,13 @@ def test_a_slot_given_back_is_free_and_a_kept_one_is_not(tmp_path: Path) -> None
         freed = await ledger.take(_request(second, A))
         return freed, await ledger.take(_request(second, B, row=2))
 
-    freed, kept = _run(tmp_path / "ledger.db", body)
+    freed, kept = _run(backend, body)
     assert freed is None
     assert kept is not None
-    with sqlite3.connect(tmp_path / "ledger.db") as db:
-        assert sorted(db.execute("SELECT recipient, campaign FROM sends")) == [(A, 2), (B, 1)]
+    assert sorted(query(backend, "SELECT recipient, campaign FROM sends")) == [(A, 2), (B, 1)]
 
 
-def test_a_renewed_slot_is_never_given_back(tmp_path: Path) -> None:
+def test_a_renewed_slot_is_never_given_back(backend: str) -> None:
     """A slot taken again by a later run of the same message stays, even if that run's attempt
     never arrived: the first run's attempt may have."""
 
@@ -114,10 +117,10 @@ def test_a_renewed_slot_is_never_given_back(tmp_path: Path) -> None:
         await ledger.flush()
         return await ledger.take(_request(second, A))
 
-    assert _run(tmp_path / "ledger.db", body) is not None
+    assert _run(backend, body) is not None
 
 
-def test_takes_in_one_commit_for_one_recipient_see_each_other(tmp_path: Path) -> None:
+def test_takes_in_one_commit_for_one_recipient_see_each_other(backend: str) -> None:
     """Two messages to one recipient committed together under a cap of 1: exactly one gets in."""
 
     async def body(ledger: Ledger) -> list[Facts | None]:
@@ -125,11 +128,11 @@ def test_takes_in_one_commit_for_one_recipient_see_each_other(tmp_path: Path) ->
         requests = [_request(campaign, A, row=row, content=row) for row in range(1, 6)]
         return list(await asyncio.gather(*(ledger.take(q) for q in requests)))
 
-    answers = _run(tmp_path / "ledger.db", body)
+    answers = _run(backend, body)
     assert sum(answer is None for answer in answers) == 1
 
 
-def test_each_take_of_a_batch_gets_its_own_answer_when_some_are_refused(tmp_path: Path) -> None:
+def test_each_take_of_a_batch_gets_its_own_answer_when_some_are_refused(backend: str) -> None:
     """Takes for several recipients queued together, some held by a slot another campaign has:
     the others get in, and each refused one gets its own recipient's facts."""
     recipients = [A + 10 * i for i in range(8)]
@@ -142,7 +145,7 @@ def test_each_take_of_a_batch_gets_its_own_answer_when_some_are_refused(tmp_path
         requests = [_request(second, to, row=row) for row, to in enumerate(recipients, 1)]
         return list(await asyncio.gather(*(ledger.take(q) for q in requests)))
 
-    answers = _run(tmp_path / "ledger.db", body)
+    answers = _run(backend, body)
     held = [to for to, answer in zip(recipients, answers, strict=True) if answer is not None]
     assert held == recipients[::3]
     for to, answer in zip(recipients, answers, strict=True):
@@ -150,7 +153,7 @@ def test_each_take_of_a_batch_gets_its_own_answer_when_some_are_refused(tmp_path
             assert [(s.campaign, s.content) for s in answer.sends] == [("a.csv", to % 97)]
 
 
-def test_opt_changes_keep_the_latest_whatever_order_they_arrive_in(tmp_path: Path) -> None:
+def test_opt_changes_keep_the_latest_whatever_order_they_arrive_in(backend: str) -> None:
     """A START older than the STOP it follows in arrival changes nothing; a newer one opts in."""
 
     async def body(ledger: Ledger) -> list[int]:
@@ -162,23 +165,22 @@ def test_opt_changes_keep_the_latest_whatever_order_they_arrive_in(tmp_path: Pat
         assert await ledger.opt_outs() == []
         return counts
 
-    assert _run(tmp_path / "ledger.db", body) == [1, 0, 1]
+    assert _run(backend, body) == [1, 0, 1]
 
 
-def _recipients(path: Path) -> dict[int, tuple[int, int, str, int | None]]:
+def _recipients(location: str) -> dict[int, tuple[int, int, str, int | None]]:
     """The ledger's recipients table: opted_out, opt_at, opt_by, last_incoming."""
-    with sqlite3.connect(path) as db:
-        rows = db.execute(
-            "SELECT recipient, opted_out, opt_at, opt_by, last_incoming FROM recipients"
-        )
-        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+    rows = query(
+        location, "SELECT recipient, opted_out, opt_at, opt_by, last_incoming FROM recipients"
+    )
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
 
-def test_replies_opt_out_and_in_and_note_when_the_customer_wrote(tmp_path: Path) -> None:
+def test_replies_opt_out_and_in_and_note_when_the_customer_wrote(backend: str) -> None:
     """What the receiver hands over: STOP opts out, START later opts in, every message counts
     for the service window, a repeated delivery changes nothing."""
     audience = AudienceSettings()
-    path = tmp_path / "ledger.db"
+    path = backend
     stop = IncomingText(str(A), "2026-11-20T10:00:00.000Z", "Stop.")
     chat = IncomingText(str(B), "2026-11-20T11:00:00.000Z", "Is the red one in stock?")
     first = _run(path, lambda ledger: apply_incoming(ledger, [stop, chat, stop], audience))
@@ -192,17 +194,38 @@ def test_replies_opt_out_and_in_and_note_when_the_customer_wrote(tmp_path: Path)
     assert _recipients(path)[A] == (0, iso_ms(start.at), "a START reply", iso_ms(start.at))
 
 
-def test_a_read_only_open_creates_nothing(tmp_path: Path) -> None:
+def _has_ledger(location: str) -> bool:
+    """Whether anything of a ledger is at ``location`` (a file; tables in the schema)."""
+    if is_postgres(location):
+        return query(location, "SELECT to_regclass('ledger_meta')") != [(None,)]
+    return Path(location).exists()
+
+
+def test_a_read_only_open_creates_nothing(backend: str) -> None:
     """A rehearsal or a dry run over no ledger finds none and leaves none behind."""
 
     async def main() -> Ledger | None:
-        return await open_ledger(str(tmp_path / "ledger.db"), read_only=True)
+        return await open_ledger(backend, read_only=True)
 
     assert asyncio.run(main()) is None
-    assert list(tmp_path.iterdir()) == []
+    assert not _has_ledger(backend)
 
 
-def test_a_send_exactly_a_window_ago_no_longer_counts(tmp_path: Path) -> None:
+def test_a_ledger_of_another_schema_version_is_refused_at_open(backend: str) -> None:
+    """Written by a newer bulk-sender: refused, for writing and for reading, saying so."""
+    _run(backend, lambda ledger: ledger.flush())
+    newer = "UPDATE ledger_meta SET value = '2' WHERE key = 'schema'"
+    if is_postgres(backend):
+        query(backend, newer)
+    else:
+        with closing(sqlite3.connect(backend)) as db, db:
+            db.execute(newer)
+    for read_only in (False, True):
+        with pytest.raises(StoreError, match="schema version 2, newer than this bulk-sender"):
+            asyncio.run(open_ledger(backend, read_only=read_only))
+
+
+def test_a_send_exactly_a_window_ago_no_longer_counts(backend: str) -> None:
     """The repeat guard and the cap count sends after now - window, not at it: in the take,
     the screen and the dry run's snapshot alike."""
     limits = Limits(repeat_ms=DAY, cap_messages=1, cap_ms=DAY)
@@ -217,10 +240,10 @@ def test_a_send_exactly_a_window_ago_no_longer_counts(tmp_path: Path) -> None:
         assert snapshot.screen([f"+{A}"], [7], limits.bounds(NOW)) == {}
         return await ledger.take(_request(second, A, limits=limits))
 
-    assert _run(tmp_path / "ledger.db", body) is None
+    assert _run(backend, body) is None
 
 
-def test_a_customer_who_wrote_exactly_24_hours_ago_is_outside_the_window(tmp_path: Path) -> None:
+def test_a_customer_who_wrote_exactly_24_hours_ago_is_outside_the_window(backend: str) -> None:
     """service_window = "skip": the window is the last 24 h, its first instant excluded."""
     limits = Limits(repeat_ms=0, window="skip")
 
@@ -230,7 +253,7 @@ def test_a_customer_who_wrote_exactly_24_hours_ago_is_outside_the_window(tmp_pat
         requests = [_request(campaign, r, row=r % 10, limits=limits) for r in (A, B)]
         return [await ledger.take(q) for q in requests]
 
-    outside, inside = _run(tmp_path / "ledger.db", body)
+    outside, inside = _run(backend, body)
     assert outside is not None and outside.last_incoming == NOW - DAY
     assert inside is None
 
@@ -239,8 +262,8 @@ def test_a_file_that_is_not_a_ledger_is_refused(tmp_path: Path) -> None:
     """Another SQLite database at the ledger's path is never written into."""
     with sqlite3.connect(tmp_path / "journal.db") as db:
         db.execute("CREATE TABLE messages (x)")
-    with pytest.raises(StoreError, match="not a bulk-sender ledger"):
-        _run(tmp_path / "journal.db", lambda ledger: ledger.flush())
+    with pytest.raises(StoreError, match="not a bulk-sender audience ledger"):
+        _run(str(tmp_path / "journal.db"), lambda ledger: ledger.flush())
 
 
 # -- the take against the pure rules -------------------------------------------------------------
@@ -275,7 +298,7 @@ _LIMITS = st.builds(
     row=st.integers(min_value=1, max_value=3),
 )
 def test_the_stores_take_is_the_pure_rule(
-    tmp_path_factory: pytest.TempPathFactory,
+    new_location: LocationFactory,
     sends: list[tuple[int, int, int, int, int]],
     limits: Limits,
     opted: bool,
@@ -285,10 +308,10 @@ def test_the_stores_take_is_the_pure_rule(
     """Over any ledger, the SQL take refuses exactly when judge() holds the message back, and
     the facts it returns make judge() name the same rule; the read-only screen, and the dry
     run's screen over a snapshot, agree."""
-    path = tmp_path_factory.mktemp("ledger") / "ledger.db"
+    path = new_location()
     last_incoming = None if wrote is None else NOW - wrote * HOUR_MS
-    with sqlite3.connect(path):
-        pass
+    if not is_postgres(path):
+        sqlite3.connect(path).close()  # an empty file there: a ledger is made in it
 
     async def body(ledger: Ledger) -> Facts | None:
         names = {1: await ledger.register_campaign("k1", "one.csv")}
@@ -334,3 +357,33 @@ def test_the_stores_take_is_the_pure_rule(
         got = judge(limits, answer, content=7, now=NOW)
         assert got is not None and got.rule == expected.rule
         assert got.rule in set(Rule)
+
+
+def test_two_hosts_taking_the_same_recipients_at_once_never_exceed_the_cap(backend: str) -> None:
+    """Two ledgers on one store (two hosts), each taking the same 300 recipients for another
+    campaign, all at once, three times over, under a cap of 1: each recipient's slot goes to
+    exactly one of them."""
+
+    async def race(first: Ledger, second: Ledger, ids: list[int], start: int) -> list[int]:
+        recipients = [A + start + n for n in range(300)]
+        takes = [
+            ledger.take(_request(campaign, to, row=start + n, content=campaign))
+            for ledger, campaign in ((first, ids[0]), (second, ids[1]))
+            for n, to in enumerate(recipients)
+        ]
+        got = [answer is None for answer in await asyncio.gather(*takes)]
+        return [x + y for x, y in zip(got[:300], got[300:], strict=True)]
+
+    async def main() -> list[int]:
+        first, second = await open_ledger(backend), await open_ledger(backend)
+        assert first is not None and second is not None
+        try:
+            ids = [await first.register_campaign("k1", "a.csv")]
+            ids.append(await second.register_campaign("k2", "b.csv"))
+            return [n for start in (0, 1000, 2000) for n in await race(first, second, ids, start)]
+        finally:
+            await first.close()
+            await second.close()
+
+    assert asyncio.run(main()) == [1] * 900
+    assert query(backend, "SELECT COUNT(*) FROM sends") == [(900,)]

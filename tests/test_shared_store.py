@@ -15,7 +15,8 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import write_config
+from bulk_sender.sandbox.server import Sandbox
+from tests.conftest import read_results, spawn, write_config, write_csv
 from tests.delivery_helpers import (
     SECRET,
     ThreadedReceiver,
@@ -57,13 +58,18 @@ def test_a_database_that_goes_away_gives_503_until_it_is_back(pg_server: PgServe
         assert count_events(url) <= 4
 
 
-def _spawn(tmp_path: Path, store_url: str) -> tuple[subprocess.Popen[str], str]:
+def _spawn(
+    tmp_path: Path, store_url: str, *, ledger: bool = False
+) -> tuple[subprocess.Popen[str], str]:
     """``bulk-sender receive`` in a process of its own, its store's URL in the environment
-    (``store_env``); the line it prints once it listens."""
+    (``store_env``; with ``ledger``, the audience ledger's too, the same database); the line it
+    prints once it listens."""
     tmp_path.mkdir(parents=True, exist_ok=True)
+    audience: dict[str, object] = {"ledger_env": "TEST_STORE_URL"} if ledger else {}
     config = write_config(
-        tmp_path / "config.toml", "", callbacks={"port": 0, "store_env": "TEST_STORE_URL"}
-    )
+        tmp_path / "config.toml", "", callbacks={"port": 0, "store_env": "TEST_STORE_URL"},
+        audience=audience,
+    )  # fmt: skip
     env = {**os.environ, "BULK_SENDER_CALLBACK_SECRET": SECRET, "PYTHONUNBUFFERED": "1",
            "TEST_STORE_URL": store_url}  # fmt: skip
     process = subprocess.Popen(
@@ -112,24 +118,54 @@ async def _post_to_all(
     return acked
 
 
+def _numbers(n: int, start: int = 0) -> list[str]:
+    return [f"+9198450{i:05d}" for i in range(start, start + n)]
+
+
+def _spawn_sends(tmp_path: Path, sandbox: Sandbox, database: str) -> list[subprocess.Popen[str]]:
+    """Two ``bulk-sender send`` processes (two hosts) with overlapping audiences under a cap of
+    1, their ledger and callback store the one database."""
+    config = write_config(
+        tmp_path / "send.toml", sandbox.url, sending={"concurrency": 4, "rate_per_second": 200},
+        callbacks={"store_env": "TEST_STORE_URL"},
+        audience={"ledger_env": "TEST_STORE_URL", "frequency_cap": {"messages": 1, "hours": 24}},
+    )  # fmt: skip
+    campaigns = [
+        write_csv(tmp_path / "a.csv", ["to", "body_text"], [[n, "Diwali"] for n in _numbers(300)]),
+        write_csv(
+            tmp_path / "b.csv", ["to", "body_text"], [[n, "Winter"] for n in _numbers(300, 100)]
+        ),
+    ]
+    return [
+        spawn("send", campaign, "--config", config, env_extra={"TEST_STORE_URL": database})
+        for campaign in campaigns
+    ]
+
+
 @pytest.mark.slow
-def test_two_receivers_on_one_database_lose_nothing_when_one_is_killed(
-    tmp_path: Path, pg_server: PgServer
+def test_two_receivers_and_two_senders_on_one_database_lose_nothing_when_one_is_killed(
+    tmp_path: Path, pg_server: PgServer, sandbox: Sandbox
 ) -> None:
-    """Two `receive` processes share a PostgreSQL store; one is SIGKILLed mid-stream: every
-    callback either answered 200 is in the store."""
+    """Two `receive` processes and two `send`s share one PostgreSQL database (the callback
+    store and the audience ledger); one receiver is SIGKILLed mid-stream: every callback
+    answered 200 is in the store, and the sends, under a cap of 1 with overlapping audiences,
+    gave each recipient exactly one request, each with its slot in the ledger."""
     store = pg_server.fresh_location()
-    first, first_line = _spawn(tmp_path / "a", store)
-    second, second_line = _spawn(tmp_path / "b", store)
+    first, first_line = _spawn(tmp_path / "a", store, ledger=True)
+    second, second_line = _spawn(tmp_path / "b", store, ledger=True)
     first_url, second_url = _base_url(first_line), _base_url(second_line)
+    sends = _spawn_sends(tmp_path, sandbox, store)
     try:
         acked = asyncio.run(
             _post_to_all([first_url, second_url], first, kill_after=300, enough=900)
         )
         assert first.wait(timeout=60) == -signal.SIGKILL
         assert second.poll() is None  # the other one kept going
+        for send in sends:
+            _out, err = send.communicate(timeout=120)
+            assert send.returncode == 0, err
     finally:
-        for process in (first, second):
+        for process in (first, second, *sends):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=60)
@@ -139,6 +175,12 @@ def test_two_receivers_on_one_database_lose_nothing_when_one_is_killed(
     }
     assert len(acked) >= 900
     assert acked <= stored
+    assert sorted(sandbox.counts().items()) == [(n, 1) for n in _numbers(400)]
+    assert query(store, "SELECT COUNT(*), COUNT(DISTINCT recipient) FROM sends") == [(400, 400)]
+    rows = [row for name in ("a", "b") for row in read_results(tmp_path / f"{name}.results.csv")]
+    assert len(rows) == 600
+    assert sorted(r["to"] for r in rows if r["status"] == "sent") == _numbers(400)
+    assert {r["status"] for r in rows} == {"sent", "suppressed"}
 
 
 def test_receive_never_shows_the_password_of_its_store(tmp_path: Path, pg_server: PgServer) -> None:

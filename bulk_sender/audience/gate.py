@@ -130,13 +130,14 @@ class AudienceGate:
     ) -> AsyncGenerator[Sequence[Planned], None]:
         """``plan``'s batches, screened, each read one batch ahead of the one yielded."""
         pending: asyncio.Task[list[Planned]] | None = None
+        ahead: asyncio.Task[list[Planned]] | None = None  # the next batch's, while one is yielded
         try:
             try:
                 async for batch in plan:
-                    task = asyncio.ensure_future(self.screen(_hold_carried(batch, carried)))
+                    ahead = asyncio.ensure_future(self.screen(_hold_carried(batch, carried)))
                     if pending is not None:
                         yield await pending
-                    pending = task
+                    pending, ahead = ahead, None
             except Exception:
                 # The plan broke (a file broken part-way, a planner killed): what it planned
                 # before still goes on, as it would without the look-ahead.
@@ -148,10 +149,11 @@ class AudienceGate:
                 yield await pending
                 pending = None
         finally:
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
+            for task in (pending, ahead):  # a failed screen's error is retrieved here, or shown
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
             await plan.aclose()  # an early end (a crash) closes the plan now
 
     async def screen(self, batch: Sequence[Planned]) -> list[Planned]:

@@ -4,8 +4,9 @@ The ledger is one store per Kaleyra account, shared by every campaign (several m
 once, in several processes) and by the callback receiver. It records every message a campaign
 takes a slot for (recipient, a hash of its content, campaign, time), opt-outs and opt-ins, and
 when each customer last wrote to the business. It is reached through the small async
-:class:`Ledger` protocol, so a second backend (PostgreSQL, for several hosts) can stand behind
-the same calls and the same tests. The contract every backend keeps:
+:class:`Ledger` protocol; two backends stand behind the same calls and the same tests: an
+SQLite file (:mod:`.sqlite_ledger`, one host) and a PostgreSQL server (:mod:`.postgres_ledger`,
+several hosts). The contract every backend keeps:
 
 * :meth:`Ledger.take` checks the rules and records the send **atomically, in the store**: a
   conditional insert that a concurrent taker in another process cannot interleave with (in
@@ -32,6 +33,7 @@ from typing import NamedTuple, Protocol
 from bulk_sender.audience.rules import Bounds, Facts
 from bulk_sender.audience.snapshot import Snapshot
 from bulk_sender.errors import StoreError
+from bulk_sender.stores.locations import is_postgres
 
 __all__ = [
     "Ledger",
@@ -131,15 +133,22 @@ def recipient_key(e164: str) -> int:
 
 
 async def open_ledger(location: str, *, read_only: bool = False) -> Ledger | None:
-    """The ledger at ``location`` (a file path: SQLite), created if missing.
+    """The ledger at ``location`` (a file path: SQLite; a ``postgresql://`` URL: PostgreSQL),
+    created if missing; a schema of another version is refused (:mod:`.migrations`).
 
     ``read_only`` (rehearsals, dry runs): never create or write; None if nothing is there yet.
-    A read-only ledger answers :meth:`Ledger.screen` and :meth:`Ledger.opt_outs` only.
+    A read-only ledger answers :meth:`Ledger.screen`, :meth:`Ledger.snapshot` and
+    :meth:`Ledger.opt_outs` only.
     """
+    if is_postgres(location):
+        from bulk_sender.stores.postgres_ledger import PgLedger
+
+        return await PgLedger.open(location, read_only=read_only)
     if "://" in location:
         scheme = location.split("://", 1)[0]
         raise StoreError(
-            f"[audience] ledger: {scheme}:// ledgers are not supported yet; give a file path"
+            f"[audience] ledger: {scheme}:// ledgers are not supported; give a file path or a "
+            "postgresql:// URL"
         )
     from bulk_sender.stores.sqlite_ledger import SqliteLedger
 

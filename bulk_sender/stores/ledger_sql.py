@@ -88,6 +88,25 @@ class LedgerDialect:
     greatest: str  #: the two-argument maximum: ``MAX`` (SQLite) or ``GREATEST`` (PostgreSQL)
     group_concat: str  #: integers joined by commas: ``group_concat`` / ``string_agg`` (PG)
     lock_recipients: str | None = None  #: a statement locking the batch's recipients, if needed
+    #: Rows come as one array parameter per column (``unnest``: one prepared statement for any
+    #: number of rows, PostgreSQL), not as ``VALUES`` of one parameter per value (SQLite).
+    arrays: bool = False
+
+
+def _source(d: LedgerDialect, columns: Sequence[str], count: int) -> str:
+    """The rows of a ``WITH name (columns) AS (...)``: ``count`` rows of ``VALUES``, or (with
+    :attr:`LedgerDialect.arrays`) ``unnest`` of one array per column (integers, but for a
+    column called ``number``: text), whatever the count."""
+    if d.arrays:
+        arrays = (f"{d.mark}::{'text' if c == 'number' else d.key_type}[]" for c in columns)
+        return f"SELECT * FROM unnest({', '.join(arrays)})"
+    row = "(" + ", ".join([d.mark] * len(columns)) + ")"
+    return f"VALUES {', '.join([row] * count)}"
+
+
+def _integer(d: LedgerDialect) -> str:
+    """One integer parameter (typed where the database would otherwise guess text)."""
+    return f"{d.mark}::{d.key_type}" if d.arrays else d.mark
 
 
 def schema(d: LedgerDialect) -> list[str]:
@@ -167,11 +186,15 @@ def take(d: LedgerDialect, count: int, absent: tuple[int, ...] = ()) -> str:
     """
     # It begins with INSERT, the WITH inside: Python's sqlite3 counts the rows changed only for
     # a statement that begins with INSERT, UPDATE, DELETE or REPLACE.
-    null = f"CAST(NULL AS {d.key_type})"
-    marks = [null if i - _BOUNDS_AT in absent else d.mark for i in range(len(TAKE_COLUMNS))]
-    row = "(" + ", ".join(marks) + ")"
+    if d.arrays:  # every column an array: an absent rule's bound is an array of NULLs
+        rows = _source(d, TAKE_COLUMNS, count)
+    else:
+        null = f"CAST(NULL AS {d.key_type})"
+        marks = [null if i - _BOUNDS_AT in absent else d.mark for i in range(len(TAKE_COLUMNS))]
+        row = "(" + ", ".join(marks) + ")"
+        rows = f"VALUES {', '.join([row] * count)}"
     return f"""INSERT INTO sends (recipient, at, content, campaign, msg_row, msg_part)
-        WITH r ({", ".join(TAKE_COLUMNS)}) AS (VALUES {", ".join([row] * count)})
+        WITH r ({", ".join(TAKE_COLUMNS)}) AS ({rows})
         SELECT r.recipient, r.at, r.content, r.campaign, r.msg_row, r.msg_part
         FROM r
         WHERE {_allowed("r")}
@@ -230,11 +253,10 @@ def screen(d: LedgerDialect, count: int, *, answer: str) -> str:
     Parameters: the bounds ``repeat_since, cap_since, cap, window_since`` and ``reach`` (the
     oldest send any rule looks at), then ``idx, number, content`` for each message.
     """
-    m = d.mark
-    row = "(" + ", ".join([m] * len(SCREEN_COLUMNS)) + ")"
+    i = _integer(d)
     return f"""WITH b (repeat_since, cap_since, cap, window_since, reach) AS (
-            VALUES ({m}, {m}, {m}, {m}, {m})),
-        v ({", ".join(SCREEN_COLUMNS)}) AS (VALUES {", ".join([row] * count)}),
+            VALUES ({i}, {i}, {i}, {i}, {i})),
+        v ({", ".join(SCREEN_COLUMNS)}) AS ({_source(d, SCREEN_COLUMNS, count)}),
         r AS (SELECT idx, CAST(substr(number, 2) AS {d.key_type}) AS recipient, content FROM v),
         held AS (SELECT r.idx, r.recipient FROM r, b WHERE NOT ({_allowed("b", other="1 = 1")}))
         {answer}"""
@@ -283,8 +305,7 @@ _BY_MESSAGE: Final = "s.campaign = k.campaign AND s.msg_row = k.msg_row AND s.ms
 def _keys(d: LedgerDialect, count: int, *extra: str) -> str:
     """``k (campaign, msg_row, msg_part, *extra) AS (VALUES ...)`` for ``count`` messages."""
     columns = ("campaign", "msg_row", "msg_part", *extra)
-    row = "(" + ", ".join([d.mark] * len(columns)) + ")"
-    return f"k ({', '.join(columns)}) AS (VALUES {', '.join([row] * count)})"
+    return f"k ({', '.join(columns)}) AS ({_source(d, columns, count)})"
 
 
 def change_opt(d: LedgerDialect) -> str:

@@ -73,6 +73,7 @@ LEDGER: Final = ledger_sql.LedgerDialect(
     greatest="GREATEST",
     group_concat="string_agg",
     lock_recipients="SELECT pg_advisory_xact_lock(r) FROM unnest(?::bigint[]) AS r ORDER BY r",
+    arrays=True,
 )
 
 D = TypeVar("D")

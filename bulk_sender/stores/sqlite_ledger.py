@@ -24,8 +24,8 @@ import orjson
 
 from bulk_sender.audience.rules import Bounds, Facts, OptOut, PastSend, wall_clock_ms
 from bulk_sender.audience.snapshot import Snapshot
-from bulk_sender.model import utc_now
 from bulk_sender.stores import ledger_sql as sql
+from bulk_sender.stores import migrations, sqlite_schema
 from bulk_sender.stores.ledger import (
     OptChange,
     OptOutRow,
@@ -44,7 +44,6 @@ SQLITE: Final = sql.LedgerDialect(
     greatest="MAX",
     group_concat="group_concat",
 )
-_SCHEMA_VERSION: Final = "1"
 #: Rows per multi-row statement: under SQLite's oldest limit of 999 parameters.
 _TAKES_PER_STATEMENT: Final = 64
 _SLOTS_PER_STATEMENT: Final = 256
@@ -186,16 +185,7 @@ class SqliteLedger:
 def _create(path: Path) -> sqlite3.Connection:
     db = connect(path)
     try:
-        db.execute("BEGIN IMMEDIATE")
-        _check_is_ledger(db, path)
-        for statement in sql.schema(SQLITE):
-            db.execute(statement)
-        db.execute(
-            "INSERT INTO ledger_meta (key, value) VALUES ('schema', ?), ('created_at', ?)"
-            " ON CONFLICT (key) DO NOTHING",
-            (_SCHEMA_VERSION, utc_now()),
-        )
-        db.execute("COMMIT")
+        sqlite_schema.apply_schema(db, migrations.LEDGER, SQLITE, where=str(path), upgrade=False)
     except BaseException:
         db.close()
         raise
@@ -333,8 +323,18 @@ def _check_readable(path: Path) -> None:
     try:
         with contextlib.closing(connect(path, read_only=True)) as db:
             _check_is_ledger(db, path)
+            _check_version(db, path)
     except sqlite3.Error as exc:
         raise StoreError(_cannot(path, "read", exc)) from None
+
+
+def _check_version(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a ledger of another schema version (read only: nothing is migrated)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'ledger_meta'").fetchone() is None:
+        return
+    row = db.execute(migrations.LEDGER.version_query).fetchone()
+    if row is not None:
+        migrations.pending(migrations.LEDGER, str(row[0]), where=str(path), upgrade=False)
 
 
 def _has_tables(db: sqlite3.Connection) -> bool:
