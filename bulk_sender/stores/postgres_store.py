@@ -43,7 +43,12 @@ class PgCallbackStore:
     async def open(cls, url: str) -> PgCallbackStore:
         """Connect, and create the tables if there are none; a schema of another version is
         refused (:mod:`.migrations`)."""
-        pool = await connect_pool(url, doing="open the callback store", max_size=LANES + 1)
+        # No floor of connections (min_size 0), as the ledger: asyncpg would log a traceback
+        # each time it failed to restore one while the server is away (the receiver answers
+        # 503 meanwhile); the next write connects instead.
+        pool = await connect_pool(
+            url, doing="open the callback store", min_size=0, max_size=LANES + 1
+        )
         try:
             await ensure_schema(pool, url, migrations.CALLBACKS, CALLBACKS, upgrade=False)
         except BaseException:
