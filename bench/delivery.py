@@ -43,6 +43,7 @@ from pathlib import Path
 
 import orjson
 from harness import QUICK, Bench, BenchError, Sizes, bulk_sender, expect, progress
+from pg import PG_ENV, pg_database, pg_server
 from procs import BENCH_DIR, machine_busy_seconds, process_cpu_seconds
 from results import Row, median, render_text, spread
 from workload import recipients, write_campaign, write_config
@@ -202,44 +203,6 @@ def _ours(
         return _load(process.pid, port, sizes, client, bench.logs / f"load-{name}-{run}.out")
     finally:
         _stop(process)
-
-
-PG_ENV = "BULK_SENDER_BENCH_POSTGRES"
-
-
-def pg_server() -> str | None:
-    """The PostgreSQL server to measure against (``BULK_SENDER_BENCH_POSTGRES``, default the
-    local one), if one answers; else None, with a note."""
-    url = os.environ.get(PG_ENV, "").strip() or "postgresql://postgres@127.0.0.1:5432/postgres"
-    try:
-        asyncio.run(_pg_execute(url, "SELECT 1"))
-    except Exception as exc:  # the bench goes on without PostgreSQL rows
-        progress(f"PostgreSQL: skipped ({type(exc).__name__})")
-        return None
-    return url
-
-
-async def _pg_execute(url: str, statement: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(url, timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@contextlib.contextmanager
-def pg_database(server: str, name: str) -> Iterator[str]:
-    """A fresh database ``name`` on ``server`` for one run, dropped after: its URL."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    asyncio.run(_pg_execute(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    asyncio.run(_pg_execute(server, f"CREATE DATABASE {name}"))
-    try:
-        yield urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
-    finally:
-        asyncio.run(_pg_execute(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 def _ours_on_postgres(

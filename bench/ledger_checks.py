@@ -26,14 +26,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 from harness import QUICK, Bench, BenchError, progress
+from pg import PG_ENV, pg_database, pg_server
 from results import Row, median, spread
 
 __all__ = ["ledger_check_rows"]
 
-PG_ENV = "BULK_SENDER_BENCH_POSTGRES"
 _FIRST = 919_800_000_000
 _DAY = 24 * 3_600_000
 
@@ -49,7 +48,7 @@ class CheckSizes:
 def ledger_check_rows(bench: Bench) -> list[Row]:
     """Takes/s and screens/s on SQLite and on PostgreSQL, runs alternating."""
     sizes = CheckSizes(1_000, 64) if bench.sizes == QUICK else CheckSizes()
-    server = _pg_server()
+    server = pg_server()
     found: dict[str, list[dict[str, float]]] = {"SQLite": [], "PostgreSQL": []}
     for run in range(bench.sizes.repeat):
         found["SQLite"].append(
@@ -80,33 +79,9 @@ def ledger_check_rows(bench: Bench) -> list[Row]:
     return rows
 
 
-def _pg_server() -> str | None:
-    url = os.environ.get(PG_ENV, "").strip() or "postgresql://postgres@127.0.0.1:5432/postgres"
-    try:
-        asyncio.run(_execute(url, "SELECT 1"))
-    except Exception as exc:
-        progress(f"ledger checks on PostgreSQL: skipped ({type(exc).__name__}: {exc})")
-        return None
-    return url
-
-
-async def _execute(url: str, statement: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(url, timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 def _on_postgres(bench: Bench, server: str, run: int, sizes: CheckSizes) -> dict[str, float]:
-    database = f"bulk_sender_bench_ledger_{os.getpid()}_{run}"
-    asyncio.run(_execute(server, f"CREATE DATABASE {database}"))
-    try:
-        return _worker(bench, urlunsplit(urlsplit(server)._replace(path=f"/{database}")), sizes)
-    finally:
-        asyncio.run(_execute(server, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+    with pg_database(server, f"bulk_sender_bench_ledger_{os.getpid()}_{run}") as url:
+        return _worker(bench, url, sizes)
 
 
 def _worker(bench: Bench, location: str, sizes: CheckSizes) -> dict[str, float]:
