@@ -235,7 +235,7 @@ def test_a_failed_sqlite_commit_fails_its_batch_and_the_next_succeeds(tmp_path: 
         store = await SqliteCallbackStore.open(tmp_path / "callbacks.db")
         callback = parse_status(v2_status("READ"), received_at="2026-11-24T10:00:00.000Z")
         store._writer._db.execute("PRAGMA query_only=1")  # every write now fails
-        with pytest.raises(StoreError, match="cannot write the store"):
+        with pytest.raises(StoreError, match="cannot write the callback store"):
             await store.save(callback)
         store._writer._db.execute("PRAGMA query_only=0")
         await store.save(callback)

@@ -34,12 +34,17 @@ from bulk_sender.delivery.precedence import failure_key
 from bulk_sender.model import Status
 
 __all__ = [
+    "FEED_COLUMNS",
+    "FEED_IDS",
     "STATE_COLUMNS",
     "Dialect",
     "Insert",
     "candidate_keys",
     "checked",
     "fallback_candidates",
+    "feed_row",
+    "id_rows",
+    "incoming_row",
     "insert_statements",
     "last_incoming",
     "match_by_id",
@@ -132,12 +137,13 @@ class Insert:
         return 1 if self.single else 999 // len(self.columns)
 
     def statement(self, rows: int) -> str:
-        """The statement inserting ``rows`` rows."""
+        """The statement inserting ``rows`` rows (no ON CONFLICT clause if ``conflict`` is
+        empty: a view's trigger says what a conflict does)."""
         one = "(" + ", ".join([self.mark] * len(self.columns)) + ")"
         return (
             f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES "
             + ", ".join([one] * rows)
-            + f" ON CONFLICT {self.conflict}"
+            + (f" ON CONFLICT {self.conflict}" if self.conflict else "")
         )
 
 
@@ -167,8 +173,30 @@ def _event_row(event: StatusEvent, received_at: str) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def _incoming_row(message: IncomingMessage, received_at: str) -> tuple[object, ...]:
+def incoming_row(message: IncomingMessage, received_at: str) -> tuple[object, ...]:
+    """An incoming message's row."""
     return (message.message_id, message.sender, message.at, received_at, message.type, message.body)
+
+
+#: The message ids a status event has at most (:mod:`bulk_sender.delivery.parse` gives its own
+#: id and the request's two); :func:`feed_row` has a column for each.
+FEED_IDS: Final = 3
+#: The columns of :func:`feed_row`: an event's, then its ids'.
+FEED_COLUMNS: Final = (*_EVENT_COLUMNS, *(f"message_id{i}" for i in range(1, FEED_IDS + 1)))
+
+
+def feed_row(event: StatusEvent, received_at: str) -> tuple[object, ...] | None:
+    """The event's row followed by its ids (NULL for those it lacks), as one row, for a backend
+    whose view inserts both at once; None for an event with more than :data:`FEED_IDS` ids."""
+    ids = event.message_ids
+    if len(ids) > FEED_IDS:
+        return None
+    return (*_event_row(event, received_at), *ids, *(None,) * (FEED_IDS - len(ids)))
+
+
+def id_rows(event_row: tuple[object, ...], ids: tuple[str, ...]) -> list[tuple[object, ...]]:
+    """The ``status_ids`` rows of an event, from its row."""
+    return [(i, event_row[0], event_row[3], event_row[4], event_row[12]) for i in ids]
 
 
 def rows_of(callback: Callback, received_at: str) -> Iterator[tuple[int, tuple[object, ...]]]:
@@ -176,10 +204,10 @@ def rows_of(callback: Callback, received_at: str) -> Iterator[tuple[int, tuple[o
     for event in callback.statuses:
         row = _event_row(event, received_at)
         yield 0, row
-        for message_id in event.message_ids:
-            yield 1, (message_id, event.key, row[3], row[4], row[12])
+        for id_row in id_rows(row, event.message_ids):
+            yield 1, id_row
     for message in callback.incoming:
-        yield 2, _incoming_row(message, received_at)
+        yield 2, incoming_row(message, received_at)
 
 
 #: The columns of the merge's output table ``out.delivery`` (besides ``row`` and ``part``).

@@ -20,16 +20,24 @@ A job may also be queued without waiting (:meth:`GroupCommitter.submit_later`); 
 waits for everything queued before it. The database runs in WAL mode with ``synchronous=FULL``:
 a commit that returned survives a kill -9 and a power loss. A failed commit fails only its own
 batch's waiters (with :class:`StoreError`); the next batch tries again, so a receiver answers
-503 while the disk is full and recovers when it is not. Several processes may write the same
-file: ``BEGIN IMMEDIATE`` waits up to 30 s for another's transaction to end.
+503 while the disk is full and recovers when it is not.
+
+Several processes may write the same file (``receive --workers``, two sends on one ledger).
+SQLite alone would serialise them, but a writer that finds the file locked polls for it with
+sleeps of 1 to 100 ms, and meanwhile its batch, and every request waiting on it, waits too. So
+the committers of one file also queue on an ``flock`` of a file beside it (``PATH-lock``): the
+kernel wakes the next writer the moment the last one is done. SQLite's own locks (waiting up to
+30 s) still make the writes safe, as for any other program writing the file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import itertools
+import os
 import queue
 import sqlite3
 import threading
@@ -40,7 +48,7 @@ from typing import Final, Generic, TypeVar
 from bulk_sender.errors import StoreError
 from bulk_sender.stores.sql import Insert
 
-__all__ = ["GroupCommitter", "Statement", "connect", "insert_rows"]
+__all__ = ["GroupCommitter", "Statement", "connect", "insert_rows", "lock_path"]
 
 Job = TypeVar("Job")
 Answer = TypeVar("Answer")
@@ -64,6 +72,20 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     return db
 
 
+def lock_path(path: Path) -> Path:
+    """The file beside the database whose ``flock`` queues its committers."""
+    return path.with_name(path.name + "-lock")
+
+
+def _open_lock(path: Path, what: str) -> int:
+    try:
+        return os.open(
+            lock_path(path), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+    except OSError as exc:
+        raise StoreError(f"cannot open {what} {path}: {lock_path(path)}: {exc.strerror}") from None
+
+
 class _Marker:
     """A job that is no job: a flush (answered once everything before it is committed) or the
     writer's stop."""
@@ -77,7 +99,7 @@ class GroupCommitter(Generic[Job, Answer]):
     """Owns the write connection of one SQLite file; see the module docstring.
 
     ``commit(db, jobs)`` runs inside the transaction; ``alone(db, jobs)``, if given, may commit
-    the batch by itself first; ``what`` names the file in errors ("the ledger", "the store").
+    the batch by itself first; ``what`` names the file in errors ("the ledger").
     """
 
     def __init__(
@@ -94,6 +116,7 @@ class GroupCommitter(Generic[Job, Answer]):
         self._commit_jobs = commit
         self._alone = alone
         self._what = what
+        self._lock = _open_lock(path, what)
         self._queue: queue.SimpleQueue[tuple[Job | _Marker, asyncio.Future[Answer] | None]]
         self._queue = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -148,6 +171,9 @@ class GroupCommitter(Generic[Job, Answer]):
             self._queue.put((_STOP, None))
             await asyncio.to_thread(thread.join)
         self._db.close()
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
 
     def _closed(self) -> StoreError:
         return StoreError(f"{self._what} {self.path} is closed")
@@ -180,6 +206,7 @@ class GroupCommitter(Generic[Job, Answer]):
         if not jobs:
             return None, None
         db = self._db
+        queued = _flock(self._lock, fcntl.LOCK_EX)
         try:
             answers = None if self._alone is None else self._alone(db, jobs)
             if answers is None:
@@ -190,9 +217,22 @@ class GroupCommitter(Generic[Job, Answer]):
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             return None, StoreError(f"cannot write {self._what} {self.path}: {exc}")
+        finally:
+            if queued:
+                _flock(self._lock, fcntl.LOCK_UN)
         self.batches += 1
         self.committed += len(jobs)
         return answers, None
+
+
+def _flock(fd: int, operation: int) -> bool:
+    """``flock``; False where it cannot be had (a file system without it): SQLite's own locks
+    still keep the writes safe, only slower to hand over."""
+    try:
+        fcntl.flock(fd, operation)
+    except OSError:
+        return False
+    return True
 
 
 def _settle(

@@ -1,0 +1,141 @@
+"""The SQLite callback store's two ways in (the ``status_feed`` view, the plain inserts) write
+the same rows, and its committers queue on the file's lock."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import fcntl
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bulk_sender.delivery.events import Callback, DeliveryStatus, IncomingMessage, StatusEvent
+from bulk_sender.errors import StoreError
+from bulk_sender.stores import sql
+from bulk_sender.stores.sqlite import SQLITE, SqliteCallbackStore
+from bulk_sender.stores.sqlite_writer import connect, insert_rows, lock_path
+from tests.strategies import status_events
+
+NOW = "2026-11-24T10:00:01.000Z"
+_TABLES = ("status_events", "status_ids", "incoming_messages")
+_INSERTS = sql.insert_statements(SQLITE)
+
+_IDS = st.lists(st.sampled_from(["A1", "A2", "wamid.A1", "wamid.A2", "B", "C"]), unique=True,
+                min_size=0, max_size=5).map(tuple)  # fmt: skip
+_INCOMING = st.builds(
+    IncomingMessage,
+    message_id=st.sampled_from(["in1", "in2", "in3"]),
+    sender=st.just("919876543210"),
+    at=st.just(NOW),
+    type=st.just("text"),
+    body=st.sampled_from(["STOP", "hi"]),
+)
+
+
+@st.composite
+def _callbacks(draw: st.DrawFn) -> Callback:
+    events = [
+        dataclasses.replace(event, message_ids=draw(_IDS) or ("A1",))
+        for event in draw(st.lists(status_events(), max_size=3))
+    ]
+    return Callback(statuses=tuple(events), incoming=tuple(draw(st.lists(_INCOMING, max_size=2))))
+
+
+def _rows(path: Path) -> dict[str, set[tuple[object, ...]]]:
+    """Every row of the store's tables but the arrival number and time (the store's clock)."""
+    with sqlite3.connect(path) as db:
+        found = {table: set(db.execute(f"SELECT * FROM {table}")) for table in _TABLES}
+    found["status_events"] = {row[1:2] + row[3:] for row in found["status_events"]}
+    found["incoming_messages"] = {row[:3] + row[4:] for row in found["incoming_messages"]}
+    return found
+
+
+def _reference(path: Path, callbacks: list[Callback]) -> None:
+    """The rows written the plain way: every statement of ``sql.rows_of``."""
+    db = connect(path)
+    for statement in sql.schema(SQLITE):
+        db.execute(statement)
+    db.execute("BEGIN")
+    insert_rows(db, [[(_INSERTS[i], p) for i, p in sql.rows_of(c, NOW)] for c in callbacks])
+    db.execute("COMMIT")
+    db.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(callbacks=st.lists(_callbacks(), max_size=8), together=st.booleans())
+def test_the_store_writes_what_the_plain_inserts_write(
+    callbacks: list[Callback], together: bool
+) -> None:
+    """Any callbacks (up to five ids an event, repeats, replies), saved one by one or at once:
+    the same rows as the plain inserts of each event, its ids and each reply."""
+
+    async def save(path: Path) -> None:
+        store = await SqliteCallbackStore.open(path)
+        try:
+            if together:
+                await asyncio.gather(*(store.save(c) for c in callbacks))
+            else:
+                for callback in callbacks:
+                    await store.save(callback)
+        finally:
+            await store.close()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        ours, plain = Path(scratch, "ours.db"), Path(scratch, "plain.db")
+        asyncio.run(save(ours))
+        _reference(plain, callbacks)
+        assert _rows(ours) == _rows(plain)
+
+
+def test_an_event_with_more_ids_than_the_feed_holds_keeps_them_all(tmp_path: Path) -> None:
+    """Four ids (the feed has three columns): every one is stored, so any of them matches."""
+    ids = ("A1", "A2", "A3", "A4")
+    event = StatusEvent(message_ids=ids, status=DeliveryStatus.READ, at=NOW)
+
+    async def save() -> None:
+        store = await SqliteCallbackStore.open(tmp_path / "c.db")
+        await store.save(Callback(statuses=(event,)))
+        await store.close()
+
+    asyncio.run(save())
+    assert {row[0] for row in _rows(tmp_path / "c.db")["status_ids"]} == set(ids)
+
+
+def test_a_commit_waits_while_another_writer_holds_the_files_lock(tmp_path: Path) -> None:
+    """Another process's writer holds ``PATH-lock``: nothing is committed until it lets go,
+    then the callback is."""
+    path = tmp_path / "c.db"
+    event = StatusEvent(message_ids=("A1",), status=DeliveryStatus.READ, at=NOW)
+
+    async def run() -> None:
+        store = await SqliteCallbackStore.open(path)
+        holder = os.open(lock_path(path), os.O_RDWR)
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        try:
+            saved = asyncio.ensure_future(store.save(Callback(statuses=(event,))))
+            done, _ = await asyncio.wait({saved}, timeout=0.5)
+            assert not done
+            assert _rows(path)["status_events"] == set()
+        finally:
+            fcntl.flock(holder, fcntl.LOCK_UN)
+            os.close(holder)
+        await saved
+        assert len(_rows(path)["status_events"]) == 1
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_a_symlink_where_the_lock_file_goes_is_refused(tmp_path: Path) -> None:
+    """The lock file is never opened through a symlink: one StoreError naming it."""
+    path = tmp_path / "c.db"
+    lock_path(path).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(StoreError, match=r"cannot open the callback store .*c\.db-lock"):
+        asyncio.run(SqliteCallbackStore.open(path))
+    assert not (tmp_path / "elsewhere").exists()
