@@ -148,6 +148,21 @@ def test_malformed_status_callbacks_are_rejected_with_a_reason(
         parse_status(document, received_at=NOW)
 
 
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ({"timestamp": "yesterday"}, "statuses[1].timestamp"),
+        ({"errors": [{"title": ["x"]}]}, "statuses[1].errors[0].title"),
+        ({"id": 7.5e400}, "statuses[1].id"),
+    ],
+)
+def test_a_rejection_names_the_status_entry_at_fault(bad: dict[str, Any], named: str) -> None:
+    """The second of two statuses is wrong: the reason names statuses[1], not statuses[0]."""
+    with pytest.raises(CallbackRejected) as caught:
+        parse_status(v2(status(id="w1"), status(**{"id": "w2", **bad})), received_at=NOW)
+    assert named in caught.value.reason
+
+
 @pytest.mark.parametrize("body", [b"", b"{", b"\xff\xfe", b"nul\x00l"])
 def test_bodies_that_are_not_json_are_rejected(body: bytes) -> None:
     """Empty or broken JSON is refused before any parsing."""

@@ -126,12 +126,12 @@ def parse_status(document: object, *, received_at: str) -> Callback:
     if not statuses:
         return Callback(statuses=(_flat_status(doc, extra, received_at),))
     shared = _request_ids(doc, extra, statuses)
-    events = [
-        _v2_status(
-            _object(entry, f"statuses[{i}]"), f"statuses[{i}]", doc, extra, shared, received_at
-        )
-        for i, entry in enumerate(statuses)
-    ]
+    events: list[StatusEvent] = []
+    for i, entry in enumerate(statuses):
+        try:
+            events.append(_v2_status(_object(entry, _EACH), doc, extra, shared, received_at))
+        except CallbackRejected as exc:  # name the entry (the usual case pays for no names)
+            raise CallbackRejected(exc.reason.replace(_EACH, f"statuses[{i}]", 1)) from None
     return Callback(statuses=tuple(events))
 
 
@@ -155,32 +155,40 @@ def _request_ids(
     doc: Mapping[str, Any], extra: Mapping[str, Any], statuses: Sequence[object]
 ) -> tuple[str, ...]:
     """The request-level ids, if they may be given to every status (see the module docstring)."""
-    own = {_text(s.get("id"), "statuses[].id") for s in statuses if isinstance(s, dict)}
-    if len(statuses) > 1 and len(own) > 1:
-        return ()
+    if len(statuses) > 1:
+        own = {
+            _text(s.get("id"), f"statuses[{i}].id")
+            for i, s in enumerate(statuses)
+            if isinstance(s, dict)
+        }
+        if len(own) > 1:
+            return ()
     found = (_text(doc.get("message_id"), "message_id"),
              _text(extra.get("message_id"), "extra_info.message_id"))  # fmt: skip
     return tuple(i for i in found if i)
 
 
+#: A status entry in a rejection's reason, until parse_status names which one.
+_EACH: Final = "statuses[]"
+
+
 def _v2_status(
     entry: Mapping[str, Any],
-    where: str,
     doc: Mapping[str, Any],
     extra: Mapping[str, Any],
     shared: tuple[str, ...],
     received_at: str,
 ) -> StatusEvent:
     name = entry.get("status", doc.get("status"))
-    code, title, detail = _errors(entry.get("errors"), f"{where}.errors")
+    code, title, detail = _errors(entry.get("errors"), "statuses[].errors")
     if not code and not title:
         code, title, detail = _errors(doc.get("errors"), "errors")
-    ids = _distinct([_text(entry.get("id"), f"{where}.id"), *shared])
+    ids = _distinct([_text(entry.get("id"), "statuses[].id"), *shared])
     return _event(
         ids=ids,
-        status=_status(name, f"{where}.status"),
-        at=_time(entry.get("timestamp"), f"{where}.timestamp", received_at),
-        recipient=_number(entry.get("recipient_id"), f"{where}.recipient_id"),
+        status=_status(name, "statuses[].status"),
+        at=_time(entry.get("timestamp"), "statuses[].timestamp", received_at),
+        recipient=_number(entry.get("recipient_id"), "statuses[].recipient_id"),
         refs=_refs(extra, doc),
         code=code, title=title, detail=detail,
     )  # fmt: skip
@@ -255,11 +263,11 @@ def _errors(value: object, where: str) -> tuple[str, str, str]:
 
 
 def _refs(extra: Mapping[str, Any], doc: Mapping[str, Any]) -> tuple[str, str, str]:
-    def ref(name: str) -> str:
-        value = extra.get(name, doc.get(name))
-        return _text(value, f"extra_info.{name}")
-
-    return ref("ref"), ref("ref1"), ref("ref2")
+    return (
+        _text(extra.get("ref", doc.get("ref")), "extra_info.ref"),
+        _text(extra.get("ref1", doc.get("ref1")), "extra_info.ref1"),
+        _text(extra.get("ref2", doc.get("ref2")), "extra_info.ref2"),
+    )
 
 
 def _status(value: object, where: str) -> DeliveryStatus:
@@ -385,7 +393,11 @@ def _number(value: object, where: str) -> str:
 
 
 def _distinct(ids: Sequence[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(i for i in ids if i))
+    found: list[str] = []
+    for i in ids:
+        if i and i not in found:
+            found.append(i)
+    return tuple(found)
 
 
 def _time(value: object, where: str, received_at: str) -> str:
