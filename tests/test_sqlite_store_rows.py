@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import fcntl
+import multiprocessing
 import os
 import sqlite3
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from bulk_sender.delivery.events import Callback, DeliveryStatus, IncomingMessag
 from bulk_sender.errors import StoreError
 from bulk_sender.stores import sql
 from bulk_sender.stores.sqlite import SQLITE, SqliteCallbackStore
+from bulk_sender.stores.sqlite_ledger import SqliteLedger
 from bulk_sender.stores.sqlite_writer import connect, insert_rows, lock_path
 from tests.strategies import status_events
 
@@ -139,3 +142,38 @@ def test_a_symlink_where_the_lock_file_goes_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"cannot open the callback store .*c\.db-lock"):
         asyncio.run(SqliteCallbackStore.open(path))
     assert not (tmp_path / "elsewhere").exists()
+
+
+def _open_together(start: threading.Barrier, path: str, ledger: bool) -> None:
+    """A child process: wait for the others, open the file, close it; exit 1 on StoreError."""
+    start.wait()
+    opener = SqliteLedger.open if ledger else SqliteCallbackStore.open
+
+    async def run() -> None:
+        await (await opener(Path(path))).close()
+
+    try:
+        asyncio.run(run())
+    except StoreError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+@pytest.mark.parametrize("ledger", [False, True], ids=["callback store", "ledger"])
+def test_a_new_file_opened_by_several_processes_at_once_opens_in_each(
+    tmp_path: Path, ledger: bool
+) -> None:
+    """Three processes open one new file at the same moment, twenty times: each open succeeds
+    (SQLite would answer "database is locked" at once to one switching it to WAL beside
+    another)."""
+    context = multiprocessing.get_context("fork")
+    for round_ in range(20):
+        start = context.Barrier(3)
+        path = str(tmp_path / f"new-{round_}.db")
+        openers = [
+            context.Process(target=_open_together, args=(start, path, ledger)) for _ in range(3)
+        ]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join()
+        assert [opener.exitcode for opener in openers] == [0, 0, 0]

@@ -59,6 +59,21 @@ _BATCH: Final = 4096
 _BUSY_SECONDS: Final = 30.0
 
 
+def lock_path(path: Path) -> Path:
+    """The file beside the database whose ``flock`` queues its committers."""
+    return path.with_name(path.name + "-lock")
+
+
+_LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_lock(path: Path, what: str) -> int:
+    try:
+        return os.open(lock_path(path), _LOCK_FLAGS, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open {what} {path}: {lock_path(path)}: {exc.strerror}") from None
+
+
 def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, ``synchronous=FULL``."""
     if read_only:
@@ -67,23 +82,21 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
             check_same_thread=False, timeout=_BUSY_SECONDS,
         )  # fmt: skip
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=_BUSY_SECONDS)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    return db
-
-
-def lock_path(path: Path) -> Path:
-    """The file beside the database whose ``flock`` queues its committers."""
-    return path.with_name(path.name + "-lock")
-
-
-def _open_lock(path: Path, what: str) -> int:
     try:
-        return os.open(
-            lock_path(path), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
-    except OSError as exc:
-        raise StoreError(f"cannot open {what} {path}: {lock_path(path)}: {exc.strerror}") from None
+        # Under the file's lock: SQLite does not wait for another connection that is switching
+        # a new file to WAL at the same moment ("database is locked" at once), which two
+        # processes opening a new store together would otherwise meet.
+        lock = os.open(lock_path(path), _LOCK_FLAGS, 0o600)
+        try:
+            _flock(lock, fcntl.LOCK_EX)
+            db.execute("PRAGMA journal_mode=WAL")
+        finally:
+            os.close(lock)
+        db.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 class _Marker:
