@@ -34,19 +34,31 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 
 from bulk_sender.audience.gate import AudienceGate, AudienceReport, Rules
 from bulk_sender.audience.rules import Clock, wall_clock_ms
 from bulk_sender.audience.setup import DryRunScreen, open_gate, read_rules
-from bulk_sender.config import CallbacksSettings, KaleyraSettings, Secret, Settings, read_api_key
+from bulk_sender.config import (
+    CallbacksSettings,
+    KaleyraSettings,
+    Secret,
+    SendingSettings,
+    Settings,
+    read_api_key,
+)
 from bulk_sender.delivery.merge import merged_or_none
 from bulk_sender.errors import PlannerCrashedError, UsageError
 from bulk_sender.input.campaign import Campaign, LoadStats, Planned
 from bulk_sender.input.plan_inline import plan_inline
-from bulk_sender.input.plan_process import PlanJob, PlanProcess, start_planner
+from bulk_sender.input.plan_process import (
+    PLAN_IN_PROCESS_ROWS,
+    PlanJob,
+    PlanProcess,
+    start_planner,
+)
 from bulk_sender.input.table import Table, open_table
 from bulk_sender.model import Record, Status
 from bulk_sender.record.journal import SANDBOX, Journal, ResumeState, journal_path
@@ -204,9 +216,15 @@ def dry_run(
         DryRunScreen(rules, settings.audience, clock=clock) as screen,
         contextlib.ExitStack() as cleanup,
     ):
-        # The ledger is read while the file is scanned.
-        rows = table.scan(no_line_breaks=frozenset({campaign.to_column}))
-        planner = start_planner(settings.sending, rows)
+        # The ledger is read while the file is scanned, or while a planning process that checks
+        # each row as the scan would plans a file that will clearly need one (no pass over the
+        # file before planning: nothing is sent, so a broken row can be found on the way).
+        large = _large(settings.sending, table)
+        planner = start_planner(settings.sending, PLAN_IN_PROCESS_ROWS) if large else None
+        if planner is None:
+            rows = table.scan(no_line_breaks=frozenset({campaign.to_column}))
+            if not large:
+                planner = start_planner(settings.sending, rows)
         planned: Iterable[Planned] = campaign.plan(bodies=False)
         if planner is not None:
             cleanup.callback(planner.close)
@@ -230,6 +248,21 @@ def dry_run(
         example_request=_example_request(settings, campaign.stats.example_body),
         audience=None if screen.gate is None else screen.gate.report,
     )  # fmt: skip
+
+
+#: A dry run plans a file at least this big in a planning process without scanning it first
+#: (20,000 rows of a number and a name take about 0.6 MB).
+_LARGE_BYTES: Final = 2 << 20
+
+
+def _large(sending: SendingSettings, table: Table) -> bool:
+    """Whether a dry run plans ``table`` in a planning process without a scan first."""
+    if sending.planner == "process":
+        return True
+    try:
+        return table.path.stat().st_size >= _LARGE_BYTES
+    except OSError:
+        return False
 
 
 def _verdict(item: Planned) -> Record:

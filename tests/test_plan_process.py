@@ -35,6 +35,7 @@ from bulk_sender.input.plan_process import (
     _plan_in_process,
     command,
 )
+from bulk_sender.input.table import Table
 from bulk_sender.record.journal import Journal, JournalError, journal_path
 from bulk_sender.sandbox.server import Sandbox
 from tests.conftest import (
@@ -436,3 +437,29 @@ def test_a_planner_that_cannot_start_falls_back_inline_only_under_auto(
     assert planning.start_planner(SendingSettings(), 1) is None
     with pytest.raises(UsageError, match='planner = "process": cannot start'):
         planning.start_planner(SendingSettings(planner="process"), 1)
+
+
+@pytest.mark.parametrize("planner", ["inline", "process"])
+def test_a_dry_run_planned_without_a_scan_reports_a_broken_file_as_the_scan_does(
+    tmp_path: Path, cli: CliRunner, planner: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dry run in a planning process starts planning without scanning the file first; a stray
+    quote that swallows lines into the phone column is still one line naming the line it opened
+    on (exit 2), as the scan says it inline, and no verdicts file is left."""
+    if planner == "process":
+
+        def no_scan(*args: object, **kwargs: object) -> int:
+            raise AssertionError("the dry run scanned the file before planning it")
+
+        monkeypatch.setattr(Table, "scan", no_scan)
+    campaign = tmp_path / "c.csv"
+    good = "".join(f"+9198765{i:05d},r{i}\n" for i in range(2500))
+    campaign.write_text(f'to,ref\n{good}"+919812345678,x\n+919811122233,y\n+919822233344",z\n')
+    config = write_config(tmp_path / "config.toml", "http://127.0.0.1:9",
+                          sending={"planner": planner})  # fmt: skip
+    verdicts = tmp_path / "verdicts.csv"
+    run = cli("send", campaign, "--config", config, "--dry-run", "--out", verdicts)
+    assert run.code == 2, run.err
+    assert f"{campaign}:2502: a quote opened on line 2502 swallows the following lines" in run.err
+    assert len(run.err.strip().splitlines()) == 1
+    assert not verdicts.exists()

@@ -208,8 +208,15 @@ def _verdict(number: PhoneNumber | str, reader: _Reader) -> PhoneVerdict:
 
 def _usable(number: PhoneNumber, *, warning: str | None) -> PhoneVerdict:
     """A number to send to."""
-    e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
-    return PhoneVerdict(e164=e164, problem=None, warning=warning)
+    return PhoneVerdict(e164=_e164(number), problem=None, warning=warning)
+
+
+def _e164(number: PhoneNumber) -> str:
+    """``format_number(number, E164)``: + country code + national number, written directly
+    where no leading zero is kept (a tenth of the call's cost, for every row)."""
+    if number.italian_leading_zero or not number.national_number:
+        return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    return f"+{number.country_code}{number.national_number}"
 
 
 def _problem(reason: str) -> PhoneVerdict:

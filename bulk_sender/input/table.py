@@ -170,13 +170,16 @@ class Table:
             total += len(rows)
         return total
 
-    def chunks(self, size: int = 10_000) -> Iterator[Chunk]:
+    def chunks(self, size: int = 10_000, *, no_line_breaks: int | None = None) -> Iterator[Chunk]:
         """Stream the data rows, ``size`` at a time (fewer in a file so wide that ``size`` rows
-        would hold more than :data:`CELLS_AHEAD` cells), in constant memory."""
+        would hold more than :data:`CELLS_AHEAD` cells), in constant memory, with the checks of
+        :meth:`scan` (``no_line_breaks``: one column's index)."""
         if size < 1:
             raise ValueError("chunk size must be at least 1")
         first = 1
-        for rows, _lines in self._blocks(size):
+        for rows, lines in self._blocks(size):
+            if no_line_breaks is not None:
+                self._check_one_line(rows, lines, no_line_breaks)
             yield Chunk(first_row=first, rows=rows)
             first += len(rows)
 

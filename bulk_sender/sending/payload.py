@@ -10,6 +10,7 @@ that breaks it is ``invalid`` and must not be sent at all.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any, NamedTuple
 
@@ -70,6 +71,7 @@ def build_body(fields: Fields) -> bytes:
     )
 
 
+@functools.lru_cache(maxsize=8192)  # a campaign's bodies repeat (one text, or few names)
 def content_key(body_text: str, thumbnail_product_retailer_id: str) -> int:
     """A 63-bit identity of what the customer sees: the body text and the catalog's thumbnail.
 
