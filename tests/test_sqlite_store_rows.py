@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from bulk_sender.delivery.events import Callback, DeliveryStatus, IncomingMessage, StatusEvent
 from bulk_sender.errors import StoreError
-from bulk_sender.stores import sql
+from bulk_sender.stores import sql, sqlite_writer
 from bulk_sender.stores.sqlite import SQLITE, SqliteCallbackStore
 from bulk_sender.stores.sqlite_ledger import SqliteLedger
 from bulk_sender.stores.sqlite_writer import connect, insert_rows, lock_path
@@ -177,3 +177,84 @@ def test_a_new_file_opened_by_several_processes_at_once_opens_in_each(
         for opener in openers:
             opener.join()
         assert [opener.exitcode for opener in openers] == [0, 0, 0]
+
+
+def _hold(path: Path) -> int:
+    """Take the file's lock as another process's writer would; the descriptor to let go of."""
+    holder = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    return holder
+
+
+def test_a_writer_stopped_holding_the_lock_stops_no_other_for_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer holds the lock and never lets go (stopped with Ctrl-Z): the store still
+    opens and commits once the wait for the lock is over, under SQLite's locks alone."""
+    monkeypatch.setattr(sqlite_writer, "_LOCK_WAIT", 0.2)
+    path = tmp_path / "c.db"
+    asyncio.run(_save_one(path))  # the file exists, as a stopped writer's would
+    holder = _hold(path)
+    try:
+        asyncio.run(_save_one(path, "A2"))
+        assert len(_rows(path)["status_events"]) == 2
+    finally:
+        os.close(holder)
+
+
+def test_opening_a_store_whose_lock_is_held_leaves_the_event_loop_free(tmp_path: Path) -> None:
+    """Opening waits for the file's lock in a thread: the loop runs on meanwhile."""
+    path = tmp_path / "c.db"
+    holder = _hold(path)
+
+    async def run() -> None:
+        opening = asyncio.ensure_future(SqliteCallbackStore.open(path))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not opening.done()  # we are back on the loop while it waits for the lock
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        await (await opening).close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        os.close(holder)
+
+
+def test_a_lock_file_that_may_not_be_opened_leaves_sqlites_locking_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No rights to the lock file (another user's, in a store shared by a group): the store
+    opens and commits all the same."""
+    real_open = os.open
+
+    def refuse_lock(name: object, *args: int) -> int:
+        if str(name).endswith("-lock"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", refuse_lock)
+    path = tmp_path / "c.db"
+    asyncio.run(_save_one(path))
+    assert len(_rows(path)["status_events"]) == 1
+    assert not lock_path(path).exists()
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o664])
+def test_the_lock_file_gets_the_databases_permissions(tmp_path: Path, mode: int) -> None:
+    """As SQLite gives its -wal and -shm: a store shared by a group stays shared."""
+    path = tmp_path / "c.db"
+    asyncio.run(_save_one(path))
+    lock_path(path).unlink()
+    path.chmod(mode)
+    asyncio.run(_save_one(path, "A2"))
+    assert lock_path(path).stat().st_mode & 0o777 == mode
+
+
+async def _save_one(path: Path, message_id: str = "A1") -> None:
+    store = await SqliteCallbackStore.open(path)
+    event = StatusEvent(message_ids=(message_id,), status=DeliveryStatus.READ, at=NOW)
+    try:
+        await store.save(Callback(statuses=(event,)))
+    finally:
+        await store.close()

@@ -85,7 +85,7 @@ def _upgrade_sqlite(path: Path, schema: Schema[D], dialect: D, upgrade: bool) ->
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.closing(connect(path)) as db:
+        with contextlib.closing(connect(path, what=f"the {schema.what}")) as db:
             return apply_schema(db, schema, dialect, where=str(path), upgrade=upgrade)
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"cannot open the {schema.what} {path}: {exc}") from None

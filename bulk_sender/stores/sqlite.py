@@ -105,6 +105,24 @@ def _feed_statement(rows: int) -> str:
     return _FEED.statement(rows)
 
 
+def _create(path: Path) -> _Writer:
+    """The store's write connection (the file and its schema created if need be) and writer."""
+    what = "the callback store"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = connect(path, what=what)
+        try:
+            apply_schema(db, migrations.CALLBACKS, SQLITE, where=str(path), upgrade=False)
+            for statement in _feed_schema():
+                db.execute(statement)
+            return GroupCommitter(path, db, insert_rows, what=what, alone=_alone)
+        except BaseException:
+            db.close()
+            raise
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot open {what} {path}: {exc}") from None
+
+
 class SqliteCallbackStore:
     """A :class:`~bulk_sender.stores.base.CallbackStore` in the SQLite file ``path``."""
 
@@ -119,21 +137,7 @@ class SqliteCallbackStore:
     async def open(cls, path: Path) -> SqliteCallbackStore:
         """Open (creating if needed) the store at ``path`` and start its writer; a schema of
         another version is refused (:mod:`.migrations`)."""
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = connect(path)
-            try:
-                apply_schema(db, migrations.CALLBACKS, SQLITE, where=str(path), upgrade=False)
-                for statement in _feed_schema():
-                    db.execute(statement)
-                writer: _Writer = GroupCommitter(
-                    path, db, insert_rows, what="the callback store", alone=_alone
-                )
-            except BaseException:
-                db.close()
-                raise
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the callback store {path}: {exc}") from None
+        writer = await asyncio.to_thread(_create, path)  # it may wait for another's commit
         writer.start(name="store-writer")
         return cls(path, writer)
 

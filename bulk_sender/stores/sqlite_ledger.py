@@ -97,9 +97,13 @@ class SqliteLedger:
             db = await asyncio.to_thread(_create, path)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(_cannot(path, "open", exc)) from None
-        writer: GroupCommitter[_Job, _Answer] = GroupCommitter(
-            path, db, _commit, what="the ledger", alone=_alone
-        )
+        try:
+            writer: GroupCommitter[_Job, _Answer] = GroupCommitter(
+                path, db, _commit, what="the ledger", alone=_alone
+            )
+        except StoreError:
+            db.close()
+            raise
         writer.start(name="ledger-writer")
         return cls(path, writer)
 
@@ -183,7 +187,7 @@ class SqliteLedger:
 
 
 def _create(path: Path) -> sqlite3.Connection:
-    db = connect(path)
+    db = connect(path, what="the ledger")
     try:
         sqlite_schema.apply_schema(db, migrations.LEDGER, SQLITE, where=str(path), upgrade=False)
     except BaseException:

@@ -25,22 +25,31 @@ batch's waiters (with :class:`StoreError`); the next batch tries again, so a rec
 Several processes may write the same file (``receive --workers``, two sends on one ledger).
 SQLite alone would serialise them, but a writer that finds the file locked polls for it with
 sleeps of 1 to 100 ms, and meanwhile its batch, and every request waiting on it, waits too. So
-the committers of one file also queue on an ``flock`` of a file beside it (``PATH-lock``): the
-kernel wakes the next writer the moment the last one is done. SQLite's own locks (waiting up to
-30 s) still make the writes safe, as for any other program writing the file.
+the committers of one file also take turns on an ``flock`` of a file beside it (``PATH-lock``),
+which a waiting writer tries again after 20 µs, then 40, ... up to 0.5 ms: it gets the file
+within a fraction of a millisecond of the last writer's commit. The lock is only a faster
+hand-over, never what makes the writes safe (SQLite's own locks, waiting up to 30 s, do that,
+as for any other program writing the file): a writer that cannot have it within 5 s (another
+was stopped holding it: Ctrl-Z, a debugger) goes on without it, and a lock file it may not
+open (a store shared by a group, another user's lock file) or a file system without ``flock``
+leaves SQLite's locking alone. The lock file gets the database file's permissions, as SQLite
+gives its ``-wal`` and ``-shm``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import functools
 import itertools
 import os
 import queue
 import sqlite3
+import stat
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, Generic, TypeVar
@@ -48,7 +57,7 @@ from typing import Final, Generic, TypeVar
 from bulk_sender.errors import StoreError
 from bulk_sender.stores.sql import Insert
 
-__all__ = ["GroupCommitter", "Statement", "connect", "insert_rows", "lock_path"]
+__all__ = ["FileLock", "GroupCommitter", "Statement", "connect", "insert_rows", "lock_path"]
 
 Job = TypeVar("Job")
 Answer = TypeVar("Answer")
@@ -65,17 +74,81 @@ def lock_path(path: Path) -> Path:
 
 
 _LOCK_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+#: How long a writer waits for the file's lock before it goes on without it.
+_LOCK_WAIT: Final = 5.0
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.00002, 0.0005
+#: Why a lock file may not be openable where the database still is writable: no rights to it
+#: (another user's, in a store shared by a group), a read-only place.
+_NO_LOCK_FILE: Final = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 
-def _open_lock(path: Path, what: str) -> int:
+class FileLock:
+    """The ``flock`` of ``PATH-lock`` that the writers of one SQLite file take turns on; see the
+    module docstring. A symlink where the lock file goes is refused (:class:`StoreError`)."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self._fd = _open_lock(path, what)
+
+    def acquire(self) -> bool:
+        """Take the lock, trying again with growing pauses for up to 5 s; False: go on without
+        it (it was not to be had, or cannot be on this file system)."""
+        if self._fd is None:
+            return False
+        pause, deadline = _FIRST_PAUSE, 0.0
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass
+            except OSError:
+                return False
+            else:
+                return True
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + _LOCK_WAIT
+            elif now >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(2 * pause, _LONGEST_PAUSE)
+
+    def release(self) -> None:
+        """Let the next writer have the file."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the lock file (which lets go of the lock, if held)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _open_lock(path: Path, what: str) -> int | None:
+    """The lock file, opened (created with the database's permissions if need be); None where
+    it may not be opened."""
     try:
-        return os.open(lock_path(path), _LOCK_FLAGS, 0o600)
+        mode = stat.S_IMODE(path.stat().st_mode) & 0o666
+    except OSError:
+        mode = 0o644
+    try:
+        fd = os.open(lock_path(path), _LOCK_FLAGS, mode)
     except OSError as exc:
+        if exc.errno in _NO_LOCK_FILE:
+            return None
         raise StoreError(f"cannot open {what} {path}: {lock_path(path)}: {exc.strerror}") from None
+    with contextlib.suppress(OSError):  # ours to set only if we own it; umask set it narrower
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, mode)
+    return fd
 
 
-def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), WAL, ``synchronous=FULL``."""
+def connect(
+    path: Path, *, read_only: bool = False, what: str = "the database"
+) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, ``synchronous=FULL``;
+    ``what`` names the file in errors."""
     if read_only:
         return sqlite3.connect(
             f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
@@ -86,12 +159,12 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
         # Under the file's lock: SQLite does not wait for another connection that is switching
         # a new file to WAL at the same moment ("database is locked" at once), which two
         # processes opening a new store together would otherwise meet.
-        lock = os.open(lock_path(path), _LOCK_FLAGS, 0o600)
+        lock = FileLock(path, what)
         try:
-            _flock(lock, fcntl.LOCK_EX)
+            lock.acquire()
             db.execute("PRAGMA journal_mode=WAL")
         finally:
-            os.close(lock)
+            lock.close()
         db.execute("PRAGMA synchronous=FULL")
     except BaseException:
         db.close()
@@ -129,7 +202,7 @@ class GroupCommitter(Generic[Job, Answer]):
         self._commit_jobs = commit
         self._alone = alone
         self._what = what
-        self._lock = _open_lock(path, what)
+        self._lock = FileLock(path, what)
         self._queue: queue.SimpleQueue[tuple[Job | _Marker, asyncio.Future[Answer] | None]]
         self._queue = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -184,9 +257,7 @@ class GroupCommitter(Generic[Job, Answer]):
             self._queue.put((_STOP, None))
             await asyncio.to_thread(thread.join)
         self._db.close()
-        if self._lock >= 0:
-            os.close(self._lock)
-            self._lock = -1
+        self._lock.close()
 
     def _closed(self) -> StoreError:
         return StoreError(f"{self._what} {self.path} is closed")
@@ -219,7 +290,7 @@ class GroupCommitter(Generic[Job, Answer]):
         if not jobs:
             return None, None
         db = self._db
-        queued = _flock(self._lock, fcntl.LOCK_EX)
+        queued = self._lock.acquire()
         try:
             answers = None if self._alone is None else self._alone(db, jobs)
             if answers is None:
@@ -232,20 +303,10 @@ class GroupCommitter(Generic[Job, Answer]):
             return None, StoreError(f"cannot write {self._what} {self.path}: {exc}")
         finally:
             if queued:
-                _flock(self._lock, fcntl.LOCK_UN)
+                self._lock.release()
         self.batches += 1
         self.committed += len(jobs)
         return answers, None
-
-
-def _flock(fd: int, operation: int) -> bool:
-    """``flock``; False where it cannot be had (a file system without it): SQLite's own locks
-    still keep the writes safe, only slower to hand over."""
-    try:
-        fcntl.flock(fd, operation)
-    except OSError:
-        return False
-    return True
 
 
 def _settle(
