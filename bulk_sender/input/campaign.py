@@ -207,7 +207,8 @@ class Campaign:
         state = resume or ResumeState()
         seen = FirstSeen()
         seeded = self.settings.allow_duplicates
-        for chunk in self.table.chunks(chunk_size, no_line_breaks=self.to_column):
+        phone_column = frozenset({self.to_column})
+        for chunk in self.table.chunks(chunk_size, no_line_breaks=phone_column):
             if state.all_done(chunk.first_row, len(chunk.rows)):
                 self.stats.rows += len(chunk.rows)
                 self.stats.skipped_done += len(chunk.rows)

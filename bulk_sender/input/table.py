@@ -160,26 +160,23 @@ class Table:
         (column indexes, such as the phone column's): that is what a stray quote that closes
         much later looks like.
         """
-        if any(not 0 <= c < len(self.header) for c in no_line_breaks):
-            raise ValueError(f"no_line_breaks {sorted(no_line_breaks)} is outside the header")
-        columns = sorted(no_line_breaks)
-        total = 0
-        for rows, lines in self._blocks(_SCAN_BLOCK):
-            for column in columns:
-                self._check_one_line(rows, lines, column)
-            total += len(rows)
-        return total
+        return sum(len(c.rows) for c in self.chunks(_SCAN_BLOCK, no_line_breaks=no_line_breaks))
 
-    def chunks(self, size: int = 10_000, *, no_line_breaks: int | None = None) -> Iterator[Chunk]:
+    def chunks(
+        self, size: int = 10_000, *, no_line_breaks: frozenset[int] = frozenset()
+    ) -> Iterator[Chunk]:
         """Stream the data rows, ``size`` at a time (fewer in a file so wide that ``size`` rows
         would hold more than :data:`CELLS_AHEAD` cells), in constant memory, with the checks of
-        :meth:`scan` (``no_line_breaks``: one column's index)."""
+        :meth:`scan`."""
         if size < 1:
             raise ValueError("chunk size must be at least 1")
+        if any(not 0 <= c < len(self.header) for c in no_line_breaks):
+            raise ValueError(f"no_line_breaks {sorted(no_line_breaks)} is outside the header")
         first = 1
+        columns = sorted(no_line_breaks)
         for rows, lines in self._blocks(size):
-            if no_line_breaks is not None:
-                self._check_one_line(rows, lines, no_line_breaks)
+            for column in columns:
+                self._check_one_line(rows, lines, column)
             yield Chunk(first_row=first, rows=rows)
             first += len(rows)
 

@@ -20,18 +20,18 @@ pool; a snapshot reads in one REPEATABLE READ transaction, a consistent picture.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
-from typing import Any, Final, NamedTuple, cast
+from collections.abc import Sequence
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from bulk_sender.audience.rules import Bounds, Facts, OptOut, PastSend, wall_clock_ms
+from bulk_sender.audience.rules import Bounds, Facts, OptOut, PastSend
 from bulk_sender.audience.snapshot import Snapshot
-from bulk_sender.errors import StoreError
 from bulk_sender.stores import ledger_sql as sql
 from bulk_sender.stores import migrations
 from bulk_sender.stores.ledger import OptChange, OptOutRow, TakeRequest
+from bulk_sender.stores.ledger_writes import Answer, Incoming, Job, LedgerWrites, Register, Release
 from bulk_sender.stores.locations import redacted
 from bulk_sender.stores.postgres import (
     LEDGER,
@@ -72,36 +72,17 @@ _OPT_OUTS: Final = (
 )
 
 
-class _Register(NamedTuple):
-    key: str
-    name: str
-    at: int
-
-
-class _Release(NamedTuple):
-    campaign: int
-    row: int
-    part: int
-
-
-class _Incoming(NamedTuple):
-    recipient: int
-    at: int
-
-
-_Job = TakeRequest | _Release | OptChange | _Incoming | _Register
-_Answer = Facts | int | bool | None
-
-
-class PgLedger:
-    """A :class:`~bulk_sender.stores.ledger.Ledger` on the PostgreSQL server at ``url``."""
+class PgLedger(LedgerWrites):
+    """A :class:`~bulk_sender.stores.ledger.Ledger` on the PostgreSQL server at ``url`` (its
+    writes: :class:`~.ledger_writes.LedgerWrites`)."""
 
     def __init__(self, url: str, pool: Any, *, read_only: bool) -> None:
         self.url = url
         self._pool = pool
-        self._writer: PgGroupCommitter[_Job, _Answer] | None = None
+        self._shown = f"the {_WHAT} {redacted(url)}"
+        self._writer = None
         if not read_only:
-            self._writer = PgGroupCommitter(pool, url, _commit, what=_WHAT)
+            self._writer = PgGroupCommitter[Job, Answer](pool, url, _commit, what=_WHAT)
 
     def __repr__(self) -> str:
         return f"PgLedger(url={redacted(self.url)!r}, writer={self._writer!r})"
@@ -124,43 +105,6 @@ class PgLedger:
             await pool.close()
             raise
         return cls(url, pool, read_only=read_only)
-
-    # -- writes (through the group committer) ------------------------------------------------
-
-    async def register_campaign(self, key: str, name: str) -> int:
-        """The campaign's id (see :class:`~bulk_sender.stores.ledger.Ledger`)."""
-        answer = await self._writing().submit(_Register(key, name, wall_clock_ms()))
-        assert isinstance(answer, int)
-        return answer
-
-    def take(self, request: TakeRequest) -> Awaitable[Facts | None]:
-        """Take the slot, or the facts that refused it."""
-        return cast("asyncio.Future[Facts | None]", self._writing().submit_soon(request))
-
-    def release_later(self, campaign: int, row: int, part: int) -> None:
-        """Queue giving the slot back."""
-        self._writing().submit_later(_Release(campaign, row, part))
-
-    async def flush(self) -> None:
-        """Wait for what is queued."""
-        if self._writer is not None:
-            await self._writer.flush()
-
-    async def change_opt(self, changes: Sequence[OptChange]) -> int:
-        """Apply opt changes; the number that took effect."""
-        writer = self._writing()
-        answers = await asyncio.gather(*(writer.submit(change) for change in changes))
-        return sum(1 for answer in answers if answer)
-
-    async def note_incoming(self, messages: Sequence[tuple[int, int]]) -> None:
-        """Record when customers wrote."""
-        writer = self._writing()
-        await asyncio.gather(*(writer.submit(_Incoming(r, at)) for r, at in messages))
-
-    def _writing(self) -> PgGroupCommitter[_Job, _Answer]:
-        if self._writer is None:
-            raise StoreError(f"the {_WHAT} {redacted(self.url)} was opened read-only")
-        return self._writer
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -234,17 +178,17 @@ async def _schema_checked(pool: Any, url: str) -> bool:
 # -- the writer's side ---------------------------------------------------------------------------
 
 
-async def _commit(connection: Any, jobs: list[_Job]) -> list[_Answer]:
+async def _commit(connection: Any, jobs: list[Job]) -> list[Answer]:
     """Run one batch's jobs in the open transaction; one answer per job, in order.
 
     Slots given back, opt changes and incoming messages go first, so a slot given back in this
     batch is free for a take in it.
     """
-    answers: list[_Answer] = [None] * len(jobs)
+    answers: list[Answer] = [None] * len(jobs)
     for index, job in enumerate(jobs):
-        if isinstance(job, _Register):
+        if isinstance(job, Register):
             answers[index] = await connection.fetchval(_REGISTER, *job)
-    releases = [job for job in jobs if isinstance(job, _Release)]
+    releases = [job for job in jobs if isinstance(job, Release)]
     if releases:
         await connection.execute(_RELEASE, *_columns(releases))
     for index, job in enumerate(jobs):
@@ -253,7 +197,7 @@ async def _commit(connection: Any, jobs: list[_Job]) -> list[_Answer]:
                 _CHANGE_OPT, job.recipient, int(job.opted_out), job.at, job.by
             )
             answers[index] = not status.endswith(" 0")  # "INSERT 0 1": it took effect
-    incoming = [tuple(job) for job in jobs if isinstance(job, _Incoming)]
+    incoming = [tuple(job) for job in jobs if isinstance(job, Incoming)]
     if incoming:
         await connection.executemany(_NOTE_INCOMING, incoming)
     takes = [(index, job) for index, job in enumerate(jobs) if isinstance(job, TakeRequest)]
@@ -263,7 +207,7 @@ async def _commit(connection: Any, jobs: list[_Job]) -> list[_Answer]:
 
 
 async def _take(
-    connection: Any, takes: list[tuple[int, TakeRequest]], answers: list[_Answer]
+    connection: Any, takes: list[tuple[int, TakeRequest]], answers: list[Answer]
 ) -> None:
     """Lock the takes' recipients, insert their slots, round by round; set each take's answer:
     None if its slot went in, else the facts that kept it out."""

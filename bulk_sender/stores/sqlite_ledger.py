@@ -14,15 +14,15 @@ import contextlib
 import itertools
 import sqlite3
 import threading
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Final, NamedTuple, TypeVar, cast
+from typing import Final, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from bulk_sender.audience.rules import Bounds, Facts, OptOut, PastSend, wall_clock_ms
+from bulk_sender.audience.rules import Bounds, Facts, OptOut, PastSend
 from bulk_sender.audience.snapshot import Snapshot
 from bulk_sender.stores import ledger_sql as sql
 from bulk_sender.stores import migrations, sqlite_schema
@@ -32,6 +32,7 @@ from bulk_sender.stores.ledger import (
     StoreError,
     TakeRequest,
 )
+from bulk_sender.stores.ledger_writes import Answer, Incoming, Job, LedgerWrites, Register, Release
 from bulk_sender.stores.sqlite_writer import GroupCommitter, connect
 
 __all__ = ["SQLITE", "SqliteLedger"]
@@ -49,36 +50,17 @@ _TAKES_PER_STATEMENT: Final = 64
 _SLOTS_PER_STATEMENT: Final = 256
 _SCREEN_PER_STATEMENT: Final = 2048
 _READ_MMAP_BYTES: Final = 1 << 30
-
-
-class _Register(NamedTuple):
-    key: str
-    name: str
-    at: int
-
-
-class _Release(NamedTuple):
-    campaign: int
-    row: int
-    part: int
-
-
-class _Incoming(NamedTuple):
-    recipient: int
-    at: int
-
-
 _T = TypeVar("_T")
-_Job = TakeRequest | _Release | OptChange | _Incoming | _Register
-_Answer = Facts | int | bool | None
 
 
-class SqliteLedger:
-    """A :class:`~bulk_sender.stores.ledger.Ledger` in the SQLite file ``path``."""
+class SqliteLedger(LedgerWrites):
+    """A :class:`~bulk_sender.stores.ledger.Ledger` in the SQLite file ``path`` (its writes:
+    :class:`~.ledger_writes.LedgerWrites`)."""
 
-    def __init__(self, path: Path, writer: GroupCommitter[_Job, _Answer] | None) -> None:
+    def __init__(self, path: Path, writer: GroupCommitter[Job, Answer] | None) -> None:
         self.path = path
         self._writer = writer
+        self._shown = f"the ledger {path}"
         self._reader: sqlite3.Connection | None = None
         self._reading = threading.Lock()
         self._names: dict[int, str] = {}
@@ -98,7 +80,7 @@ class SqliteLedger:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(_cannot(path, "open", exc)) from None
         try:
-            writer: GroupCommitter[_Job, _Answer] = GroupCommitter(
+            writer: GroupCommitter[Job, Answer] = GroupCommitter(
                 path, db, _commit, what="the ledger", alone=_alone
             )
         except StoreError:
@@ -106,43 +88,6 @@ class SqliteLedger:
             raise
         writer.start(name="ledger-writer")
         return cls(path, writer)
-
-    # -- writes (through the group committer) ------------------------------------------------
-
-    async def register_campaign(self, key: str, name: str) -> int:
-        """The campaign's id (see :class:`~bulk_sender.stores.ledger.Ledger`)."""
-        answer = await self._writing().submit(_Register(key, name, wall_clock_ms()))
-        assert isinstance(answer, int)
-        return answer
-
-    def take(self, request: TakeRequest) -> Awaitable[Facts | None]:
-        """Take the slot, or the facts that refused it."""
-        return cast("asyncio.Future[Facts | None]", self._writing().submit_soon(request))
-
-    def release_later(self, campaign: int, row: int, part: int) -> None:
-        """Queue giving the slot back."""
-        self._writing().submit_later(_Release(campaign, row, part))
-
-    async def flush(self) -> None:
-        """Wait for what is queued."""
-        if self._writer is not None:
-            await self._writer.flush()
-
-    async def change_opt(self, changes: Sequence[OptChange]) -> int:
-        """Apply opt changes; the number that took effect."""
-        writer = self._writing()
-        answers = await asyncio.gather(*(writer.submit(change) for change in changes))
-        return sum(1 for answer in answers if answer)
-
-    async def note_incoming(self, messages: Sequence[tuple[int, int]]) -> None:
-        """Record when customers wrote."""
-        writer = self._writing()
-        await asyncio.gather(*(writer.submit(_Incoming(r, at)) for r, at in messages))
-
-    def _writing(self) -> GroupCommitter[_Job, _Answer]:
-        if self._writer is None:
-            raise StoreError(f"the ledger {self.path} was opened read-only")
-        return self._writer
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -205,7 +150,7 @@ def _check_is_ledger(db: sqlite3.Connection, path: Path) -> None:
         )
 
 
-def _commit(db: sqlite3.Connection, jobs: list[_Job]) -> list[_Answer]:
+def _commit(db: sqlite3.Connection, jobs: list[Job]) -> list[Answer]:
     """Run one batch's jobs in the open transaction; one answer per job, in order.
 
     Slots given back, opt changes and incoming messages go first, so a slot given back in this
@@ -213,18 +158,18 @@ def _commit(db: sqlite3.Connection, jobs: list[_Job]) -> list[_Answer]:
     """
     if all(type(job) is TakeRequest for job in jobs):
         return _take(db, cast("list[TakeRequest]", jobs))
-    answers: list[_Answer] = [None] * len(jobs)
+    answers: list[Answer] = [None] * len(jobs)
     for index, job in enumerate(jobs):
-        if isinstance(job, _Register):
+        if isinstance(job, Register):
             (answers[index],) = db.execute(sql.register_campaign(SQLITE), job).fetchone()
-    _release(db, [job for job in jobs if isinstance(job, _Release)])
+    _release(db, [job for job in jobs if isinstance(job, Release)])
     for index, job in enumerate(jobs):
         if isinstance(job, OptChange):
             changed = db.execute(
                 sql.change_opt(SQLITE), (job.recipient, int(job.opted_out), job.at, job.by)
             ).rowcount
             answers[index] = changed > 0
-        elif isinstance(job, _Incoming):
+        elif isinstance(job, Incoming):
             db.execute(sql.note_incoming(SQLITE), job)
     indexes = [index for index, job in enumerate(jobs) if isinstance(job, TakeRequest)]
     if indexes:
@@ -234,7 +179,7 @@ def _commit(db: sqlite3.Connection, jobs: list[_Job]) -> list[_Answer]:
     return answers
 
 
-def _alone(db: sqlite3.Connection, jobs: list[_Job]) -> list[_Answer] | None:
+def _alone(db: sqlite3.Connection, jobs: list[Job]) -> list[Answer] | None:
     """A send's usual batch, takes for distinct recipients that fit one statement, committed by
     that statement alone (autocommit: see :mod:`.sqlite_writer`); None for any other batch.
 
@@ -257,24 +202,24 @@ def _alone(db: sqlite3.Connection, jobs: list[_Job]) -> list[_Answer] | None:
     return answers
 
 
-def _release(db: sqlite3.Connection, releases: list[_Release]) -> None:
+def _release(db: sqlite3.Connection, releases: list[Release]) -> None:
     for chunk in _chunks(releases, _SLOTS_PER_STATEMENT):
         keys = list(itertools.chain.from_iterable(chunk))
         db.execute(sql.release(SQLITE, len(chunk)), keys)
 
 
-def _take(db: sqlite3.Connection, takes: list[TakeRequest]) -> list[_Answer]:
+def _take(db: sqlite3.Connection, takes: list[TakeRequest]) -> list[Answer]:
     """Each take's answer, in order: None if its row went in, else the facts that kept it out.
 
     Takes for distinct recipients (nearly always) are one round: their answers come in order,
     a chunk at a time, and a chunk whose rows all went in costs no Python per take.
     """
     if len({q.recipient for q in takes}) == len(takes):
-        answers: list[_Answer] = []
+        answers: list[Answer] = []
         for chunk in _chunks(takes, _TAKES_PER_STATEMENT):
             answers += _take_round(db, chunk)
         return answers
-    by_key: dict[tuple[int, int, int], _Answer] = {}
+    by_key: dict[tuple[int, int, int], Answer] = {}
     for round_ in sql.rounds(takes):
         for chunk in _chunks(round_, _TAKES_PER_STATEMENT):
             for q, facts in zip(chunk, _take_round(db, chunk), strict=True):
@@ -282,7 +227,7 @@ def _take(db: sqlite3.Connection, takes: list[TakeRequest]) -> list[_Answer]:
     return [by_key[(q.campaign, q.row, q.part)] for q in takes]
 
 
-def _take_round(db: sqlite3.Connection, chunk: Sequence[TakeRequest]) -> list[_Answer]:
+def _take_round(db: sqlite3.Connection, chunk: Sequence[TakeRequest]) -> list[Answer]:
     """Insert the slots of ``chunk`` (distinct recipients); each one's answer, in order."""
     absent = sql.absent_bounds(chunk)
     statement = sql.take(SQLITE, len(chunk), absent)
@@ -291,7 +236,7 @@ def _take_round(db: sqlite3.Connection, chunk: Sequence[TakeRequest]) -> list[_A
     return _answers(db, chunk)
 
 
-def _answers(db: sqlite3.Connection, chunk: Sequence[TakeRequest]) -> list[_Answer]:
+def _answers(db: sqlite3.Connection, chunk: Sequence[TakeRequest]) -> list[Answer]:
     """After a chunk's insert that not every take got into: None for those that did, the facts
     for the others."""
     keys = itertools.chain.from_iterable(
